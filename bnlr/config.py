@@ -1,0 +1,245 @@
+"""Frozen, hashable configs: the data, a model, an optimizer, one run, and a grid of runs.
+
+Every field is checked in ``__post_init__`` so that a bad value raises ``ValueError``
+naming it before any training starts. Being frozen dataclasses of tuples, configs are
+hashable and serve directly as cache keys (``st.cache_data``) in the app.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from itertools import product
+
+ACTIVATIONS = ("tanh", "relu", "sigmoid", "leaky_relu")
+BN_PLACEMENTS = ("none", "pre", "post")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+DTYPES = ("float32", "float64")
+
+
+def _positive_finite(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def _choice(name: str, value: str, accepted: tuple[str, ...]) -> None:
+    if value not in accepted:
+        raise ValueError(f"unknown {name} {value!r}; accepted: {', '.join(accepted)}")
+
+
+def _int_at_least(name: str, value: int, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer ≥ {low}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The article's regression data: y = (X ** degree) @ w (+ 1 if bias) + noise · N(0, 1)."""
+    n: int = 1000  # samples in all, before the split
+    w: tuple[float, ...] = (2.0, -1.0, 3.0, 1.0, 2.0)  # true weights; len(w) = number of features
+    degree: int = 2  # the power applied to X elementwise
+    bias: bool = False  # add 1 to every target (the article's bias=True)
+    noise: float = 0.01  # std of the Gaussian noise added to y
+    train_fraction: float = 0.7  # the rest is the test split
+    seed: int = 929  # seeds the data and the split, nothing else
+
+    def __post_init__(self):
+        object.__setattr__(self, "w", tuple(float(v) for v in self.w))
+        _int_at_least("n", self.n, 4)
+        if not self.w or not all(math.isfinite(v) for v in self.w):
+            raise ValueError(f"w must be a non-empty list of finite numbers, got {self.w!r}")
+        _int_at_least("degree", self.degree, 1)
+        if self.degree > 6:
+            raise ValueError(f"degree must be between 1 and 6, got {self.degree}")
+        if not (math.isfinite(self.noise) and self.noise >= 0):
+            raise ValueError(f"noise must be a finite number ≥ 0, got {self.noise!r}")
+        if not (0 < self.train_fraction < 1):
+            raise ValueError(f"train_fraction must lie strictly between 0 and 1, got {self.train_fraction!r}")
+        _int_at_least("data seed", self.seed, 0)
+
+    @property
+    def n_train(self) -> int:
+        return int(round(self.n * self.train_fraction))
+
+    @property
+    def n_features(self) -> int:
+        return len(self.w)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """An MLP: hidden Linear layers of the given widths, then Linear(width, 1)."""
+    widths: tuple[int, ...] = (4, 4, 4)  # hidden layer widths; depth = len(widths)
+    activation: str = "tanh"  # one of ACTIVATIONS
+    bn: str = "none"  # none | pre (Linear→BN→act) | post (Linear→act→BN)
+    bn_momentum: float = 0.1  # nn.BatchNorm1d's momentum for the running statistics
+
+    def __post_init__(self):
+        object.__setattr__(self, "widths", tuple(self.widths))
+        if not self.widths or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in self.widths):
+            raise ValueError(f"widths must be a non-empty list of integers ≥ 1, got {self.widths!r}")
+        if len(self.widths) > 12 or max(self.widths) > 512:
+            raise ValueError(f"widths {self.widths!r} too large: at most 12 layers of width ≤ 512")
+        _choice("activation", self.activation, ACTIVATIONS)
+        _choice("BN placement", self.bn, BN_PLACEMENTS)
+        if not (0 <= self.bn_momentum <= 1):
+            raise ValueError(f"bn_momentum must lie in [0, 1], got {self.bn_momentum!r}")
+
+    @property
+    def depth(self) -> int:
+        return len(self.widths)
+
+    @property
+    def label(self) -> str:
+        """A short name for charts, e.g. ``3×4 tanh · BN pre``."""
+        w = self.widths
+        shape = f"{len(w)}×{w[0]}" if len(set(w)) == 1 else "-".join(map(str, w))
+        return f"{shape} {self.activation} · " + ("no BN" if self.bn == "none" else f"BN {self.bn}")
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """A torch.optim optimizer (all but lr), with torch's defaults."""
+    name: str = "sgd"  # sgd | adam | adamw
+    momentum: float = 0.0  # SGD only
+    dampening: float = 0.0  # SGD only
+    nesterov: bool = False  # SGD only
+    weight_decay: float | None = None  # None = torch's default: 0, or 0.01 for AdamW
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam / AdamW
+    eps: float = 1e-8  # Adam / AdamW
+
+    def __post_init__(self):
+        _choice("optimizer", self.name, OPTIMIZERS)
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if not (0 <= self.momentum < 1):
+            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum!r}")
+        if not (0 <= self.dampening <= 1):
+            raise ValueError(f"dampening must lie in [0, 1], got {self.dampening!r}")
+        if self.nesterov and (self.name != "sgd" or self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("nesterov needs SGD with momentum > 0 and dampening = 0 (as torch.optim.SGD)")
+        if self.weight_decay is not None and not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite number ≥ 0, got {self.weight_decay!r}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        _positive_finite("eps", self.eps)
+
+    @property
+    def decay(self) -> float:
+        if self.weight_decay is not None:
+            return float(self.weight_decay)
+        return 0.01 if self.name == "adamw" else 0.0
+
+    @property
+    def label(self) -> str:
+        if self.name == "sgd":
+            return "SGD" + (f" m={self.momentum:g}" if self.momentum else "") + (" nesterov" if self.nesterov else "")
+        return {"adam": "Adam", "adamw": "AdamW"}[self.name]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run: a model, an optimizer, an lr, a schedule and a seed."""
+    model: ModelConfig = ModelConfig()
+    lr: float = 0.01  # the optimizer's initial lr (for cyclic / onecycle: the peak, unless given)
+    seed: int = 929  # seeds the initial weights and the batch order
+    schedule: str = "constant"  # a schedule spec, see bnlr.schedules
+    optimizer: OptimizerConfig = OptimizerConfig()
+
+    def __post_init__(self):
+        _positive_finite("lr", self.lr)
+        _int_at_least("seed", self.seed, 0)
+        from .schedules import parse_schedule  # noqa: PLC0415 (schedules imports config)
+        parse_schedule(self.schedule)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Runs that share data, epochs and batch size: what one call to ``train`` does."""
+    runs: tuple[RunConfig, ...]
+    data: DataConfig = DataConfig()
+    epochs: int = 40  # passes over the training split
+    batch_size: int = 50  # mini-batch size; batches are reshuffled every epoch
+    dtype: str = "float32"  # float32 | float64
+
+    def __post_init__(self):
+        object.__setattr__(self, "runs", tuple(self.runs))
+        if not self.runs:
+            raise ValueError("an experiment needs at least one run")
+        _int_at_least("epochs", self.epochs, 1)
+        if self.epochs > 2000:
+            raise ValueError(f"epochs must be at most 2000, got {self.epochs}")
+        _int_at_least("batch_size", self.batch_size, 1)
+        if self.batch_size > self.data.n_train:
+            raise ValueError(f"batch_size {self.batch_size} is larger than the training set "
+                             f"({self.data.n_train} samples)")
+        _choice("dtype", self.dtype, DTYPES)
+        if self.data.n_train < 2 or self.data.n - self.data.n_train < 1:
+            raise ValueError(f"n={self.data.n} leaves an empty split at train_fraction {self.data.train_fraction}")
+        last = self.data.n_train % self.batch_size
+        if last == 1 and any(r.model.bn != "none" for r in self.runs):
+            raise ValueError(f"batch_size {self.batch_size} leaves a last batch of 1 sample out of "
+                             f"{self.data.n_train}; BatchNorm needs at least 2 (pick another batch size)")
+        for run in self.runs:
+            from .schedules import check_schedule  # noqa: PLC0415
+            check_schedule(run.schedule, run.lr, self.epochs, self.steps_per_epoch, run.optimizer)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.data.n_train / self.batch_size)
+
+    @property
+    def work(self) -> int:
+        """Runs × epochs × training samples: the unit the app caps per request."""
+        return len(self.runs) * self.epochs * self.data.n_train
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A grid of runs: every depth × activation × BN × schedule × lr × seed."""
+    depths: tuple[int, ...] = (3, 4)  # hidden layers
+    width: int = 4  # units per hidden layer
+    activations: tuple[str, ...] = ("tanh",)
+    bns: tuple[str, ...] = ("none", "pre")
+    bn_momentum: float = 0.1
+    lrs: tuple[float, ...] = (0.1, 0.03, 0.01, 0.005)
+    seeds: tuple[int, ...] = (929,)
+    schedules: tuple[str, ...] = ("constant",)
+    optimizer: OptimizerConfig = OptimizerConfig()
+    data: DataConfig = DataConfig()
+    epochs: int = 40
+    batch_size: int = 50
+    dtype: str = "float32"
+    experiment: Experiment = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self):
+        for name in ("depths", "activations", "bns", "lrs", "seeds", "schedules"):
+            values = tuple(getattr(self, name))
+            if not values:
+                raise ValueError(f"{name} is empty; give at least one value")
+            object.__setattr__(self, name, values)
+        for lr in self.lrs:
+            _positive_finite("lr", lr)
+        _int_at_least("width", self.width, 1)
+        for d in self.depths:
+            _int_at_least("depth", d, 1)
+        runs = tuple(
+            RunConfig(ModelConfig((self.width,) * depth, act, bn, self.bn_momentum), float(lr), seed, sched,
+                      self.optimizer)
+            for depth, act, bn, sched, lr, seed in product(
+                self.depths, self.activations, self.bns, self.schedules, self.lrs, self.seeds))
+        object.__setattr__(self, "experiment",
+                           Experiment(runs, self.data, self.epochs, self.batch_size, self.dtype))
+
+
+def log_grid(low: float, high: float, count: int) -> tuple[float, ...]:
+    """Returns ``count`` learning rates spaced evenly in log10 from ``low`` to ``high``.
+
+    >>> log_grid(1e-3, 1e-1, 3)
+    (0.001, 0.01, 0.1)
+    """
+    _positive_finite("lr grid low", low)
+    _positive_finite("lr grid high", high)
+    _int_at_least("lr grid count", count, 2)
+    if not low < high:
+        raise ValueError(f"lr grid range reversed or empty: low {low:g} must be < high {high:g}")
+    a, b = math.log10(low), math.log10(high)
+    return tuple(float(f"{10 ** (a + (b - a) * k / (count - 1)):.6g}") for k in range(count))
