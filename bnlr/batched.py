@@ -1,7 +1,7 @@
 """The batched engine: every run that shares a network shape trains at once.
 
 Runs are grouped by (model, optimizer settings). A group of R runs keeps each Linear as one
-stacked tensor (R, out, in) and trains with one forward/backward for all R (``baddbmm``);
+stacked tensor (R, in, out) and trains with one forward/backward for all R (``bmm``);
 each run keeps its own initial weights, batch order, lr, optimizer state and schedule.
 BatchNorm treats every (run, feature) pair as one channel of ``F.batch_norm`` over a
 (B, R·F) view, so batch statistics, affine parameters and running statistics are exactly
@@ -57,42 +57,54 @@ class _Group:
             inits.append(initial_parameters(run.model, n_features, gen, self.dtype))
             orders.append(batch_order(n_train, exp.epochs, gen))
         self.order = torch.stack(orders)  # (R, E, N_train)
-        self.weights = [torch.stack([layers[l][0] for layers in inits]).requires_grad_()  # (R, out, in)
-                        for l in range(len(inits[0]))]
-        self.biases = [torch.stack([layers[l][1] for layers in inits]).unsqueeze(1).requires_grad_()  # (R, 1, out)
-                       for l in range(len(inits[0]))]
-        widths = self.model.widths
-        self.gammas = [torch.ones(R, w, dtype=self.dtype, requires_grad=True) for w in widths]  # (R, F)
-        self.betas = [torch.zeros(R, w, dtype=self.dtype, requires_grad=True) for w in widths]
-        self.running_mean = [torch.zeros(R, w, dtype=self.dtype) for w in widths]
+        # All of a run's parameters live in one row of theta (R, P), so that the optimizer
+        # update is a few whole-tensor ops; layers are views into it, rebuilt each step.
+        blocks, self.layout = [], []
+        for l in range(len(inits[0])):
+            # weights stored transposed, (in, out), so the forward is a plain bmm on contiguous blocks
+            blocks += [torch.stack([layers[l][0].t().reshape(-1) for layers in inits]),
+                       torch.stack([layers[l][1] for layers in inits])]
+            self.layout += [inits[0][l][0].t().shape, (1, inits[0][l][1].shape[0])]
+        widths = self.model.widths if self.model.bn != "none" else ()
+        for w in widths:  # BatchNorm1d's affine weight (ones) and bias (zeros)
+            blocks += [torch.ones(R, w, dtype=self.dtype), torch.zeros(R, w, dtype=self.dtype)]
+            self.layout += [(w,), (w,)]
+        self.theta = torch.cat(blocks, dim=1).requires_grad_()  # (R, P)
+        self.sizes = [b.shape[1] for b in blocks]
+        self.running_mean = [torch.zeros(R, w, dtype=self.dtype) for w in widths]  # (R, F)
         self.running_var = [torch.ones(R, w, dtype=self.dtype) for w in widths]
         self.act = ACTIVATION_FNS[self.model.activation]
 
     @property
     def params(self) -> list[torch.Tensor]:
-        bn = [*self.gammas, *self.betas] if self.model.bn != "none" else []
-        return [*self.weights, *self.biases, *bn]
+        return [self.theta]
 
-    def _bn(self, z: torch.Tensor, l: int, training: bool) -> torch.Tensor:
+    def _views(self):
+        parts = [p.view(self.R, *shape) for p, shape in zip(self.theta.split(self.sizes, dim=1), self.layout)]
+        n = 2 * (self.model.depth + 1)
+        return parts[0:n:2], parts[1:n:2], parts[n::2], parts[n + 1::2]  # W, b, gamma, beta
+
+    def _bn(self, z: torch.Tensor, l: int, gamma, beta, training: bool) -> torch.Tensor:
         R, B, W = z.shape
         flat = z.transpose(0, 1).reshape(B, R * W)  # (B, R·F): one BN channel per (run, feature)
         flat = F.batch_norm(flat, self.running_mean[l].view(-1), self.running_var[l].view(-1),
-                            self.gammas[l].view(-1), self.betas[l].view(-1),
+                            gamma.reshape(-1), beta.reshape(-1),
                             training=training, momentum=self.model.bn_momentum, eps=BN_EPS)
         return flat.reshape(B, R, W).transpose(0, 1)  # (R, B, F)
 
     def forward(self, x: torch.Tensor, training: bool) -> torch.Tensor:
         """x (R, B, in) → predictions (R, B, 1)."""
-        last = len(self.weights) - 1
-        for l, (w, b) in enumerate(zip(self.weights, self.biases)):
-            x = torch.baddbmm(b, x, w.transpose(1, 2))  # (R, B, out)
+        weights, biases, gammas, betas = self._views()
+        last = len(weights) - 1
+        for l, (w, b) in enumerate(zip(weights, biases)):
+            x = torch.bmm(x, w) + b  # (R, B, out); baddbmm is several times slower at these sizes
             if l == last:
                 return x
             if self.model.bn == "pre":
-                x = self._bn(x, l, training)
+                x = self._bn(x, l, gammas[l], betas[l], training)
             x = self.act(x)
             if self.model.bn == "post":
-                x = self._bn(x, l, training)
+                x = self._bn(x, l, gammas[l], betas[l], training)
         raise AssertionError
 
     def _eval_losses(self, X: torch.Tensor, y: torch.Tensor) -> np.ndarray:
@@ -120,10 +132,11 @@ class _Group:
                 raise Cancelled()
             lr_e = torch.from_numpy(lr_table[:, epoch] * alive[:, None])  # (R, S); 0 for diverged runs
             mom_e = torch.from_numpy(mom_table[:, epoch])
+            X_e, y_e = Xtr[self.order[:, epoch]], ytr[self.order[:, epoch]]  # (R, N, in), (R, N, 1): this epoch's order
             for b in range(S):
-                idx = self.order[:, epoch, b * bs:(b + 1) * bs]  # (R, B)
-                pred = self.forward(Xtr[idx], training=True)  # (R, B, 1)
-                loss = ((pred - ytr[idx]) ** 2).mean(dim=(1, 2)).sum()  # Σ_r MSE_r: each run its own gradient
+                batch = slice(b * bs, (b + 1) * bs)
+                pred = self.forward(X_e[:, batch], training=True)  # (R, B, 1)
+                loss = ((pred - y_e[:, batch]) ** 2).mean(dim=(1, 2)).sum()  # Σ_r MSE_r: each run its own gradient
                 grads = torch.autograd.grad(loss, self.params)
                 optimizer.step(self.params, grads, lr_e[:, b], mom_e[:, b])
             train_l, test_l = self._eval_losses(Xtr, ytr), self._eval_losses(d.X_test, d.y_test)

@@ -1,0 +1,4 @@
+import streamlit as st
+
+st.title("lr_curve")
+st.info("Coming soon.")

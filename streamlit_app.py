@@ -1,0 +1,12 @@
+"""bnlr: the entry script only routes (st.navigation over the pages in pages/)."""
+import streamlit as st
+
+st.set_page_config(page_title="bnlr · learning rates & BatchNorm", page_icon="📉", layout="wide")
+
+pages = [
+    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
+    st.Page("pages/lr_sensitivity.py", title="LR sensitivity", icon="📈", url_path="lr-sensitivity"),
+    st.Page("pages/lr_curve.py", title="LR learning curve", icon="🥣", url_path="lr-curve"),
+    st.Page("pages/scheduler_playground.py", title="Scheduler playground", icon="🗓️", url_path="schedules"),
+]
+st.navigation(pages).run()

@@ -1,0 +1,39 @@
+"""Cached, capped training for the pages: one place that turns a config into results on screen.
+
+``run(experiment)`` checks the work cap, trains through ``st.cache_data`` (keyed on the frozen
+config, bounded ``max_entries``, shared by every session of the server) and shows a progress bar
+while it trains. A second visit with the same settings is served from the cache.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+import bnlr
+
+WORK_CAP = 12_000_000  # runs × epochs × training samples in one request (a public demo must stay up)
+CACHE_ENTRIES = 24  # trained results kept per server
+
+
+@st.cache_data(max_entries=CACHE_ENTRIES, show_spinner=False)
+def _train(experiment: bnlr.Experiment, engine: str = "batched", _progress=None) -> bnlr.Result:
+    return bnlr.train(experiment, engine=engine, progress=_progress)
+
+
+def check_work(experiment: bnlr.Experiment) -> None:
+    """Raises ValueError when the experiment is larger than one request may be."""
+    if experiment.work > WORK_CAP:
+        raise ValueError(
+            f"this setting asks for {experiment.work:,} sample-steps ({len(experiment.runs)} runs × "
+            f"{experiment.epochs} epochs × {experiment.data.n_train} samples); the demo allows "
+            f"{WORK_CAP:,}. Use fewer learning rates, seeds, epochs or samples.")
+
+
+def run(experiment: bnlr.Experiment, label: str = "Training") -> bnlr.Result:
+    """Returns the trained result, from the cache when these settings ran before."""
+    check_work(experiment)
+    bar = st.progress(0.0, text=f"{label}…")
+    try:
+        return _train(experiment, "batched",
+                      _progress=lambda done, total: bar.progress(done / total, text=f"{label}: {done}/{total} run-epochs"))
+    finally:
+        bar.empty()
