@@ -1,6 +1,8 @@
 """bnlr: the entry script only routes (st.navigation over the pages in pages/)."""
 import streamlit as st
 
+from ui import theme
+
 st.set_page_config(page_title="bnlr · learning rates & BatchNorm", page_icon="📉", layout="wide")
 
 pages = [
@@ -9,4 +11,8 @@ pages = [
     st.Page("pages/lr_curve.py", title="LR learning curve", icon="🥣", url_path="lr-curve"),
     st.Page("pages/scheduler_playground.py", title="Scheduler playground", icon="🗓️", url_path="schedules"),
 ]
-st.navigation(pages).run()
+page = st.navigation(pages)
+present = st.sidebar.toggle("Presentation mode", key=theme.PRESENT_KEY, bind="query-params",
+                            help="Larger text, chart fonts and lines for a projector. Share it as `?present=true`.")
+theme.use(present)
+page.run()

@@ -1,0 +1,79 @@
+"""Chart and page looks: a readable Altair theme, and a presentation mode for a projector.
+
+One Altair theme, ``bnlr``, is registered and enabled once per process. Altair themes are
+process-global while Streamlit serves every session from threads of one process, so the theme
+does not switch globally: its function asks the *current* session whether it presents, at the
+moment Streamlit turns a chart into Vega-Lite (``chart.to_dict()`` runs in the session's script
+thread). Chart builders need no change: the theme only fills what a chart leaves unset.
+
+Colours are left to Streamlit's chart theme, which follows light and dark (its default category
+palette is Okabe & Ito's, set in .streamlit/config.toml); this theme
+sets fonts, sizes and strokes (https://altair-viz.github.io/user_guide/customization.html).
+"""
+from __future__ import annotations
+
+import altair as alt
+import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+PRESENT_KEY = "present"  # session-state key and URL parameter of the presentation toggle
+FONT = '"Source Sans", "Source Sans Pro", "Segoe UI", Roboto, Helvetica, Arial, sans-serif'
+
+# (normal, presentation): font sizes in px, stroke widths in px, point areas in px².
+SIZES = {
+    "label": (13, 20),  # axis tick labels, legend labels, facet headers
+    "title": (14, 22),  # axis and legend titles
+    "chart_title": (16, 26),
+    "line": (2.0, 4.0),
+    "rule": (1.0, 2.5),
+    "point": (30, 110),
+    "legend_symbol": (120, 420),
+}
+
+# Projector CSS: scaling the root font size scales all of Streamlit's rem-based text and widgets.
+PRESENT_CSS = """<style>
+html { font-size: 20px; }
+.stMarkdown p, .stMarkdown li, .stCaption p { line-height: 1.5; }
+</style>"""
+
+
+def chart_config(present: bool = False) -> dict:
+    """Returns the Altair theme dict (``{"config": ...}``) for normal or presentation mode."""
+    s = {name: pair[int(present)] for name, pair in SIZES.items()}
+    axis = {"labelFontSize": s["label"], "titleFontSize": s["title"], "labelFont": FONT, "titleFont": FONT,
+            "titleFontWeight": "normal", "tickWidth": s["rule"], "domainWidth": s["rule"]}
+    header = {"labelFontSize": s["title"], "titleFontSize": s["title"], "labelFont": FONT, "titleFont": FONT}
+    return {"config": {
+        "font": FONT,
+        "axis": axis,
+        "legend": {"labelFontSize": s["label"], "titleFontSize": s["title"], "labelFont": FONT,
+                   "titleFont": FONT, "symbolSize": s["legend_symbol"], "symbolStrokeWidth": s["line"],
+                   "labelLimit": 400},
+        "header": header,
+        "title": {"fontSize": s["chart_title"], "font": FONT, "subtitleFontSize": s["label"]},
+        "line": {"strokeWidth": s["line"]},
+        "trail": {"size": s["line"]},
+        "rule": {"strokeWidth": s["rule"]},
+        "point": {"size": s["point"], "strokeWidth": s["rule"]},
+        "circle": {"size": s["point"]},
+        "text": {"fontSize": s["label"], "font": FONT},
+    }}
+
+
+def presenting() -> bool:
+    """Returns True when the current Streamlit session has presentation mode on (False outside a session)."""
+    if get_script_run_ctx(suppress_warning=True) is None:
+        return False
+    return bool(st.session_state.get(PRESENT_KEY, False))
+
+
+@alt.theme.register("bnlr", enable=True)
+def bnlr_theme() -> alt.theme.ThemeConfig:
+    return chart_config(presenting())
+
+
+def use(present: bool) -> None:
+    """Applies the page part of presentation mode (larger text); charts follow through the theme."""
+    alt.theme.enable("bnlr")  # in case something else enabled another theme in this process
+    if present:
+        st.html(PRESENT_CSS)
