@@ -1,0 +1,207 @@
+"""Smith's LR range test, and the rules that read a learning rate off its curve.
+
+One short run per architecture, the lr rising exponentially at every batch from ``start_lr``
+to ``end_lr`` (a real ``torch.optim.lr_scheduler.ExponentialLR`` stepped per batch), on the
+same data, initial weights and batch order as the full sweep's runs of that seed. The loss of
+each batch is smoothed by an exponential moving average with bias correction; the test stops
+once the smoothed loss passes ``stop_factor`` × its best so far (or is not finite).
+
+The suggestion rules are small pure functions of ``(lrs, losses)``, as in fastai's
+``callback/schedule.py``: ``steep`` (steepest descent), ``valley`` (the longest valley) and
+``minimum`` (the lr of the lowest loss ÷ 10). Sources: L. N. Smith, "Cyclical Learning Rates
+for Training Neural Networks" (2017), §3.3; fastai ``LRFinder`` and ``SuggestionMethod``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .config import Experiment, RunConfig
+from .data import batch_order, make_data
+from .models import MLP, initial_parameters
+from .schedules import make_optimizer
+
+
+@dataclass(frozen=True)
+class RangeTest:
+    """How the lr rises and when the test stops."""
+    start_lr: float = 1e-5  # lr of the first batch
+    end_lr: float = 10.0  # lr the last batch would have if the test ran all num_it batches
+    num_it: int = 100  # batches at most
+    beta: float = 0.98  # EMA factor of the smoothed loss (fastai's default)
+    stop_factor: float = 4.0  # stop when the smoothed loss passes this × its best
+
+    def __post_init__(self):
+        if not (0 < self.start_lr < self.end_lr and math.isfinite(self.end_lr)):
+            raise ValueError(f"range test needs 0 < start_lr < end_lr, got {self.start_lr!r} … {self.end_lr!r}")
+        if isinstance(self.num_it, bool) or not isinstance(self.num_it, int) or not 10 <= self.num_it <= 2000:
+            raise ValueError(f"num_it must be an integer in [10, 2000], got {self.num_it!r}")
+        if not 0 <= self.beta < 1:
+            raise ValueError(f"beta must lie in [0, 1), got {self.beta!r}")
+        if not self.stop_factor > 1:
+            raise ValueError(f"stop_factor must be > 1, got {self.stop_factor!r}")
+
+    @property
+    def gamma(self) -> float:
+        """The per-batch factor of ExponentialLR: start_lr · gamma ** (num_it − 1) = end_lr."""
+        return (self.end_lr / self.start_lr) ** (1 / (self.num_it - 1))
+
+
+def smooth(losses, beta: float = 0.98) -> np.ndarray:
+    """Returns the bias-corrected EMA of ``losses``: avg_i / (1 − beta ** (i + 1)).
+
+    >>> smooth([1.0, 3.0], beta=0.5).tolist()
+    [1.0, 2.333333333333333]
+    """
+    out, avg = [], 0.0
+    for i, loss in enumerate(np.asarray(losses, dtype=float)):
+        avg = beta * avg + (1 - beta) * loss
+        out.append(avg / (1 - beta ** (i + 1)))
+    return np.array(out)
+
+
+def stop_index(smoothed, stop_factor: float = 4.0) -> int | None:
+    """Returns the first index whose smoothed loss is not finite or passes stop_factor × the best before it.
+
+    >>> stop_index([5.0, 2.0, 3.0, 9.0])
+    3
+    """
+    best = math.inf
+    for i, s in enumerate(smoothed):
+        if not math.isfinite(s) or s > stop_factor * best:
+            return i
+        best = min(best, s)
+    return None
+
+
+def steep(lrs, losses) -> float:
+    """Returns the lr where the loss falls fastest per unit of log lr (the steepest slope)."""
+    lrs, losses = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
+    slopes = np.diff(losses) / np.diff(np.log(lrs))
+    return float(lrs[int(np.argmin(slopes))])
+
+
+def valley(lrs, losses) -> float:
+    """Returns the lr about half-way down the longest valley of the loss (fastai's ``valley``).
+
+    The longest valley is the longest strictly decreasing subsequence of the losses, ending at
+    ``end``; fastai sets ``start = end − its length`` and picks the index
+    ``start + ⌊(end−start)/3⌋ + ⌊(end−start)/6⌋``, about half-way down it. We clamp ``start``
+    at 0 (fastai's index would be −1, the last lr, for a valley of two points at the start).
+    """
+    losses = np.asarray(losses, dtype=float)
+    n = len(losses)
+    start, end = 0, 0
+    run = [1] * n  # run[i]: length of the longest decreasing subsequence ending at i
+    for i in range(1, n):
+        for j in range(i):
+            if losses[i] < losses[j] and run[i] < run[j] + 1:
+                run[i] = run[j] + 1
+            if run[end] < run[i]:
+                end = i
+                start = max(0, end - run[end])
+    sections = (end - start) / 3
+    return float(np.asarray(lrs, dtype=float)[start + int(sections) + int(sections / 2)])
+
+
+def minimum(lrs, losses) -> float:
+    """Returns the lr of the lowest loss divided by 10."""
+    return float(np.asarray(lrs, dtype=float)[int(np.nanargmin(np.asarray(losses, dtype=float)))] / 10)
+
+
+RULES = {"steep": steep, "valley": valley, "minimum": minimum}
+
+
+def trim(n: int, num_it: int, skip_end: int = 5) -> slice:
+    """Returns the slice of a curve of n points the rules read: fastai skips the first num_it // 10 and last 5."""
+    start = num_it // 10
+    return slice(start, max(start + 2, n - skip_end))
+
+
+def run_range_test(run: RunConfig, experiment: Experiment, test: RangeTest = RangeTest()) -> pd.DataFrame:
+    """Returns the range test of one run: iteration, lr, loss (of that batch) and smooth_loss.
+
+    The model starts from the run's initial weights and sees the run's batch order (both
+    drawn from ``run.seed`` exactly as ``bnlr.train`` draws them); ``run.lr`` is ignored.
+    """
+    dtype = getattr(torch, experiment.dtype)
+    data = make_data(experiment.data, dtype)
+    n_train, n_features = data.X_train.shape
+    gen = torch.Generator().manual_seed(run.seed)
+    model = MLP(run.model, n_features, dtype).load_initial(initial_parameters(run.model, n_features, gen, dtype))
+    epochs = math.ceil(test.num_it / experiment.steps_per_epoch)
+    batches = [idx for epoch in batch_order(n_train, epochs, gen) for idx in epoch.split(experiment.batch_size)]
+    optimizer = make_optimizer(model.parameters(), run.optimizer, test.start_lr)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=test.gamma)
+    loss_fn = nn.MSELoss()
+    model.train()
+    rows, avg, best = [], 0.0, math.inf
+    for i, idx in enumerate(batches[:test.num_it]):
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.zero_grad()
+        loss = loss_fn(model(data.X_train[idx]), data.y_train[idx])
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        value = loss.item()
+        avg = test.beta * avg + (1 - test.beta) * value
+        smoothed = avg / (1 - test.beta ** (i + 1))
+        rows.append((i + 1, lr, value, smoothed))
+        if not math.isfinite(smoothed) or smoothed > test.stop_factor * best:
+            break
+        best = min(best, smoothed)
+    return pd.DataFrame(rows, columns=["iteration", "lr", "loss", "smooth_loss"])
+
+
+def range_test(experiment: Experiment, test: RangeTest = RangeTest()) -> pd.DataFrame:
+    """Returns the range test of every architecture of ``experiment`` (its first seed), tidy.
+
+    Columns: arch, depth, width, activation, bn, seed, iteration, lr, loss, smooth_loss.
+    """
+    seen, parts = set(), []
+    for run in experiment.runs:
+        key = (run.model, run.optimizer)
+        if key in seen:
+            continue
+        seen.add(key)
+        curve = run_range_test(run, experiment, test)
+        m = run.model
+        parts.append(curve.assign(arch=m.label, depth=m.depth, width=m.widths[0], activation=m.activation,
+                                  bn=m.bn, optimizer=run.optimizer.label, seed=run.seed))
+    return pd.concat(parts, ignore_index=True)
+
+
+def suggestions(curves: pd.DataFrame, num_it: int = RangeTest.num_it) -> pd.DataFrame:
+    """Returns one row per architecture and rule: the suggested lr and the smoothed loss there.
+
+    Each rule reads the smoothed curve trimmed as fastai does (``trim``), up to where the test stopped.
+    """
+    rows = []
+    for arch, curve in curves.groupby("arch", sort=False):
+        part = curve.iloc[trim(len(curve), num_it)]
+        lrs, losses = part["lr"].to_numpy(), part["smooth_loss"].to_numpy()
+        ok = np.isfinite(losses)
+        lrs, losses = lrs[ok], losses[ok]
+        for rule, fn in RULES.items():
+            lr = fn(lrs, losses) if len(lrs) >= 2 else float("nan")
+            at = np.interp(np.log(lr), np.log(lrs), losses) if math.isfinite(lr) else float("nan")
+            rows.append({"arch": arch, "bn": curve["bn"].iloc[0], "rule": rule, "lr": lr, "smooth_loss": float(at)})
+    return pd.DataFrame(rows)
+
+
+def against_sweep(suggested: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
+    """Returns the suggestions with the sweep's best lr per arch, their ratio and distance in decades.
+
+    Args:
+        suggested: from ``suggestions`` (arch, rule, lr).
+        best: one row per arch with ``best_lr`` (the full sweep's lr of lowest final loss).
+    """
+    out = suggested.merge(best[["arch", "best_lr"]], on="arch", how="left")
+    out["ratio"] = out["lr"] / out["best_lr"]
+    out["decades"] = np.log10(out["ratio"])
+    return out
