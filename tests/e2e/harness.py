@@ -1,0 +1,155 @@
+"""The app in a real browser: start the server the README's way, drive Debian's Chromium, read charts.
+
+Shared by the browser tests (tests/e2e), the screenshots script and the load benchmarks. Playwright
+drives the system Chromium (``executable_path``), so nothing is downloaded (no ``playwright install``).
+A chart is "drawn" when its Vega-Lite element holds an SVG (Streamlit renders Vega as SVG) or a canvas
+with marks in it; a chart's *signature* is the geometry and text of its marks, so two equal
+signatures mean the same picture and a changed signature means the chart changed.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHART = '[data-testid="stVegaLiteChart"]'
+EXCEPTION = '[data-testid="stException"]'
+
+
+def browser_missing() -> str | None:
+    """Returns why the browser tests cannot run here, or None when they can."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright (python) is not installed"
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"Chromium not found at {CHROMIUM}"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_command(port: int) -> list[str]:
+    """The README's `streamlit run streamlit_app.py`, bound to 127.0.0.1 on the given port."""
+    return [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
+            "--server.address", "127.0.0.1", "--server.port", str(port)]
+
+
+@contextlib.contextmanager
+def serve(env: dict | None = None, timeout: float = 60):
+    """Yields (base_url, process, log_path) of a fresh server; stops it on exit."""
+    port = free_port()
+    log = tempfile.NamedTemporaryFile("w+", prefix="bnlr-server-", suffix=".log", delete=False)
+    proc = subprocess.Popen(server_command(port), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, **(env or {})})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}:\n{Path(log.name).read_text()}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not healthy after {timeout}s:\n{Path(log.name).read_text()}")
+            time.sleep(0.2)
+        yield url, proc, Path(log.name)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def launch(playwright):
+    """Returns Debian's Chromium, headless, launched by Playwright."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+# The drawn marks of every chart on the page, in document order: per chart, whether it is drawn and
+# a signature made of mark geometry and text (no generated ids, so the same picture gives the same text).
+_CHARTS_JS = """(sel) => [...document.querySelectorAll(sel)].map(el => {
+  const svg = el.querySelector('svg.marks'), canvas = el.querySelector('canvas');
+  if (svg) {
+    const marks = [...svg.querySelectorAll('g[class*="mark-"] path, g[class*="mark-"] line, g[class*="mark-"] text')];
+    const sig = marks.map(m => (m.getAttribute('d') || '') + '|' + (m.getAttribute('transform') || '') + '|' +
+                               (m.getAttribute('stroke-width') || '') + '|' + (m.getAttribute('font-size') || '') + '|' + m.textContent).join('\\n');
+    const data = [...svg.querySelectorAll('g[class*="role-mark"] path')].filter(p => (p.getAttribute('d') || '').length > 4);
+    return {drawn: +svg.getAttribute('width') > 0 && data.length > 0, sig};
+  }
+  if (canvas) {
+    const sig = canvas.width > 0 ? canvas.toDataURL() : '';
+    return {drawn: canvas.width > 0 && canvas.height > 0 && sig.length > 2000, sig};
+  }
+  return {drawn: false, sig: ''};
+})"""
+
+
+def charts(page) -> list[dict]:
+    """Returns [{drawn, sig}] for every Vega-Lite chart on the page."""
+    return page.evaluate(_CHARTS_JS, CHART)
+
+
+def wait_idle(page, timeout: float = 60_000) -> None:
+    """Waits until the app is connected, its script is not running and nothing is stale."""
+    page.wait_for_selector('[data-testid="stApp"][data-test-connection-state="CONNECTED"]', timeout=timeout)
+    page.wait_for_function(
+        """() => { const a = document.querySelector('[data-testid="stApp"]');
+                   return a && a.getAttribute('data-test-script-state') === 'notRunning'
+                          && !document.querySelector('[data-stale="true"]'); }""", timeout=timeout)
+
+
+def wait_drawn(page, at_least: int = 1, timeout: float = 90_000) -> list[dict]:
+    """Waits until the script finished and at least `at_least` charts are drawn; returns charts(page)."""
+    deadline = time.monotonic() + timeout / 1000
+    while True:
+        wait_idle(page, timeout)
+        got = charts(page)
+        if len(got) >= at_least and all(c["drawn"] for c in got):
+            page.wait_for_timeout(150)  # let vega finish a redraw it started, then read again
+            again = charts(page)
+            if [c["sig"] for c in again] == [c["sig"] for c in got]:
+                return again
+        if time.monotonic() > deadline:
+            raise AssertionError(f"charts not drawn after {timeout / 1000:.0f}s: "
+                                 f"{[c['drawn'] for c in got]} (wanted at least {at_least})")
+        page.wait_for_timeout(200)
+
+
+def wait_changed(page, before: list[dict], timeout: float = 90_000) -> list[dict]:
+    """Waits until the charts' signatures differ from `before` and the app is idle; returns them."""
+    old = [c["sig"] for c in before]
+    deadline = time.monotonic() + timeout / 1000
+    while True:
+        now = wait_drawn(page, 1, timeout)
+        if [c["sig"] for c in now] != old:
+            return now
+        if time.monotonic() > deadline:
+            raise AssertionError("the charts did not change")
+        page.wait_for_timeout(250)
+
+
+def exceptions(page) -> list[str]:
+    """Returns the text of every exception element on the page."""
+    return page.locator(EXCEPTION).all_inner_texts()
