@@ -106,6 +106,16 @@ _CHARTS_JS = """(sel) => [...document.querySelectorAll(sel)].map(el => {
 })"""
 
 
+# True once the script finished and at least `n` charts are on the page, every one of them drawn.
+ALL_DRAWN_JS = """(n) => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  if (!app || app.getAttribute('data-test-connection-state') !== 'CONNECTED'
+      || app.getAttribute('data-test-script-state') !== 'notRunning' || document.querySelector('[data-stale="true"]')) return false;
+  const charts = (%s)('%s');
+  return charts.length >= n && charts.every(c => c.drawn);
+}""" % (_CHARTS_JS, CHART.replace("'", "\\'"))
+
+
 def charts(page) -> list[dict]:
     """Returns [{drawn, sig}] for every Vega-Lite chart on the page."""
     return page.evaluate(_CHARTS_JS, CHART)

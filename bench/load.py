@@ -1,0 +1,117 @@
+"""A classroom's load on one local server: many browsers at once, one training, the right numbers.
+
+    python bench/load.py [--sessions 20] [--settings 10]
+
+1. Starts a fresh server (the README's command, 127.0.0.1, a free port) with bench/hooks on
+   PYTHONPATH, which logs one line per ``bnlr.train`` call (no hook in the app itself).
+2. ``--sessions`` browser contexts of one Chromium open the default LR sensitivity page at once.
+   Every one must draw all its charts without an exception; prints the time from the first
+   request to the first and to the last session with every chart drawn, and how many trainings
+   the server ran (1 = the shared ``st.cache_data`` trained once for everybody).
+3. ``--settings`` sessions open the page with different settings (URL parameters) at once, on a
+   fresh server; then each setting is opened alone, one after another, on another fresh server.
+   Every session must see exactly what it sees alone: the same chart (geometry and text of every
+   mark) and the same numbers in the page's CSV download.
+Exits non-zero if any check fails.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+import harness  # noqa: E402
+
+HOOKS = {"PYTHONPATH": str(ROOT / "bench" / "hooks")}
+PAGE = "lr-sensitivity"
+CHARTS = 1  # charts the page draws at least
+TIMEOUT = 600_000  # ms; 20 sessions on 2 cores
+
+
+def settings(count: int) -> list[str]:
+    """Returns `count` URL queries of the LR sensitivity page, each a different experiment."""
+    return [f"seeds={seed}" for seed in range(1, count + 1)]
+
+
+async def numbers(page) -> str:
+    """Returns the page's CSV download ("" when the page has none)."""
+    button = page.get_by_role("button", name="CSV")
+    if not await button.count():
+        return ""
+    async with page.expect_download() as info:
+        await button.first.click()
+    download = await info.value
+    return Path(await download.path()).read_text()
+
+
+async def open_session(browser, url: str, t0: float) -> dict:
+    ctx = await browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    try:
+        page = await ctx.new_page()
+        await page.goto(url, wait_until="commit", timeout=TIMEOUT)
+        await page.wait_for_function(harness.ALL_DRAWN_JS, arg=CHARTS, timeout=TIMEOUT, polling=100)
+        drawn = time.monotonic() - t0
+        errors = await page.locator(harness.EXCEPTION).all_inner_texts()
+        sig = [c["sig"] for c in await page.evaluate(harness._CHARTS_JS, harness.CHART)]
+        return {"drawn": drawn, "errors": errors, "sig": sig, "csv": await numbers(page)}
+    finally:
+        await ctx.close()
+
+
+async def at_once(browser, urls: list[str]) -> list[dict]:
+    t0 = time.monotonic()
+    return await asyncio.gather(*(open_session(browser, u, t0) for u in urls))
+
+
+def trainings(log: Path) -> list[str]:
+    return [line.split()[-1] for line in log.read_text().splitlines() if line.startswith("bnlr-bench train")]
+
+
+async def main(sessions: int, n_settings: int) -> int:
+    from playwright.async_api import async_playwright
+    ok = True
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=harness.CHROMIUM, args=harness.CHROMIUM_ARGS)
+
+        with harness.serve(env=HOOKS) as (url, _proc, log):
+            results = await at_once(browser, [f"{url}/{PAGE}"] * sessions)
+            times = sorted(r["drawn"] for r in results)
+            errors = [r["errors"] for r in results if r["errors"]]
+            runs = trainings(log)
+            same = len({tuple(r["sig"]) for r in results}) == 1
+            print(f"{sessions} sessions at once, default {PAGE}: first chart drawn {times[0]:.1f} s, "
+                  f"last {times[-1]:.1f} s; sessions with an exception: {len(errors)}; "
+                  f"trainings run by the server: {len(runs)} ({len(set(runs))} distinct); "
+                  f"all sessions drew the same chart: {same}")
+            ok &= not errors and len(runs) == len(set(runs)) and same
+
+        queries = settings(n_settings)
+        with harness.serve(env=HOOKS) as (url, _proc, log):
+            t0 = time.monotonic()
+            together = await at_once(browser, [f"{url}/{PAGE}?{q}" for q in queries])
+            wall = time.monotonic() - t0
+            runs = trainings(log)
+        with harness.serve(env=HOOKS) as (url, _proc, log):
+            alone = [(await at_once(browser, [f"{url}/{PAGE}?{q}"]))[0] for q in queries]
+        mismatched = [q for q, a, b in zip(queries, together, alone) if (a["sig"], a["csv"]) != (b["sig"], b["csv"])]
+        errors = [r["errors"] for r in together + alone if r["errors"]]
+        distinct = len({tuple(r["sig"]) for r in together})
+        print(f"{n_settings} different settings at once: all drawn in {wall:.1f} s; trainings {len(runs)}; "
+              f"distinct charts {distinct}; CSV compared: {all(r['csv'] for r in together)}; "
+              f"sessions that differ from the same setting alone: {mismatched or 'none'}; exceptions: {len(errors)}")
+        ok &= not mismatched and not errors and distinct == n_settings
+        await browser.close()
+    print("OK" if ok else "FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--settings", type=int, default=10)
+    args = parser.parse_args()
+    sys.exit(asyncio.run(main(args.sessions, args.settings)))

@@ -1,0 +1,52 @@
+"""Regenerates docs/screenshots/<page>-<light|dark>.png (and one presentation-mode shot) from the running app.
+
+    python scripts/screenshots.py            # every page, light and dark
+    python scripts/screenshots.py lr-curve   # only pages whose name or path contains "lr-curve"
+
+Starts the app with the README's command on a free 127.0.0.1 port, opens each page in Debian's
+Chromium with the system colour scheme set to light, then dark (Streamlit follows it), waits until
+every chart is drawn, and saves a full-page screenshot. Exits non-zero if a page shows an exception.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+import harness  # noqa: E402
+from pages_spec import PAGES  # noqa: E402
+
+OUT = ROOT / "docs" / "screenshots"
+VIEWPORT = {"width": 1400, "height": 900}
+EXTRA = [("lr_sensitivity-present", "lr-sensitivity", "present=true", "light")]  # the projector view
+
+
+def main(only: str = "") -> int:
+    from playwright.sync_api import sync_playwright
+    OUT.mkdir(parents=True, exist_ok=True)
+    shots = [(f"{s.name}-{scheme}", s.path, "", scheme, s.charts) for s in PAGES for scheme in ("light", "dark")]
+    shots += [(name, path, query, scheme, 1) for name, path, query, scheme in EXTRA]
+    shots = [s for s in shots if only in s[0] or only in s[1]]
+    failed = 0
+    with harness.serve() as (url, _proc, log), sync_playwright() as pw:
+        browser = harness.launch(pw)
+        for name, path, query, scheme, charts in shots:
+            ctx = browser.new_context(viewport=VIEWPORT, color_scheme=scheme)
+            page = ctx.new_page()
+            page.goto(f"{url}/{path}{'?' + query if query else ''}")
+            harness.wait_drawn(page, charts)
+            page.wait_for_timeout(500)  # toasts and transitions settle
+            errors = harness.exceptions(page)
+            page.screenshot(path=OUT / f"{name}.png", full_page=True)
+            print(f"{name}.png" + (f"  EXCEPTION: {errors}" if errors else ""))
+            failed += bool(errors)
+            ctx.close()
+        browser.close()
+        if failed:
+            print(log.read_text()[-3000:], file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:2]))
