@@ -191,6 +191,71 @@ def total_steps(spec: ScheduleSpec, epochs: int, steps_per_epoch: int) -> int:
     return epochs * steps_per_epoch if spec.every == "batch" else epochs
 
 
+def scheduler_arguments(spec: ScheduleSpec | str, lr: float, epochs: int,
+                        steps_per_epoch: int) -> tuple[str, dict] | None:
+    """Returns the torch scheduler class name and its resolved keyword arguments (None for ``constant``).
+
+    Every default is resolved here (e.g. CyclicLR's base_lr, OneCycleLR's total_steps), so the
+    app and the generated code show exactly what ``build_scheduler`` builds. ``LambdaLR``'s
+    ``lr_lambda`` is the source of a ``lambda epoch: ...``; ``SequentialLR``'s ``schedulers`` is
+    a list of (class name, kwargs) pairs.
+
+    >>> scheduler_arguments("step:step_size=5", 0.1, 40, 14)
+    ('StepLR', {'step_size': 5, 'gamma': 0.1})
+    """
+    spec = parse_schedule(spec) if isinstance(spec, str) else spec
+    n = total_steps(spec, epochs, steps_per_epoch)
+    g = spec.get
+    name = spec.name
+    if name == "constant":
+        return None
+    if name == "power":
+        return "LambdaLR", {"lr_lambda": f"lambda epoch: (1 + epoch / {g('s')!r}) ** -{g('c')!r}"}
+    if name == "exponential":
+        gamma = g("gamma") if g("gamma") is not None else 0.1 ** (1 / g("s"))
+        return "ExponentialLR", {"gamma": gamma}
+    if name == "step":
+        return "StepLR", {"step_size": g("step_size"), "gamma": g("gamma")}
+    if name == "multistep":
+        return "MultiStepLR", {"milestones": list(g("milestones")), "gamma": g("gamma")}
+    if name == "plateau":
+        return "ReduceLROnPlateau", {"mode": "min", "factor": g("factor"), "patience": g("patience"),
+                                     "threshold": g("threshold"), "cooldown": g("cooldown"),
+                                     "min_lr": g("min_lr")}
+    if name == "cyclic":
+        max_lr = g("max_lr") or lr
+        base_lr = g("base_lr") or max_lr / 10
+        if base_lr > max_lr:
+            raise ValueError(f"schedule 'cyclic': base_lr {base_lr:g} is above max_lr {max_lr:g}; "
+                             "CyclicLR needs base_lr ≤ max_lr")
+        up = g("step_size_up") or max(1, 4 * (steps_per_epoch if spec.every == "batch" else 1))
+        return "CyclicLR", {"base_lr": base_lr, "max_lr": max_lr, "step_size_up": up,
+                            "step_size_down": g("step_size_down"), "mode": g("mode"), "gamma": g("gamma"),
+                            "cycle_momentum": g("cycle_momentum"), "base_momentum": g("base_momentum"),
+                            "max_momentum": g("max_momentum")}
+    if name == "onecycle":
+        return "OneCycleLR", {"max_lr": g("max_lr") or lr, "total_steps": n, "pct_start": g("pct_start"),
+                              "anneal_strategy": g("anneal_strategy"), "three_phase": g("three_phase"),
+                              "div_factor": g("div_factor"), "final_div_factor": g("final_div_factor"),
+                              "cycle_momentum": g("cycle_momentum"), "base_momentum": g("base_momentum"),
+                              "max_momentum": g("max_momentum")}
+    if name == "cosine":
+        return "CosineAnnealingLR", {"T_max": g("T_max") or n, "eta_min": g("eta_min")}
+    if name == "cosine_restarts":
+        return "CosineAnnealingWarmRestarts", {"T_0": g("T_0"), "T_mult": g("T_mult"), "eta_min": g("eta_min")}
+    if name == "warmup_cosine":
+        warmup = g("warmup")
+        if warmup >= n:
+            raise ValueError(f"schedule 'warmup_cosine': warmup={warmup} must be shorter than the run "
+                             f"({n} {spec.every} steps)")
+        return "SequentialLR", {"schedulers": [
+            ("LinearLR", {"start_factor": g("start_factor"), "total_iters": warmup}),
+            ("CosineAnnealingLR", {"T_max": n - warmup, "eta_min": g("eta_min")})], "milestones": [warmup]}
+    if name == "lambda":
+        return "LambdaLR", {"lr_lambda": f"lambda epoch: {spec.expression}"}
+    raise AssertionError(name)
+
+
 def build_scheduler(spec: ScheduleSpec | str, optimizer: torch.optim.Optimizer, epochs: int,
                     steps_per_epoch: int):
     """Returns the torch scheduler for ``spec`` on ``optimizer`` (None for ``constant``).
@@ -206,60 +271,20 @@ def build_scheduler(spec: ScheduleSpec | str, optimizer: torch.optim.Optimizer, 
     [0.05]
     """
     spec = parse_schedule(spec) if isinstance(spec, str) else spec
-    n = total_steps(spec, epochs, steps_per_epoch)
-    lr = optimizer.param_groups[0]["lr"]
-    g = spec.get
-    name = spec.name
-    if name == "constant":
+    resolved = scheduler_arguments(spec, optimizer.param_groups[0]["lr"], epochs, steps_per_epoch)
+    if resolved is None:
         return None
-    if name == "power":
-        s, c = g("s"), g("c")
+    cls, kwargs = resolved
+    if spec.name == "power":
+        s, c = spec.get("s"), spec.get("c")
         return lr_scheduler.LambdaLR(optimizer, lambda t: (1 + t / s) ** -c)
-    if name == "exponential":
-        gamma = g("gamma") if g("gamma") is not None else 0.1 ** (1 / g("s"))
-        return lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
-    if name == "step":
-        return lr_scheduler.StepLR(optimizer, step_size=g("step_size"), gamma=g("gamma"))
-    if name == "multistep":
-        return lr_scheduler.MultiStepLR(optimizer, milestones=list(g("milestones")), gamma=g("gamma"))
-    if name == "plateau":
-        return lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=g("factor"), patience=g("patience"),
-                                              threshold=g("threshold"), cooldown=g("cooldown"),
-                                              min_lr=g("min_lr"))
-    if name == "cyclic":
-        max_lr = g("max_lr") or lr
-        base_lr = g("base_lr") or max_lr / 10
-        if base_lr > max_lr:
-            raise ValueError(f"schedule 'cyclic': base_lr {base_lr:g} is above max_lr {max_lr:g}; "
-                             "CyclicLR needs base_lr ≤ max_lr")
-        up = g("step_size_up") or max(1, 4 * (steps_per_epoch if spec.every == "batch" else 1))
-        return lr_scheduler.CyclicLR(optimizer, base_lr=base_lr, max_lr=max_lr, step_size_up=up,
-                                     step_size_down=g("step_size_down"), mode=g("mode"), gamma=g("gamma"),
-                                     cycle_momentum=g("cycle_momentum"), base_momentum=g("base_momentum"),
-                                     max_momentum=g("max_momentum"))
-    if name == "onecycle":
-        return lr_scheduler.OneCycleLR(optimizer, max_lr=g("max_lr") or lr, total_steps=n,
-                                       pct_start=g("pct_start"), anneal_strategy=g("anneal_strategy"),
-                                       three_phase=g("three_phase"), div_factor=g("div_factor"),
-                                       final_div_factor=g("final_div_factor"),
-                                       cycle_momentum=g("cycle_momentum"), base_momentum=g("base_momentum"),
-                                       max_momentum=g("max_momentum"))
-    if name == "cosine":
-        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=g("T_max") or n, eta_min=g("eta_min"))
-    if name == "cosine_restarts":
-        return lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=g("T_0"), T_mult=g("T_mult"),
-                                                        eta_min=g("eta_min"))
-    if name == "warmup_cosine":
-        warmup = g("warmup")
-        if warmup >= n:
-            raise ValueError(f"schedule 'warmup_cosine': warmup={warmup} must be shorter than the run "
-                             f"({n} {spec.every} steps)")
-        warm = lr_scheduler.LinearLR(optimizer, start_factor=g("start_factor"), total_iters=warmup)
-        cos = lr_scheduler.CosineAnnealingLR(optimizer, T_max=n - warmup, eta_min=g("eta_min"))
-        return lr_scheduler.SequentialLR(optimizer, [warm, cos], milestones=[warmup])
-    if name == "lambda":
-        return lr_scheduler.LambdaLR(optimizer, check_factors(spec.expression, n + 1))
-    raise AssertionError(name)
+    if spec.name == "lambda":
+        return lr_scheduler.LambdaLR(
+            optimizer, check_factors(spec.expression, total_steps(spec, epochs, steps_per_epoch) + 1))
+    if cls == "SequentialLR":
+        parts = [getattr(lr_scheduler, c)(optimizer, **kw) for c, kw in kwargs["schedulers"]]
+        return lr_scheduler.SequentialLR(optimizer, parts, milestones=kwargs["milestones"])
+    return getattr(lr_scheduler, cls)(optimizer, **kwargs)
 
 
 def group_momentum(group: dict) -> float:

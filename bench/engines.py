@@ -1,0 +1,61 @@
+"""Batched vs reference engine on the learning-curve grid, side by side in one process, one thread.
+
+The grid: depth 3/4 × BN none/pre (tanh, width 4) × 24 log-spaced lrs in [1e-4, 1] × 3 seeds ×
+40 epochs on the article's data (288 runs). Prints ms per run for each engine (float32, the app's
+dtype), their ratio, and the largest relative float64 difference between the engines over the
+runs with lr ≤ 0.01 (the non-chaotic part; at lr ≥ 0.03 a 1e-16 difference grows visibly).
+
+    python bench/engines.py            # the full comparison (~3 minutes on 2 cores)
+    python bench/engines.py --quick    # 1 seed, 20 epochs: a smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import bnlr  # noqa: E402
+
+
+def grid(seeds, epochs, dtype, lrs=None) -> bnlr.Grid:
+    return bnlr.Grid(depths=(3, 4), bns=("none", "pre"), lrs=lrs or bnlr.log_grid(1e-4, 1, 24), seeds=seeds,
+                     epochs=epochs, dtype=dtype)
+
+
+def timed(g: bnlr.Grid, engine: str) -> tuple[float, bnlr.Result]:
+    t = time.perf_counter()
+    result = bnlr.train(g, engine=engine)
+    return time.perf_counter() - t, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    seeds, epochs = ((929,), 20) if args.quick else ((929, 930, 931), 40)
+    g = grid(seeds, epochs, "float32")
+    n = len(g.experiment.runs)
+    timed(grid((929,), 2, "float32"), "batched")  # warm-up
+    t_batched = min(timed(g, "batched")[0] for _ in range(2))
+    t_ref, _ = timed(g, "reference")
+    print(f"grid: {n} runs × {epochs} epochs, float32, 1 thread")
+    print(f"{'engine':<10} {'total s':>8} {'ms/run':>8}")
+    print(f"{'reference':<10} {t_ref:8.2f} {1000 * t_ref / n:8.2f}")
+    print(f"{'batched':<10} {t_batched:8.2f} {1000 * t_batched / n:8.2f}")
+    print(f"speed-up: {t_ref / t_batched:.1f}x")
+    calm = tuple(lr for lr in g.lrs if lr <= 0.01)
+    g64 = grid(seeds, epochs, "float64", calm)
+    a = bnlr.train(g64, engine="reference").history["loss"].to_numpy()
+    b = bnlr.train(g64, engine="batched").history["loss"].to_numpy()
+    rel = np.abs(a - b) / np.abs(a)
+    print(f"float64, {len(g64.experiment.runs)} runs with lr <= 0.01: largest relative difference {rel.max():.2e}")
+
+
+if __name__ == "__main__":
+    main()
