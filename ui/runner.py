@@ -15,8 +15,20 @@ CACHE_ENTRIES = 24  # trained results kept per server
 
 
 @st.cache_data(max_entries=CACHE_ENTRIES, show_spinner=False)
-def _train(experiment: bnlr.Experiment, engine: str = "batched", _progress=None) -> bnlr.Result:
-    return bnlr.train(experiment, engine=engine, progress=_progress)
+def _train(experiment: bnlr.Experiment, engine: str = "batched", _label: str = "Training") -> bnlr.Result:
+    # The bar is made in here: st.cache_data replays the elements a cached function drew, and
+    # fails on a hit if they were drawn into a block made outside it (CacheReplayClosureError).
+    # Updates are throttled to ~20 so the replay on a hit stays cheap; the bar ends emptied.
+    bar, shown = st.progress(0.0, text=f"{_label}…"), [-1]
+
+    def progress(done: int, total: int) -> None:
+        if done * 20 // total > shown[0]:
+            shown[0] = done * 20 // total
+            bar.progress(done / total, text=f"{_label}: {done}/{total} run-epochs")
+    try:
+        return bnlr.train(experiment, engine=engine, progress=progress)
+    finally:
+        bar.empty()
 
 
 def check_work(experiment: bnlr.Experiment) -> None:
@@ -31,9 +43,4 @@ def check_work(experiment: bnlr.Experiment) -> None:
 def run(experiment: bnlr.Experiment, label: str = "Training") -> bnlr.Result:
     """Returns the trained result, from the cache when these settings ran before."""
     check_work(experiment)
-    bar = st.progress(0.0, text=f"{label}…")
-    try:
-        return _train(experiment, "batched",
-                      _progress=lambda done, total: bar.progress(done / total, text=f"{label}: {done}/{total} run-epochs"))
-    finally:
-        bar.empty()
+    return _train(experiment, "batched", _label=label)
