@@ -50,7 +50,8 @@ controls.diverged_note(result.runs)
 
 st.subheader("Best learning rate per network, BN vs no BN")
 st.dataframe(best.drop(columns=["net", "bn"]).rename(columns={"final_loss": "final loss at best lr"}),
-             hide_index=True)
+             hide_index=True, column_config={"best_lr": st.column_config.NumberColumn(format="%.3g"),
+                                             "final loss at best lr": st.column_config.NumberColumn(format="%.4g")})
 st.dataframe(suggested.pivot(index="arch", columns="rule", values="lr").join(best.set_index("arch")["best_lr"]),
              column_config={c: st.column_config.NumberColumn(format="%.3g") for c in
                             ("steep", "valley", "minimum", "best_lr")})

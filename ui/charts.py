@@ -85,7 +85,7 @@ def diverged_region(bands: pd.DataFrame) -> pd.DataFrame:
     step = np.sqrt(lrs[1] / lrs[0]) if len(lrs) > 1 else 2.0
     i = int(np.searchsorted(lrs, bad[0]))
     lo = np.sqrt(lrs[i - 1] * lrs[i]) if i > 0 else lrs[0] / step
-    return pd.DataFrame({"lo": [lo], "hi": [lrs[-1] * step], "label": [f"some run diverged (lr ≥ {bad[0]:g})"]})
+    return pd.DataFrame({"lo": [lo], "hi": [lrs[-1] * step], "label": [f"diverged (lr ≥ {bad[0]:.2g})"]})
 
 
 # ---------------------------------------------------------------- encodings
@@ -106,8 +106,19 @@ def _dash(df: pd.DataFrame) -> alt.StrokeDash:
         domain=[BN_LABEL[b] for b in bns], range=[BN_DASH[b] for b in bns]), legend=alt.Legend(orient="top"))
 
 
-def _y(field: str, title: str, log: bool) -> alt.Y:
-    return alt.Y(f"{field}:Q", title=title, scale=alt.Scale(type="log") if log else alt.Scale(zero=False))
+def _y(field: str, title: str, log: bool, domain: list | None = None) -> alt.Y:
+    kw = {"domain": domain} if domain else {}
+    return alt.Y(f"{field}:Q", title=title, scale=alt.Scale(type="log", **kw) if log else alt.Scale(zero=False, **kw))
+
+
+def y_cap(bands: pd.DataFrame, value: str) -> list | None:
+    """Returns a y domain [lowest / 1.5, 10 × the seed-mean at the smallest lr] (the loss of a run
+    that barely moved), so the huge losses just before divergence don't flatten the U; None if unknown."""
+    ok = bands[np.isfinite(bands[value])]
+    if ok.empty:
+        return None
+    top = 10 * ok.loc[ok["lr"] == ok["lr"].min(), value].max()
+    return [float(ok[value].min() / 3), float(max(top, ok[value].min() * 10))]
 
 
 def _highlight():
@@ -158,10 +169,11 @@ def lr_curve(bands: pd.DataFrame, value: str = "final_loss", y_title: str = "fin
     base = alt.Chart(bands).encode(x=x, color=_colour(bands))
     tooltip = ["arch:N", alt.Tooltip("lr:Q", format="g"), alt.Tooltip(f"{value}:Q", format=".4g"),
                alt.Tooltip("lo:Q", format=".4g"), alt.Tooltip("hi:Q", format=".4g"), "n_finite:Q", "diverged:Q"]
-    band = base.mark_area(opacity=0.15).encode(y="lo:Q", y2="hi:Q")
-    line = base.mark_line(point=True).encode(y=_y(value, y_title, log_y), strokeDash=_dash(bands),
+    band = base.mark_area(opacity=0.15, clip=True).encode(y="lo:Q", y2="hi:Q")
+    line = base.mark_line(point=True, clip=True).encode(y=_y(value, y_title, log_y, y_cap(bands, value)),
+                                                        strokeDash=_dash(bands),
                                              opacity=opacity, tooltip=tooltip).add_params(*params)
-    best = alt.Chart(best_lr(bands, value)).mark_point(shape="diamond", size=320, filled=True, stroke="black",
+    best = alt.Chart(best_lr(bands, value)).mark_point(shape="diamond", size=320, filled=True, stroke="black", clip=True,
                                                        strokeWidth=1).encode(
         x="best_lr:Q", y=f"{value}:Q", color=_colour(bands, legend=False),
         tooltip=["arch:N", alt.Tooltip("best_lr:Q", format="g", title="best lr"),
@@ -223,8 +235,10 @@ def range_test_chart(curves: pd.DataFrame, suggested: pd.DataFrame, best: pd.Dat
     curves, suggested = label(curves), label(suggested)
     params, opacity = _highlight()
     x = alt.X("lr:Q", title="learning rate (rising every batch)", scale=alt.Scale(type="log"))
-    line = alt.Chart(curves).mark_line().encode(
-        x=x, y=alt.Y("smooth_loss:Q", title="smoothed batch loss", scale=alt.Scale(type="log")),
+    low = float(curves["smooth_loss"].min())
+    y = alt.Y("smooth_loss:Q", title="smoothed batch loss", scale=alt.Scale(type="log", domain=[low / 1.2, low * 5]))
+    line = alt.Chart(curves).mark_line(clip=True).encode(
+        x=x, y=y,
         color=_colour(curves), strokeDash=_dash(curves), opacity=opacity,
         tooltip=["arch:N", alt.Tooltip("lr:Q", format=".3g"), "iteration:Q",
                  alt.Tooltip("smooth_loss:Q", format=".4g")]).add_params(*params)
@@ -232,7 +246,7 @@ def range_test_chart(curves: pd.DataFrame, suggested: pd.DataFrame, best: pd.Dat
                                                                   strokeWidth=1).encode(
         x="lr:Q", y="smooth_loss:Q", color=_colour(curves, legend=False),
         shape=alt.Shape("rule:N", title="suggestion", scale=alt.Scale(
-            domain=list(RULE_SHAPE), range=list(RULE_SHAPE.values())), legend=alt.Legend(orient="top")),
+            domain=list(RULE_SHAPE), range=list(RULE_SHAPE.values())), legend=alt.Legend(orient="bottom")),
         tooltip=["arch:N", "rule:N", alt.Tooltip("lr:Q", format=".3g")])
     layers = [line, marks]
     if best is not None and len(best):

@@ -174,21 +174,20 @@ def last_good(page: str, g: bnlr.Grid | None, compute: Callable[[bnlr.Grid], obj
 
 def display(finals: bool = False) -> dict:
     """Draws the display controls (they never retrain); returns split, log_y, band (and final, k)."""
-    cols = st.columns(5 if finals else 3)
+    cols = st.columns([2, 2, 3, 4, 2] if finals else 3)
     out = {
         "split": cols[0].segmented_control("Loss on", ["train", "test"], default="train", key="split",
                                            required=True, **BIND),
         "log_y": cols[1].toggle("Log loss axis", True, key="logy", **BIND),
         "band": cols[2].segmented_control("Band over seeds", ["spread", "minmax"], default="spread", key="band",
-                                          required=True, format_func={"spread": "mean ± sd (log)",
-                                                                      "minmax": "min – max"}.get, **BIND),
+                                          required=True, format_func={"spread": "± sd", "minmax": "min–max"}.get, **BIND),
     }
     if finals:
         out["final"] = cols[3].segmented_control(
             "Final loss", list(metrics.FINALS),
             default="last", key="final", required=True, **BIND,
-            format_func={"last": "last epoch", "mean_last_k": "mean of last k", "best": "best epoch"}.get)
-        out["k"] = cols[4].number_input("k (for mean of last k)", 1, 50, 5, key="k", **BIND,
+            format_func={"last": "last", "mean_last_k": "mean last k", "best": "best"}.get)
+        out["k"] = cols[4].number_input("k", 1, 50, 5, key="k", **BIND, help="epochs averaged by 'mean last k'",
                                         disabled=out["final"] != "mean_last_k")
     return out
 
@@ -197,9 +196,11 @@ def diverged_note(runs: pd.DataFrame) -> None:
     """Lists the runs that diverged (their curves stop there, marked ✕), or nothing."""
     bad = runs.dropna(subset=["diverged_epoch"])
     if len(bad):
-        items = "; ".join(f"{r.arch} at lr {r.lr:g} (seed {r.seed}) at epoch {int(r.diverged_epoch)}"
-                          for r in bad.itertuples())
-        st.caption(f"✕ Diverged (loss not finite; drawn up to there): {items}.")
+        items = "; ".join(
+            f"{arch}: lr {', '.join(f'{lr:.3g}' for lr in sorted(part['lr'].unique()))} "
+            f"({len(part)} run{'s' * (len(part) > 1)}, from epoch {int(part['diverged_epoch'].min())})"
+            for arch, part in bad.groupby("arch", sort=False))
+        st.caption(f"✕ Diverged (loss not finite; curves drawn up to there, left out of final loss): {items}.")
 
 
 def download(df: pd.DataFrame, label: str, file_name: str) -> None:

@@ -1,0 +1,134 @@
+"""Chart builders and the tidy tables they draw, checked by hand-made data and chart.to_dict()."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ui import charts
+from ui.style import BN_DASH, PALETTE
+
+
+def history(losses: dict, epochs: int = 3) -> pd.DataFrame:
+    """A tiny history: {(arch, bn, lr, seed): [loss per epoch]} on the train split."""
+    rows = []
+    for run, ((arch, bn, lr, seed), curve) in enumerate(losses.items()):
+        for e, loss in enumerate(curve, 1):
+            rows.append({"run": run, "arch": arch, "bn": bn, "lr": lr, "seed": seed, "epoch": e,
+                         "split": "train", "loss": loss})
+    return pd.DataFrame(rows)
+
+
+H = history({("3×4 tanh · no BN", "none", 0.1, 1): [10.0, 1.0, 0.1],
+             ("3×4 tanh · no BN", "none", 0.1, 2): [1000.0, 100.0, 10.0],
+             ("3×4 tanh · BN pre", "pre", 0.1, 1): [10.0, float("nan"), float("nan")],
+             ("3×4 tanh · BN pre", "pre", 0.1, 2): [10.0, 5.0, float("nan")],
+             ("3×4 tanh · no BN", "none", 0.01, 1): [8.0, 4.0, 2.0],
+             ("3×4 tanh · no BN", "none", 0.01, 2): [8.0, 4.0, 2.0]})
+
+
+def test_seed_band_is_geometric_in_log_space():
+    b = charts.history_band(H, band="spread").set_index(["arch", "lr", "epoch"])
+    row = b.loc[("3×4 tanh · no BN", 0.1, 1)]
+    # log10: 1 and 3 → mean 2, sample sd √2
+    assert row["loss"] == pytest.approx(100.0)
+    assert row["lo"] == pytest.approx(10 ** (2 - math.sqrt(2)))
+    assert row["hi"] == pytest.approx(10 ** (2 + math.sqrt(2)))
+    mm = charts.history_band(H, band="minmax").set_index(["arch", "lr", "epoch"]).loc[("3×4 tanh · no BN", 0.1, 3)]
+    assert (mm["lo"], mm["hi"]) == pytest.approx((0.1, 10.0))
+    one = b.loc[("3×4 tanh · no BN", 0.01, 2)]  # identical seeds: no spread
+    assert (one["lo"], one["loss"], one["hi"]) == pytest.approx((4.0, 4.0, 4.0))
+
+
+def test_diverged_seeds_are_left_out_and_marked():
+    b = charts.history_band(H).set_index(["arch", "lr", "epoch"])
+    bn = b.loc["3×4 tanh · BN pre"].loc[0.1]
+    assert bn["n_finite"].tolist() == [2, 1, 0]
+    assert bn.loc[2, "loss"] == pytest.approx(5.0)  # only the seed still alive
+    assert math.isnan(bn.loc[3, "loss"])
+    assert bn["diverges_after"].tolist() == [True, True, False]
+    assert not b.loc["3×4 tanh · no BN", "diverges_after"].any()
+    with pytest.raises(ValueError, match="band"):
+        charts.seed_band(H, "loss", ["arch"], band="iqr")
+
+
+def test_loss_curves_facets_per_lr_with_colour_dash_band_and_log_y():
+    spec = charts.loss_curves(charts.history_band(H), log_y=True).to_dict()
+    assert spec["facet"]["field"] == "panel"
+    assert spec["facet"]["sort"] == ["lr = 0.1", "lr = 0.01"]  # largest lr first, as the article
+    band, line, cross = spec["spec"]["layer"]
+    assert band["mark"]["type"] == "area" and band["encoding"]["y2"]["field"] == "hi"
+    enc = line["encoding"]
+    assert enc["y"]["scale"]["type"] == "log"
+    assert enc["color"]["field"] == "net" and enc["color"]["scale"]["range"] == PALETTE[:1]
+    assert enc["strokeDash"]["field"] == "BN"
+    assert enc["strokeDash"]["scale"]["range"] == [BN_DASH["none"], BN_DASH["pre"]]
+    params = spec["params"]  # a facet lifts its layers' selections to the top
+    assert {p["name"] for p in params} == {"pick_net", "pick_bn"}
+    assert all(p["bind"] == "legend" for p in params)
+    assert enc["opacity"]["condition"][0]["test"] == {"and": [{"param": "pick_net"}, {"param": "pick_bn"}]}
+    assert cross["mark"]["shape"] == "cross" and cross["transform"] == [{"filter": "datum.diverges_after"}]
+    assert "type" not in charts.loss_curves(charts.history_band(H), log_y=False).to_dict()["spec"]["layer"][1][
+        "encoding"]["y"]["scale"]
+
+
+def metrics_table() -> pd.DataFrame:
+    rows = []
+    for arch, bn in (("3×4 tanh · no BN", "none"), ("3×4 tanh · BN pre", "pre")):
+        for lr, loss in ((1e-3, 50.0), (1e-2, 10.0), (1e-1, 20.0), (1.0, float("nan"))):
+            for seed in (1, 2):
+                rows.append({"arch": arch, "bn": bn, "lr": lr, "seed": seed,
+                             "final_loss": loss * (2.0 if bn == "pre" else 1.0),
+                             "instability": 0.0, "diverged_epoch": 3.0 if math.isnan(loss) else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def test_best_lr_and_diverged_region():
+    bands = charts.metrics_band(metrics_table())
+    best = charts.best_lr(bands).set_index("arch")
+    assert best.loc["3×4 tanh · no BN", "best_lr"] == 1e-2
+    assert best.loc["3×4 tanh · BN pre", "final_loss"] == pytest.approx(20.0)
+    region = charts.diverged_region(bands)
+    # from half-way (in log) between 0.1 and 1, to half a step past 1
+    assert region["lo"].iloc[0] == pytest.approx(math.sqrt(0.1))
+    assert region["hi"].iloc[0] == pytest.approx(math.sqrt(10))
+    assert charts.diverged_region(bands[bands["lr"] < 1]).empty
+
+
+def test_lr_curve_log_x_band_best_marker_and_shade():
+    bands = charts.metrics_band(metrics_table())
+    layers = charts.lr_curve(bands).to_dict()["layer"]
+    shade, text, band, line, best = layers
+    assert shade["mark"]["type"] == "rect" and shade["encoding"]["x2"]["field"] == "hi"
+    assert line["encoding"]["x"]["scale"]["type"] == "log"
+    assert line["encoding"]["y"]["scale"]["type"] == "log"
+    assert band["encoding"]["y2"]["field"] == "hi"
+    assert best["mark"]["shape"] == "diamond" and best["encoding"]["x"]["field"] == "best_lr"
+    assert len(charts.lr_curve(bands[bands["lr"] < 1]).to_dict()["layer"]) == 3  # nothing diverged: no shade
+
+
+def test_range_test_chart_marks_each_rule():
+    curves = pd.DataFrame({"arch": "3×4 tanh · no BN", "bn": "none", "iteration": [1, 2, 3],
+                           "lr": [1e-3, 1e-2, 1e-1], "smooth_loss": [5.0, 4.0, 9.0]})
+    sugg = pd.DataFrame({"arch": "3×4 tanh · no BN", "bn": "none", "rule": ["steep", "valley", "minimum"],
+                         "lr": [1e-3, 1e-2, 1e-3], "smooth_loss": [5.0, 4.0, 5.0]})
+    best = pd.DataFrame({"arch": ["3×4 tanh · no BN"], "bn": ["none"], "best_lr": [0.02]})
+    line, marks, rule = charts.range_test_chart(curves, sugg, best).to_dict()["layer"]
+    assert line["encoding"]["x"]["scale"]["type"] == "log"
+    assert line["encoding"]["y"]["scale"] == {"type": "log", "domain": [4.0 / 1.2, 20.0]}
+    assert marks["encoding"]["shape"]["scale"]["domain"] == ["steep", "valley", "minimum"]
+    assert rule["mark"]["type"] == "rule" and rule["encoding"]["x"]["field"] == "best_lr"
+
+
+def test_sensitivity_bars_and_run_grid():
+    sens = pd.DataFrame({"arch": ["3×4 tanh · no BN", "3×4 tanh · BN pre"], "bn": ["none", "pre"],
+                         "sensitivity": [0.2, 0.5], "sensitivity_std": [0.1, 0.2], "diverged_lrs": [0, 1],
+                         "n_lrs": [4, 4]})
+    bars, text = charts.sensitivity_bars(sens).to_dict()["layer"]
+    assert bars["encoding"]["x"]["field"] == "sensitivity" and bars["encoding"]["strokeDash"]["field"] == "BN"
+    m = metrics_table()
+    rect, label = charts.run_grid(m).to_dict()["layer"]
+    assert rect["encoding"]["color"]["field"] == "instability"
+    cells = pd.DataFrame(charts.run_grid(m).to_dict()["datasets"].popitem()[1])
+    assert set(cells.loc[cells["lr"] == 1.0, "text"]) == {"✕ ep 3"}
+    assert cells.loc[(cells["lr"] == 0.01) & (cells["bn"] == "pre"), "text"].item() == "20"
