@@ -160,6 +160,14 @@ def wait_changed(page, before: list[dict], timeout: float = 90_000) -> list[dict
         page.wait_for_timeout(250)
 
 
+def fit_to_content(page, width: int, min_height: int = 900, max_height: int = 6000) -> None:
+    """Makes the viewport as tall as the page's content: Streamlit scrolls inside its main area, so a
+    full-page screenshot of a short viewport would cut the page off."""
+    height = page.evaluate("""() => Math.max(...['[data-testid="stMain"]', '[data-testid="stMainBlockContainer"]',
+        '[data-testid="stSidebarContent"]'].map(s => document.querySelector(s)).filter(Boolean).map(e => e.scrollHeight))""")
+    page.set_viewport_size({"width": width, "height": max(min_height, min(max_height, height + 40))})
+
+
 def exceptions(page) -> list[str]:
     """Returns the text of every exception element on the page."""
     return page.locator(EXCEPTION).all_inner_texts()

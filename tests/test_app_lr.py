@@ -1,0 +1,135 @@
+"""AppTest of the home and LR pages: they run, training vs display controls, URL restore, bad input."""
+import json
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+import bnlr
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 180  # 2 shared cores: a cold run trains and imports torch
+
+
+@pytest.fixture
+def trainings(monkeypatch):
+    """Returns the list of experiments bnlr.train was called with (the cache hides repeats)."""
+    st.cache_data.clear()
+    seen = []
+    real = bnlr.train
+
+    def counting(experiment, *args, **kwargs):
+        seen.append(experiment)
+        return real(experiment, *args, **kwargs)
+    monkeypatch.setattr(bnlr, "train", counting)
+    yield seen
+    st.cache_data.clear()
+
+
+def page(name: str, **params) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / name), default_timeout=TIMEOUT)
+    for key, value in params.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def charts(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+
+
+def panels(at: AppTest) -> list[str]:
+    """The facet panels (one per lr) of the page's first chart."""
+    return charts(at)[0]["facet"]["sort"]
+
+
+def test_home_routes_to_the_pages():
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    assert not at.exception
+    text = " ".join(m.value for m in at.markdown)
+    assert "BatchNorm models react more to the learning rate" in text
+    assert "U-shaped" in text
+
+
+def test_sensitivity_default_is_the_articles_experiment(trainings):
+    at = page("lr_sensitivity.py")
+    assert not at.exception
+    (exp,) = trainings
+    assert exp == bnlr.Grid().experiment  # brief §1: 4 models × lrs 0.1, 0.03, 0.01, 0.005, 40 epochs, SGD, seed 929
+    assert {(r.model.depth, r.model.bn, r.model.activation, r.lr, r.seed) for r in exp.runs} == {
+        (d, bn, "tanh", lr, 929) for d in (3, 4) for bn in ("none", "pre") for lr in (0.1, 0.03, 0.01, 0.005)}
+    assert panels(at) == ["lr = 0.1", "lr = 0.03", "lr = 0.01", "lr = 0.005"]
+    verdict = [m.value for m in at.markdown if "react" in m.value and "decades" in m.value]
+    assert len(verdict) == 1 and ("**more**" in verdict[0] or "**less**" in verdict[0])
+
+
+def test_display_controls_do_not_retrain_training_controls_do(trainings):
+    at = page("lr_sensitivity.py", lrs="0.1,0.01", epochs="3")
+    assert len(trainings) == 1 and trainings[0].epochs == 3
+    at.toggle(key="logy").set_value(False).run()
+    at.button_group(key="split").set_value("test").run()
+    at.button_group(key="band").set_value("minmax").run()
+    assert len(trainings) == 1
+    assert "type" not in charts(at)[0]["spec"]["layer"][1]["encoding"]["y"]["scale"]  # linear y now
+    at.number_input(key="epochs").set_value(4).run()
+    assert len(trainings) == 2 and trainings[1].epochs == 4
+    at.number_input(key="epochs").set_value(3).run()
+    assert len(trainings) == 2  # seen before: from the cache
+    assert not at.exception
+
+
+def test_url_parameters_restore_the_settings(trainings):
+    at = page("lr_sensitivity.py", lrs="0.2,0.02", depths=["2"], bn=["post"], seeds="2", epochs="3", opt="adam",
+              logy="false", split="test")
+    assert not at.exception
+    assert at.text_input(key="lrs").value == "0.2,0.02"
+    assert at.multiselect(key="depths").value == [2]
+    assert at.toggle(key="logy").value is False
+    (exp,) = trainings
+    assert {(r.model.depth, r.model.bn, r.lr, r.seed, r.optimizer.name) for r in exp.runs} == {
+        (2, "post", lr, seed, "adam") for lr in (0.2, 0.02) for seed in (929, 930)}
+    assert panels(at) == ["lr = 0.2", "lr = 0.02"]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("lrs", "0.1, -1", "learning rate -1 must be a finite number > 0"),
+    ("lrs", " , ", "the learning-rate list is empty"),
+    ("lrs", "0.1, fast", "learning rate 'fast' is not a number"),
+    ("n", 20000, "the demo allows"),
+])
+def test_bad_input_shows_a_message_and_keeps_the_previous_chart(trainings, key, value, message):
+    at = page("lr_sensitivity.py", lrs="0.1,0.01", epochs="3")
+    before = panels(at)
+    widget = at.text_input(key=key) if key == "lrs" else at.number_input(key=key)
+    if key == "n":
+        at.number_input(key="epochs").set_value(2000)
+    widget.set_value(value).run()
+    assert not at.exception
+    assert any(message in e.value for e in at.error), [e.value for e in at.error]
+    assert panels(at) == before  # the last good chart stays
+    assert any("last valid" in w.value for w in at.warning)
+    assert len(trainings) == 1
+
+
+def test_empty_selection_names_what_is_missing(trainings):
+    at = page("lr_sensitivity.py", lrs="0.1", epochs="2")
+    at.multiselect(key="depths").set_value([]).run()
+    assert any("Pick at least a depth" in e.value for e in at.error)
+    assert len(charts(at)) >= 1
+
+
+def test_lr_curve_default_sweep_and_range_test(trainings):
+    at = page("lr_curve.py", epochs="5")
+    assert not at.exception
+    (exp,) = trainings
+    lrs = sorted({r.lr for r in exp.runs})
+    assert lrs == list(bnlr.log_grid(1e-4, 1.0, len(lrs))) and len(lrs) >= 12
+    assert len({r.seed for r in exp.runs}) >= 2
+    u, rt = charts(at)[:2]
+    assert u["layer"][-2]["encoding"]["x"]["scale"]["type"] == "log"  # the U: lr on a log axis
+    assert any("Range test vs full sweep" in m.value for m in at.markdown)
+    at.button_group(key="final").set_value("best").run()  # a display control
+    assert len(trainings) == 1 and not at.exception
+    at.text_input(key="lr_lo").set_value("2").run()
+    assert any("range reversed" in e.value for e in at.error)
+    assert len(charts(at)) >= 2 and len(trainings) == 1
