@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 import bnlr
-from bnlr import lrfinder, metrics
+from bnlr import codegen, lrfinder, metrics
 from bnlr.config import ACTIVATIONS, OPTIMIZERS
 from ui import runner
 from ui.style import BN_LABEL
@@ -210,11 +210,6 @@ def download(df: pd.DataFrame, label: str, file_name: str) -> None:
 def code(experiment: bnlr.Experiment) -> None:
     """An expander with the plain PyTorch script that reproduces ``experiment`` (bnlr.codegen)."""
     with st.expander("Plain PyTorch code for these runs"):
-        try:
-            from bnlr import codegen  # noqa: PLC0415
-        except ImportError:  # CODEGEN: bnlr.codegen is being written; this is its call site
-            st.info("The code generator (bnlr/codegen.py) is not installed yet.")
-            return
         st.code(codegen.script(experiment), language="python")
         st.caption("Self-contained (torch only); prints run, epoch, train_loss, test_loss as CSV, "
                    "the same numbers as bnlr's reference engine.")
