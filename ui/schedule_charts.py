@@ -1,0 +1,128 @@
+"""Tables and charts of the scheduler playground: pure functions, tidy DataFrame -> alt.Chart.
+
+``lr_frame`` lays out the lr (and momentum / Adam beta1) at every optimizer step: from the real
+torch scheduler on a bare optimizer (``bnlr.trajectory``) for every schedule whose lr does not
+depend on the loss, and per run from training for ReduceLROnPlateau. Colour = the schedule (the
+constant baseline in grey), dash = BatchNorm placement (``ui.style``).
+"""
+from __future__ import annotations
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+import bnlr
+from bnlr.schedules import parse_schedule
+from ui.style import BN_DASH, BN_LABEL, PALETTE
+
+BASELINE = "constant"
+BASELINE_COLOUR = "#888888"  # grey: a reference line, readable on light and dark themes
+ALL_MODELS = "all models"  # the arch of an lr curve that does not depend on the model
+
+
+def lr_frame(schedules: tuple[str, ...], lr: float, epochs: int, steps_per_epoch: int,
+             optimizer: bnlr.OptimizerConfig, result: bnlr.Result | None = None) -> pd.DataFrame:
+    """Returns one row per schedule (per run for ReduceLROnPlateau) × optimizer step.
+
+    Columns: schedule, curve (what one line is), arch, bn, step (1-based), epoch (1-based),
+    x (epoch + fraction of it, the x axis), lr, momentum, every (epoch | batch).
+    """
+    S = steps_per_epoch
+    parts = []
+    for spec in schedules:
+        every = parse_schedule(spec).every
+        traj = bnlr.trajectory(spec, lr, epochs, S, optimizer)
+        if traj is not None:
+            step = np.arange(1, len(traj.lr) + 1)
+            parts.append(pd.DataFrame({"schedule": spec, "curve": spec, "arch": ALL_MODELS, "bn": "none",
+                                       "step": step, "lr": traj.lr, "momentum": traj.momentum, "every": every}))
+        elif result is not None:  # ReduceLROnPlateau: each run's own lr, from training
+            runs = result.runs[result.runs["schedule"] == spec][["run", "arch", "bn"]]
+            steps = result.steps.merge(runs, on="run")
+            parts.append(steps.assign(schedule=spec, curve=spec + " · " + steps["arch"], every=every)
+                         [["schedule", "curve", "arch", "bn", "step", "lr", "momentum", "every"]])
+    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["schedule", "curve", "arch", "bn", "step", "lr", "momentum", "every"])
+    df["epoch"] = (df["step"] - 1) // S + 1
+    df["x"] = 1 + (df["step"] - 1) / S
+    return df.dropna(subset=["lr"])
+
+
+def per_epoch(lr: pd.DataFrame, steps_per_epoch: int) -> pd.DataFrame:
+    """Returns the rows of the first step of each epoch: the lr an epoch starts with."""
+    return lr[(lr["step"] - 1) % steps_per_epoch == 0]
+
+
+def colours(schedules: list[str]) -> alt.Scale:
+    """The baseline in grey, every other schedule its own Okabe-Ito colour, in the order given."""
+    others = [s for s in schedules if s != BASELINE]
+    domain = ([BASELINE] if BASELINE in schedules else []) + others
+    rng = ([BASELINE_COLOUR] if BASELINE in schedules else []) + [PALETTE[i % 6] for i in range(len(others))]
+    return alt.Scale(domain=domain, range=rng)
+
+
+def _dash(df: pd.DataFrame) -> alt.StrokeDash:
+    bns = [b for b in BN_DASH if b in set(df["bn"])]
+    return alt.StrokeDash("BN:N", title="BatchNorm", scale=alt.Scale(
+        domain=[BN_LABEL[b] for b in bns], range=[BN_DASH[b] for b in bns]), legend=alt.Legend(orient="top"))
+
+
+def lr_chart(lr: pd.DataFrame, schedules: list[str], log_y: bool = False, per_batch: bool = False,
+             field: str = "lr", title: str = "learning rate", width: int = 700, height: int = 260) -> alt.Chart:
+    """Returns the lr (or momentum) per epoch, or per batch, one line per curve.
+
+    Per epoch, each value holds for its whole epoch (a step line); per batch, x advances by
+    1 / batches-per-epoch each optimizer step.
+    """
+    df = lr.assign(BN=lr["bn"].map(BN_LABEL))
+    scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
+    return alt.Chart(df, width=width, height=height).mark_line(
+        interpolate="linear" if per_batch else "step-after", clip=True).encode(
+        x=alt.X("x:Q", title="epoch" + (" (each batch a step)" if per_batch else ""),
+                scale=alt.Scale(domainMin=1, nice=False)),
+        y=alt.Y(f"{field}:Q", title=title, scale=scale),
+        color=alt.Color("schedule:N", title="schedule", scale=colours(schedules),
+                        legend=alt.Legend(orient="top", labelLimit=320, columns=2)),
+        strokeDash=_dash(df),
+        detail="curve:N",
+        tooltip=["schedule", "arch", "epoch", "step", alt.Tooltip(f"{field}:Q", format=".4g")],
+    )
+
+
+def loss_frame(bands: pd.DataFrame) -> pd.DataFrame:
+    """Returns the seed-summarised loss with a readable BN column and the network label."""
+    return bands.assign(BN=bands["bn"].map(BN_LABEL), model=bands["arch"])
+
+
+def loss_chart(bands: pd.DataFrame, schedules: list[str], log_y: bool = True, columns: int = 2,
+               width: int = 340, height: int = 230) -> alt.FacetChart:
+    """Returns the loss per epoch, one panel per model, one line per schedule (the baseline in grey).
+
+    ``bands`` has one row per arch × bn × schedule × epoch with loss, lo, hi (the seed band) and
+    n_seeds; the band is drawn when there is more than one seed.
+    """
+    df = loss_frame(bands)
+    y_scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
+    colour = alt.Color("schedule:N", title="schedule", scale=colours(schedules),
+                       legend=alt.Legend(orient="top", labelLimit=320, columns=2))
+    base = alt.Chart(width=width, height=height)
+    line = base.mark_line().encode(
+        x=alt.X("epoch:Q", title="epoch"), y=alt.Y("loss:Q", title="MSE loss", scale=y_scale),
+        color=colour, strokeDash=_dash(df),
+        tooltip=["model", "schedule", "epoch", alt.Tooltip("loss:Q", format=".4g")])
+    layers = [line]
+    if (df["n_seeds"] > 1).any():
+        layers.insert(0, base.mark_area(opacity=0.15).encode(x="epoch:Q", y=alt.Y("lo:Q", scale=y_scale), y2="hi:Q",
+                                                               color=colour))
+    return alt.layer(*layers, data=df).facet(facet=alt.Facet("model:N", title=None), columns=columns)
+
+
+def epoch_table(history: pd.DataFrame) -> pd.DataFrame:
+    """Returns the CSV table: one row per run × epoch with its lr and its train and test loss."""
+    keys = ["run", "arch", "bn", "optimizer", "schedule", "lr", "seed", "epoch"]
+    wide = history.pivot_table(index=keys, columns="split", values="loss", dropna=False).reset_index()
+    lrs = history[history["split"] == "train"][["run", "epoch", "epoch_lr"]]
+    out = wide.merge(lrs, on=["run", "epoch"]).rename(columns={"train": "train_loss", "test": "test_loss",
+                                                               "lr": "initial_lr"})
+    return out[["run", "arch", "bn", "optimizer", "schedule", "initial_lr", "seed", "epoch", "epoch_lr",
+                "train_loss", "test_loss"]]
