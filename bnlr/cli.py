@@ -56,8 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, default=50)
     run.add_argument("--optimizer", default="sgd")
     run.add_argument("--momentum", type=float, default=0.0)
-    run.add_argument("--schedule", type=_list(str, "--schedule"), default=("constant",),
-                     help="one or more schedule specs separated by ';'")
+    run.add_argument("--schedule", default="constant", help="one or more schedule specs separated by ';'")
     run.add_argument("--engine", default="batched")
     run.add_argument("--dtype", default="float32")
     run.add_argument("--n", type=int, default=1000, help="samples")
@@ -100,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             lrs = traj.lr[::args.batches_per_epoch]
             _write(pd.DataFrame({"epoch": range(1, args.epochs + 1), "lr": lrs}), args.out)
             return 0
-        schedules = tuple(s for spec in args.schedule for s in spec.split(";")) if args.schedule else ("constant",)
+        schedules = tuple(s.strip() for s in args.schedule.split(";") if s.strip()) or ("constant",)
         grid = Grid(depths=args.depths, width=args.width, activations=args.activation, bns=args.bn,
                     bn_momentum=args.bn_momentum, lrs=args.lr_grid or args.lrs, seeds=args.seeds,
                     schedules=schedules, optimizer=OptimizerConfig(args.optimizer, momentum=args.momentum),
