@@ -82,7 +82,8 @@ PRESETS = {
     "performance": ("Performance", ("plateau:patience=2,factor=0.5", "plateau:patience=2,factor=0.5,monitor=test",
                                     "plateau:patience=5,factor=0.1"), None),
     "cyclic": ("Cyclic & 1cycle", ("onecycle", "cyclic:mode=triangular", "cyclic:mode=triangular2"), None),
-    "warmup_cosine": ("Warmup + cosine", ("warmup_cosine:warmup=5", "cosine", "cosine_restarts:T_0=10"), None),
+    "warmup_cosine": ("Warmup + cosine", ("warmup_cosine:warmup=5", "cosine", "cosine_restarts:T_0=4,T_mult=2"),
+                      None),
     "lambda": ("Article: LambdaLR 0.5 ** epoch", ("lambda:0.5 ** epoch", "lambda:1 / (1 + epoch)",
                                                   "exponential:gamma=0.5"), 0.05),
 }
