@@ -1,0 +1,60 @@
+"""Cold and cached render times of the LR pages at their default settings (the article's setup).
+
+Each page runs in Streamlit's AppTest (the whole script: widgets, training through ui.runner's
+st.cache_data, metrics, chart specs). *Cold* = empty cache, so the page trains; *cached* = the
+same settings again, served from the cache. torch and bnlr are imported (and warmed by one
+tiny training) before the clock starts: this is the time a user waits on a running server.
+
+    python bench/app_timing.py [--repeat 3]
+
+Prints one line per page with the median and min over the repeats, and the machine's load
+average (2 cores are shared: a busy machine makes cold numbers slower).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+import bnlr  # noqa: E402
+
+PAGES = {"LR sensitivity": "pages/lr_sensitivity.py", "LR learning curve": "pages/lr_curve.py"}
+
+
+def render(path: str) -> float:
+    t = time.perf_counter()
+    at = AppTest.from_file(str(ROOT / path), default_timeout=600).run()
+    elapsed = time.perf_counter() - t
+    if at.exception:
+        raise RuntimeError(f"{path}: {at.exception[0].message}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    bnlr.train(bnlr.Grid(epochs=1))  # imports and first-call warm-up, off the clock
+    print(f"load average before: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})")
+    for name, path in PAGES.items():
+        cold, cached = [], []
+        for _ in range(args.repeat):
+            st.cache_data.clear()
+            cold.append(render(path))
+            cached.append(render(path))
+        print(f"{name:18s} cold {statistics.median(cold):5.2f} s (min {min(cold):.2f})   "
+              f"cached {statistics.median(cached):5.2f} s (min {min(cached):.2f})   [{args.repeat} repeats]")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
