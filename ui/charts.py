@@ -155,7 +155,7 @@ def loss_curves(bands: pd.DataFrame, log_y: bool = True, columns: int = 2, width
 
 
 def lr_curve(bands: pd.DataFrame, value: str = "final_loss", y_title: str = "final MSE loss",
-             log_y: bool = True, width: int = 520, height: int = 320) -> alt.LayerChart:
+             log_y: bool = True, width: int = 580, height: int = 340) -> alt.LayerChart:
     """Returns the U-curve: a run metric against lr (log x), a band over seeds, the best lr per
     architecture marked with a large diamond, the region where runs diverged shaded grey.
 
@@ -229,7 +229,7 @@ def run_grid(metrics: pd.DataFrame) -> alt.LayerChart:
 
 
 def range_test_chart(curves: pd.DataFrame, suggested: pd.DataFrame, best: pd.DataFrame | None = None,
-                     width: int = 520, height: int = 320) -> alt.LayerChart:
+                     width: int = 580, height: int = 340) -> alt.LayerChart:
     """Returns the LR range test: smoothed loss against the rising lr (log x, log y), each
     suggestion rule's lr as a marker on its curve, and the full sweep's best lr as a thin rule."""
     curves, suggested = label(curves), label(suggested)
