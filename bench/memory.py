@@ -45,6 +45,7 @@ def main(n_settings: int) -> int:
     from playwright.sync_api import sync_playwright
     with harness.serve(env=HOOKS) as (url, proc, log), sync_playwright() as pw:
         browser = harness.launch(pw)
+        harness.warm_up(browser, url)
         idle, _ = rss_mb(proc.pid)
         print(f"server started, no session yet: {idle:.0f} MB")
         for spec in PAGES:

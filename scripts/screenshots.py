@@ -31,11 +31,14 @@ def main(only: str = "") -> int:
     failed = 0
     with harness.serve() as (url, _proc, log), sync_playwright() as pw:
         browser = harness.launch(pw)
+        harness.warm_up(browser, url)
         for name, path, query, scheme, charts in shots:
             ctx = browser.new_context(viewport=VIEWPORT, color_scheme=scheme)
             page = ctx.new_page()
             page.goto(f"{url}/{path}{'?' + query if query else ''}")
             harness.wait_drawn(page, charts)
+            harness.fit_to_content(page, VIEWPORT["width"])
+            harness.wait_drawn(page, charts)  # charts fit their container: let them redraw at the new size
             page.wait_for_timeout(500)  # toasts and transitions settle
             errors = harness.exceptions(page)
             page.screenshot(path=OUT / f"{name}.png", full_page=True)

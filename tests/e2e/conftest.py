@@ -39,6 +39,7 @@ class App:
 def app(browser):
     """The one server shared by every browser test (its training cache is shared too): .url, .log."""
     with harness.serve() as (url, _proc, log):
+        harness.warm_up(browser, url)
         yield App(url, log)
 
 

@@ -82,6 +82,17 @@ def serve(env: dict | None = None, timeout: float = 60):
         log.close()
 
 
+def warm_up(browser, url: str) -> None:
+    """Opens the default page once. Streamlit 1.67 learns the app's pages (st.navigation) on the
+    first script run, so until then a direct link to another page shows a "Page not found" dialog
+    over the right page (streamlit/streamlit#9992), which also blocks clicks."""
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    page.goto(url)
+    wait_idle(page)
+    ctx.close()
+
+
 def launch(playwright):
     """Returns Debian's Chromium, headless, launched by Playwright."""
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -22,9 +22,62 @@ class PageSpec:
     shows_query: Callable[[Page], None] = lambda page: None  # asserts the widgets show that state
 
 
+def type_text(label: str, value: str):
+    def act(page: Page):
+        box = page.get_by_role("textbox", name=label, exact=True)
+        box.fill(value)
+        box.press("Enter")
+    return act
+
+
+def type_number(label: str, value):
+    def act(page: Page):
+        box = page.get_by_role("spinbutton", name=label, exact=True)
+        box.fill(str(value))
+        box.press("Enter")
+    return act
+
+
+def choose(option: str):
+    """Clicks one option of a segmented control (role radio)."""
+    return lambda page: page.get_by_role("radio", name=option, exact=True).click()
+
+
+def flip(label: str):
+    """Flips a toggle by its label."""
+    return lambda page: page.get_by_text(label, exact=True).click()
+
+
+def shows(numbers: dict | None = None, chosen: tuple[str, ...] = (), texts: dict | None = None,
+          switched_on: tuple[str, ...] = ()):
+    """Asserts the page's widgets show these values (number inputs, segmented options, text inputs, toggles)."""
+    def check(page: Page):
+        for label in switched_on:
+            expect(page.get_by_role("switch", name=label, exact=True)).to_be_checked()
+        for label, value in (numbers or {}).items():
+            expect(page.get_by_role("spinbutton", name=label, exact=True)).to_have_value(str(value))
+        for option in chosen:
+            expect(page.get_by_role("radio", name=option, exact=True)).to_have_attribute("aria-checked", "true")
+        for label, value in (texts or {}).items():
+            expect(page.get_by_role("textbox", name=label, exact=True)).to_have_value(value)
+    return check
+
+
 PAGES = [
-    PageSpec("home", "", "home", 0),
-    PageSpec("lr_sensitivity", "lr-sensitivity", "lr_sensitivity", 0),
-    PageSpec("lr_curve", "lr-curve", "lr_curve", 0),
-    PageSpec("schedules", "schedules", "scheduler_playground", 0),
+    PageSpec("home", "", "How the learning rate shapes training", 0),
+    PageSpec("lr_sensitivity", "lr-sensitivity", "LR sensitivity", 3,
+             training=type_text("Learning rates", "0.1, 0.01"),
+             display=choose("test"),
+             query="epochs=20&split=test", query_keys=("epochs", "split"),
+             shows_query=shows({"Epochs": 20}, ("test",))),
+    PageSpec("lr_curve", "lr-curve", "LR learning curve", 2,
+             training=type_number("Range test: batches at most", 50),  # retrains the range test only: fast
+             display=flip("Log loss axis"),
+             query="num_it=60&split=test", query_keys=("num_it", "split"),
+             shows_query=shows({"Range test: batches at most": 60}, ("test",))),
+    PageSpec("schedules", "schedules", "Scheduler playground", 2,
+             training=type_number("Initial lr (the optimizer's lr)", 0.1),
+             display=flip("Log lr axis"),
+             query="lr0=0.1&lr_log=true", query_keys=("lr0", "lr_log"),
+             shows_query=shows({"Initial lr (the optimizer's lr)": 0.1}, switched_on=("Log lr axis",))),
 ]
