@@ -7,6 +7,7 @@ import argparse
 import sys
 
 import pandas as pd
+import torch
 
 from .config import DataConfig, Grid, OptimizerConfig, log_grid
 from .schedules import trajectory
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # tiny tensors: more intra-op threads only spin (see ui/runner.py)
     try:
         if args.command == "schedule":
             if not isinstance(args.epochs, int) or args.epochs < 1:
