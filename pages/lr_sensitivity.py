@@ -37,6 +37,9 @@ if len(bn) and len(plain) and sens["sensitivity"].notna().all():
     st.markdown(f"#### With BN the final {show['split']} loss moves **{a:.2f}** decades across these learning rates, "
                 f"without BN **{b:.2f}**: here BN models react **{word}** to the learning rate "
                 f"({a / b:.1f}× the spread).")
+else:
+    st.markdown("#### No answer at these settings: it needs BN and plain models, each with at least two "
+                "learning rates where no seed diverged.")
 if sens["diverged_lrs"].any():
     st.caption("Learning rates where a seed diverged are left out of the spread (column diverged_lrs).")
 left, right = st.columns([2, 3])
