@@ -52,6 +52,11 @@ def chart(at: AppTest, field: str, per_batch: bool) -> "pd.DataFrame":  # noqa: 
     raise AssertionError(f"no {field} chart (per_batch={per_batch}) on the page")
 
 
+def errors(at: AppTest) -> list[str]:
+    """The page's error messages, without the escapes that keep user input from rendering as Markdown."""
+    return [e.value.replace("\\", "") for e in at.error]
+
+
 def ok(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
@@ -112,7 +117,7 @@ def test_lambda_box_accepts_a_factor_and_rejects_hostile_input():
     for text, why in HOSTILE.items():
         at.text_input(key="s3_lambda").set_value(text).run()
         assert not at.exception, text
-        messages = [e.value for e in at.error]
+        messages = errors(at)
         assert len(messages) == 1 and why in messages[0], (text, messages)
         # the rest of the page still works: charts drawn, the column falls back to its last good lambda
         assert len(charts(at)) == n_charts, text
@@ -136,7 +141,7 @@ def test_torch_rejections_in_plain_words(family, key, value, why):
     ok(at)
     at.number_input(key=f"s1_{family}_{key}").set_value(value).run()
     assert not at.exception
-    messages = [e.value for e in at.error]
+    messages = errors(at)
     assert len(messages) == 1 and why in messages[0], messages
     assert "Traceback" not in messages[0]
 
@@ -239,3 +244,24 @@ def test_the_code_on_the_page_gives_the_losses_on_the_page():
         cfg = runs[int(run)]
         # the page trains float32 with the batched engine; the script is the reference loop
         assert float(train) == pytest.approx(shown[(cfg.model.label, cfg.schedule, int(epoch))], rel=1e-5)
+
+
+def test_a_preset_lands_in_the_url_and_the_url_restores_it():
+    at = app(epochs=8)
+    at.button(key="preset_piecewise").click().run()
+    ok(at)
+    url = dict(at.query_params)
+    assert url["s1_multistep_milestones"] == "20" and url["s3_multistep_milestones"] == "10|25"
+
+    def schedules(page: AppTest) -> list[str]:
+        return next(sp for sp, _ in charts(page) if sp.get("encoding", {}).get("y", {}).get("field") == "lr"
+                    )["encoding"]["color"]["scale"]["domain"]
+
+    st.cache_data.clear()
+    fresh = AppTest.from_file(PAGE, default_timeout=300)
+    for key, value in url.items():
+        fresh.query_params[key] = value
+    fresh.run()
+    ok(fresh)
+    assert schedules(fresh) == schedules(at) == [
+        "constant", "multistep:milestones=20,gamma=0.01", "step:gamma=0.5", "multistep:milestones=10|25,gamma=0.3"]

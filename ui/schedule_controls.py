@@ -9,8 +9,10 @@ Every widget is bound to the URL. Presets fill the columns with the article's fa
 from __future__ import annotations
 
 import math
+import re
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 import bnlr
 from bnlr.safe_expr import ACCEPTED
@@ -110,11 +112,27 @@ def _state_values(slot: int, spec: str) -> dict:
 def apply_preset(name: str) -> None:
     """Fills the columns with a preset (an on_click callback: runs before the widgets are drawn)."""
     _, specs, lr = PRESETS[name]
-    st.session_state["nslots"] = len(specs)
+    values = {"nslots": len(specs)} | ({"lr0": lr} if lr is not None else {})
     for slot, spec in enumerate(specs, 1):
-        st.session_state.update(_state_values(slot, spec))
-    if lr is not None:
-        st.session_state["lr0"] = lr
+        values |= _state_values(slot, spec)
+    st.session_state.update(values)
+    # Streamlit puts a bound widget's value in the URL when code sets it on a widget that already
+    # exists; the preset's new widgets (another family's arguments) get their URL entry here.
+    for key, value in values.items():
+        if value is None:
+            continue
+        try:
+            st.query_params[key] = _url_value(key, value)
+        except StreamlitAPIException:  # bound to a widget on screen: Streamlit syncs it itself
+            pass
+
+
+def _url_value(key: str, value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if re.fullmatch(r"s\d+", key):
+        return TITLES[value]
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def preset_buttons() -> None:
@@ -219,6 +237,11 @@ def slot_spec(slot: int, default: str) -> str:
     return family + (":" + ",".join(parts) if parts else "")
 
 
+def plain(text: str) -> str:
+    """Returns ``text`` with Markdown and LaTeX characters escaped: a message quotes the user's input."""
+    return "".join("\\" + c if c in "\\`*_{}[]<>()#+-.!|$~" else c for c in text)
+
+
 def checked_spec(slot: int, spec: str, lr: float, epochs: int, steps_per_epoch: int,
                  optimizer: bnlr.OptimizerConfig) -> str | None:
     """Returns ``spec`` if bnlr and torch accept it for this run, else the column's last good spec
@@ -229,7 +252,7 @@ def checked_spec(slot: int, spec: str, lr: float, epochs: int, steps_per_epoch: 
         st.session_state[key] = spec
         return spec
     except ValueError as err:
-        st.error(str(err), icon="⚠️")
+        st.error(plain(str(err)), icon="⚠️")
         good = st.session_state.get(key)
         if good is not None:
             try:
