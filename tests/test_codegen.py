@@ -11,6 +11,8 @@ import torch
 import bnlr
 from bnlr.codegen import optimizer_states, script
 
+torch.set_num_threads(1)  # as the generated script (and bnlr's app): sums round the same way
+
 SGD, MOMENTUM, ADAM = bnlr.OptimizerConfig(), bnlr.OptimizerConfig(momentum=0.9), bnlr.OptimizerConfig(name="adam")
 TANH, BN_PRE = bnlr.ModelConfig(), bnlr.ModelConfig(bn="pre")
 RELU_POST = bnlr.ModelConfig(widths=(5, 3), activation="relu", bn="post", bn_momentum=0.3)
@@ -30,8 +32,8 @@ def experiment() -> bnlr.Experiment:
 
 
 def run_script(code: str) -> dict[tuple[int, int], tuple[float, float]]:
-    # Same environment, hence the same torch thread count as this process: a parallel sum over the
-    # 700 training samples rounds differently with another thread count (~1e-9 relative).
+    # The script sets one thread, as this process: a parallel sum over the 700 training samples
+    # rounds differently with another thread count (~1e-9 relative).
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     return {(int(r["run"]), int(r["epoch"])): (float(r["train_loss"]), float(r["test_loss"]))
             for r in csv.DictReader(io.StringIO(out.stdout))}
