@@ -75,7 +75,11 @@ def lr_chart(lr: pd.DataFrame, schedules: list[str], log_y: bool = False, per_ba
     1 / batches-per-epoch each optimizer step.
     """
     df = lr.assign(BN=lr["bn"].map(BN_LABEL))
-    scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
+    schedules = [s for s in schedules if s in set(df["schedule"])]  # legend: only what is drawn
+    lo, hi = (df[field].min(), df[field].max()) if len(df) else (0.0, 1.0)
+    lo = 0.0 if field == "lr" else lo  # an lr axis starts at 0; momentum zooms on its cycle
+    pad = 0.05 * (hi - lo) if hi > lo else 0.01
+    scale = alt.Scale(type="log") if log_y else alt.Scale(domain=[max(0.0, lo - pad), hi + pad], nice=False)
     return alt.Chart(df, width=width, height=height).mark_line(
         interpolate="linear" if per_batch else "step-after", clip=True).encode(
         x=alt.X("x:Q", title="epoch" + (" (each batch a step)" if per_batch else ""),

@@ -95,32 +95,39 @@ def widget_key(slot: int, family: str, key: str) -> str:
     return f"s{slot}_{family}_{key}"
 
 
-def _state_values(slot: int, spec: str) -> dict:
-    """Returns the session-state entries that make column ``slot`` show ``spec``."""
+def _state_values(slot: int, spec: str) -> tuple[dict, dict]:
+    """Returns the session-state entries that make column ``slot`` show ``spec``, and the subset of
+    them that differ from the widgets' defaults (what the URL needs)."""
     parsed = parse_schedule(spec)
     out = {f"s{slot}": parsed.name}
     if parsed.name == "lambda":
         out[f"s{slot}_lambda"] = parsed.expression
-        return out
+        return out, out
+    explicit = dict(out)
     for key, (kind, default, _, _) in FAMILIES[parsed.name].items():
         value = parsed.get(key)
         out[widget_key(slot, parsed.name, key)] = "|".join(map(str, value)) if kind == "ints" else value
+        if value != default:
+            explicit[widget_key(slot, parsed.name, key)] = out[widget_key(slot, parsed.name, key)]
     out[f"s{slot}_{parsed.name}_every"] = parsed.every
-    return out
+    if parsed.every != ("batch" if parsed.name in PER_BATCH else "epoch"):
+        explicit[f"s{slot}_{parsed.name}_every"] = parsed.every
+    return out, explicit
 
 
 def apply_preset(name: str) -> None:
     """Fills the columns with a preset (an on_click callback: runs before the widgets are drawn)."""
     _, specs, lr = PRESETS[name]
     values = {"nslots": len(specs)} | ({"lr0": lr} if lr is not None else {})
+    url = dict(values)
     for slot, spec in enumerate(specs, 1):
-        values |= _state_values(slot, spec)
+        state, explicit = _state_values(slot, spec)
+        values |= state
+        url |= explicit
     st.session_state.update(values)
     # Streamlit puts a bound widget's value in the URL when code sets it on a widget that already
     # exists; the preset's new widgets (another family's arguments) get their URL entry here.
-    for key, value in values.items():
-        if value is None:
-            continue
+    for key, value in url.items():
         try:
             st.query_params[key] = _url_value(key, value)
         except StreamlitAPIException:  # bound to a widget on screen: Streamlit syncs it itself
