@@ -47,7 +47,7 @@ lrs = sc.lr_frame(grid.schedules, lr0, E, S, grid.optimizer, result)
 st.altair_chart(sc.lr_chart(sc.per_epoch(lrs, S), order, log_lr))
 st.caption("The lr each epoch starts with (`optimizer.param_groups[0]['lr']` at its first batch), from the real "
            "torch scheduler on a bare optimizer. ReduceLROnPlateau's lr depends on each run's loss: one line per "
-           "run (dash = BatchNorm).")
+           "run (dash = BatchNorm; hover a line for its model).")
 if (lrs["every"] == "batch").any():
     st.altair_chart(sc.lr_chart(lrs, order, log_lr, per_batch=True))
     st.caption(f"Per batch: {S} optimizer steps per epoch; schedules stepped per batch change the lr at every step.")
