@@ -19,6 +19,7 @@ from pages_spec import PAGES  # noqa: E402
 
 OUT = ROOT / "docs" / "screenshots"
 VIEWPORT = {"width": 1400, "height": 900}
+MAX_HEIGHT = 2400  # px; a longer page is cut there (the README shows the top of each page)
 EXTRA = [("lr_sensitivity-present", "lr-sensitivity", "present=true", "light")]  # the projector view
 
 
@@ -37,7 +38,7 @@ def main(only: str = "") -> int:
             page = ctx.new_page()
             page.goto(f"{url}/{path}{'?' + query if query else ''}")
             harness.wait_drawn(page, charts)
-            harness.fit_to_content(page, VIEWPORT["width"])
+            harness.fit_to_content(page, VIEWPORT["width"], max_height=MAX_HEIGHT)
             harness.wait_drawn(page, charts)  # charts fit their container: let them redraw at the new size
             page.wait_for_timeout(500)  # toasts and transitions settle
             errors = harness.exceptions(page)

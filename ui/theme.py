@@ -28,11 +28,14 @@ SIZES = {
     "rule": (1.0, 2.5),
     "point": (30, 110),
     "legend_symbol": (120, 420),
+    "label_limit": (220, 360),  # px before a label is cut with "…" (Vega's default is 180)
 }
 
-# Projector CSS: scaling the root font size scales all of Streamlit's rem-based text and widgets.
+# Projector CSS: scaling the root font size scales all of Streamlit's rem-based text and widgets; the
+# main area's side padding (rem too) shrinks so fixed-width charts keep their room.
 PRESENT_CSS = """<style>
 html { font-size: 20px; }
+[data-testid="stMainBlockContainer"] { padding-left: 1.5rem; padding-right: 1.5rem; }
 .stMarkdown p, .stMarkdown li, .stCaption p { line-height: 1.5; }
 </style>"""
 
@@ -41,14 +44,15 @@ def chart_config(present: bool = False) -> dict:
     """Returns the Altair theme dict (``{"config": ...}``) for normal or presentation mode."""
     s = {name: pair[int(present)] for name, pair in SIZES.items()}
     axis = {"labelFontSize": s["label"], "titleFontSize": s["title"], "labelFont": FONT, "titleFont": FONT,
-            "titleFontWeight": "normal", "tickWidth": s["rule"], "domainWidth": s["rule"]}
+            "titleFontWeight": "normal", "tickWidth": s["rule"], "domainWidth": s["rule"],
+            "labelLimit": s["label_limit"]}
     header = {"labelFontSize": s["title"], "titleFontSize": s["title"], "labelFont": FONT, "titleFont": FONT}
     return {"config": {
         "font": FONT,
         "axis": axis,
         "legend": {"labelFontSize": s["label"], "titleFontSize": s["title"], "labelFont": FONT,
                    "titleFont": FONT, "symbolSize": s["legend_symbol"], "symbolStrokeWidth": s["line"],
-                   "labelLimit": 400},
+                   "labelLimit": s["label_limit"], "titleLimit": s["label_limit"]},
         "header": header,
         "title": {"fontSize": s["chart_title"], "font": FONT, "subtitleFontSize": s["label"]},
         "line": {"strokeWidth": s["line"]},

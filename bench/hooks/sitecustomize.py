@@ -9,8 +9,10 @@ import functools
 import hashlib
 import sys
 import threading
+from pathlib import Path
 
-import bnlr
+sys.path.append(str(Path(__file__).resolve().parents[2]))  # the repo, for bnlr (site runs before the app's path is set)
+import bnlr  # noqa: E402
 
 _train = bnlr.train
 _lock = threading.Lock()

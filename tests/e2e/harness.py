@@ -141,7 +141,7 @@ def wait_idle(page, timeout: float = 60_000) -> None:
                           && !document.querySelector('[data-stale="true"]'); }""", timeout=timeout)
 
 
-def wait_drawn(page, at_least: int = 1, timeout: float = 90_000) -> list[dict]:
+def wait_drawn(page, at_least: int = 1, timeout: float = 180_000) -> list[dict]:
     """Waits until the script finished and at least `at_least` charts are drawn; returns charts(page)."""
     deadline = time.monotonic() + timeout / 1000
     while True:
@@ -158,7 +158,7 @@ def wait_drawn(page, at_least: int = 1, timeout: float = 90_000) -> list[dict]:
         page.wait_for_timeout(200)
 
 
-def wait_changed(page, before: list[dict], timeout: float = 90_000) -> list[dict]:
+def wait_changed(page, before: list[dict], timeout: float = 180_000) -> list[dict]:
     """Waits until the charts' signatures differ from `before` and the app is idle; returns them."""
     old = [c["sig"] for c in before]
     deadline = time.monotonic() + timeout / 1000
