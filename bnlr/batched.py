@@ -1,11 +1,11 @@
 """The batched engine: every run that shares a network shape trains at once.
 
 Runs are grouped by (model, optimizer settings). A group of R runs keeps each Linear as one
-stacked block (R, in + 1, out) — the weight transposed with the bias as its last row, so that a
-single ``bmm`` against the input with a column of ones appended does the whole layer — and
-trains all R with one forward/backward. Each run keeps its own initial weights, batch order,
+stacked block (R, out, in + 1) — the weight with the bias as its last column, so that a single
+``bmm`` against the input with a row of ones appended does the whole layer — and trains all R
+with one forward/backward. Activations are feature-major, (R, F, B). Each run keeps its own initial weights, batch order,
 lr, optimizer state and schedule. BatchNorm treats every (run, feature) pair as one channel of
-``native_batch_norm`` over a (B, R·F) view, so batch statistics, affine parameters and running
+``native_batch_norm`` over a (1, R·F, B) view, so batch statistics, affine parameters and running
 statistics are exactly ``nn.BatchNorm1d``'s, per run. The backward pass is written out with
 ATen's own backward kernels (the ones autograd calls), which halves the per-step overhead.
 The lr and momentum of every step come from the real torch scheduler
@@ -64,8 +64,8 @@ class _Group:
         # tensor of all R runs contiguously, (R, ...), so layers are free views and the optimizer
         # update is a few elementwise ops over theta with a per-element lr.
         blocks, self.shapes = [], []
-        for l in range(len(inits[0])):  # Linear l: [W^T; b] as (R, in + 1, out)
-            blocks.append(torch.stack([torch.cat([w.t(), b.unsqueeze(0)]) for w, b in (ly[l] for ly in inits)]))
+        for l in range(len(inits[0])):  # Linear l: [W | b] as (R, out, in + 1)
+            blocks.append(torch.stack([torch.cat([w, b.unsqueeze(1)], dim=1) for w, b in (ly[l] for ly in inits)]))
         widths = self.model.widths if self.model.bn != "none" else ()
         for w in widths:  # BatchNorm1d's affine weight (ones) and bias (zeros)
             blocks += [torch.ones(R, w, dtype=self.dtype), torch.zeros(R, w, dtype=self.dtype)]
@@ -75,6 +75,18 @@ class _Group:
         self.running_mean = [torch.zeros(R, w, dtype=self.dtype) for w in widths]  # (R, F)
         self.running_var = [torch.ones(R, w, dtype=self.dtype) for w in widths]
         self.act = ACTIVATION_FNS[self.model.activation]
+        # theta and grad are only ever updated in place, so their per-layer views are made once
+        self.grad = torch.empty_like(self.theta)
+        self.theta_views, self.grad_views = self._views(self.theta), self._views(self.grad)
+        self._inputs: dict[tuple[int, int], torch.Tensor] = {}  # (layer, batch) → input buffer
+
+    def _input_buffer(self, l: int, width: int, B: int) -> torch.Tensor:
+        """A reusable (R, width + 1, B) buffer for layer l's input, its last row ones."""
+        buf = self._inputs.get((l, B))
+        if buf is None:
+            buf = self._inputs[(l, B)] = torch.empty(self.R, width + 1, B, dtype=self.dtype)
+            buf[:, width] = 1
+        return buf
 
     def _views(self, flat: torch.Tensor):
         """Splits a theta-shaped tensor into its blocks: [W^T; b] per Linear, then gamma, beta per BN."""
@@ -83,21 +95,21 @@ class _Group:
         return parts[:n], parts[n::2], parts[n + 1::2]
 
     def _bn(self, z: torch.Tensor, l: int, gamma, beta, training: bool):
-        """BatchNorm1d per (run, feature): returns the output (R, B, F) and what backward needs."""
-        R, B, W = z.shape
-        flat = z.transpose(0, 1).reshape(B, R * W)  # (B, R·F): one BN channel per (run, feature)
+        """BatchNorm1d per (run, feature) on z (R, F, B): returns the output and what backward needs."""
+        R, W, B = z.shape
+        flat = z.view(1, R * W, B)  # one BN channel per (run, feature), statistics over the batch
         out, mean, invstd = torch.native_batch_norm(
             flat, gamma.reshape(-1), beta.reshape(-1), self.running_mean[l].view(-1),
             self.running_var[l].view(-1), training, self.model.bn_momentum, BN_EPS)
-        return out.view(B, R, W).transpose(0, 1), (flat, mean, invstd)  # (R, B, F) view, B-major memory
+        return out.view(R, W, B), (flat, mean, invstd)
 
     def _bn_backward(self, g: torch.Tensor, l: int, gamma, saved):
         flat, mean, invstd = saved
-        R, B, W = g.shape
+        R, W, B = g.shape
         g_in, g_gamma, g_beta = torch.ops.aten.native_batch_norm_backward(
-            g.transpose(0, 1).reshape(B, R * W), flat, gamma.reshape(-1), self.running_mean[l].view(-1),
+            g.reshape(1, R * W, B), flat, gamma.reshape(-1), self.running_mean[l].view(-1),
             self.running_var[l].view(-1), mean, invstd, True, BN_EPS, [True, True, True])
-        return g_in.view(B, R, W).transpose(0, 1), g_gamma.view(R, W), g_beta.view(R, W)
+        return g_in.view(R, W, B), g_gamma.view(R, W), g_beta.view(R, W)
 
     def _act_backward(self, g: torch.Tensor, pre: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
         name = self.model.activation
@@ -109,46 +121,42 @@ class _Group:
             return torch.ops.aten.threshold_backward(g, post, 0)
         return torch.ops.aten.leaky_relu_backward(g, pre, LEAKY_SLOPE, False)
 
-    def _with_ones(self, R: int, B: int, width: int) -> torch.Tensor:
-        buf = torch.empty(R, B, width + 1, dtype=self.dtype)
-        buf[..., width] = 1
-        return buf
-
     def forward(self, x1: torch.Tensor, training: bool, saved: list | None = None) -> torch.Tensor:
-        """x1 (R, B, in + 1), the input with a column of ones → predictions (R, B, 1).
+        """x1 (R, in + 1, B): the inputs as columns, with a row of ones → predictions (R, 1, B).
 
-        Fills ``saved`` with what ``backward`` needs.
+        Activations are kept feature-major, (R, F, B), so that BatchNorm's channels are plain
+        views and each layer is one bmm. Fills ``saved`` with what ``backward`` needs.
         """
-        layers, gammas, betas = self._views(self.theta)
+        layers, gammas, betas = self.theta_views
         bn, last = self.model.bn, len(layers) - 1
-        R, B = x1.shape[:2]
+        R, _, B = x1.shape
         for l, wb in enumerate(layers):
-            z = torch.bmm(x1, wb)  # (R, B, out): x @ W^T + b in one bmm
+            z = torch.bmm(wb, x1)  # (R, out, B): W @ x + b in one bmm
             if l == last:
                 if saved is not None:
                     saved.append((x1, None, None, None))
                 return z
-            width = wb.shape[2]
-            nxt = self._with_ones(R, B, width)
+            width = wb.shape[1]
+            nxt = self._input_buffer(l + 1, width, B)  # the next layer's input, with its row of ones
             bn_saved = None
             if bn == "pre":
                 z, bn_saved = self._bn(z, l, gammas[l], betas[l], training)
             a = self.act(z)
             if bn == "post":
                 u, bn_saved = self._bn(a, l, gammas[l], betas[l], training)
-                nxt[..., :width] = u
+                nxt[:, :width] = u
             else:
-                nxt[..., :width] = a
+                nxt[:, :width] = a
             if saved is not None:
                 saved.append((x1, z, a, bn_saved))
             x1 = nxt
         raise AssertionError
 
     def backward(self, g: torch.Tensor, saved: list) -> torch.Tensor:
-        """Returns d(Σ_r loss_r)/dθ given g = d loss / d prediction (R, B, 1), by autograd's formulas."""
-        grad = torch.empty_like(self.theta)
-        layers, gammas, _ = self._views(self.theta)
-        g_layers, g_gammas, g_betas = self._views(grad)
+        """Returns d(Σ_r loss_r)/dθ given g = d loss / d prediction (R, 1, B), by autograd's formulas."""
+        grad = self.grad
+        layers, gammas, _ = self.theta_views
+        g_layers, g_gammas, g_betas = self.grad_views
         bn, last = self.model.bn, len(layers) - 1
         for l in range(last, -1, -1):
             x1, z, a, bn_saved = saved[l]
@@ -160,13 +168,13 @@ class _Group:
                 if bn == "pre":
                     g, gg, gb = self._bn_backward(g, l, gammas[l], bn_saved)
                     g_gammas[l].copy_(gg), g_betas[l].copy_(gb)
-            torch.bmm(x1.transpose(1, 2), g, out=g_layers[l])  # (R, in + 1, out): dW^T and db at once
+            torch.bmm(g, x1.transpose(1, 2), out=g_layers[l])  # (R, out, in + 1): dW and db at once
             if l > 0:
-                g = torch.bmm(g, layers[l][:, :-1].transpose(1, 2))  # (R, B, in)
+                g = torch.bmm(layers[l][:, :, :-1].transpose(1, 2), g)  # (R, in, B)
         return grad
 
     def _eval_losses(self, X1: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-        pred = self.forward(X1.expand(self.R, *X1.shape), training=False)  # (R, N, 1)
+        pred = self.forward(X1.expand(self.R, *X1.shape), training=False)  # (R, 1, N)
         return ((pred - y) ** 2).mean(dim=(1, 2)).double().numpy()
 
     def train(self, tick, cancel) -> list[RunHistory]:
@@ -180,27 +188,32 @@ class _Group:
         lr_table = np.array([t.lr if t else [r.lr] * (E * S) for r, t in zip(self.runs, trajs)]).reshape(R, E, S)
         default_mom = self.opt_cfg.betas[0] if self.opt_cfg.name != "sgd" else self.opt_cfg.momentum
         mom_table = np.array([t.momentum if t else [default_mom] * (E * S) for t in trajs]).reshape(R, E, S)
-        optimizer = _BatchedOptimizer(self.opt_cfg, self.theta, self.run_of)
+        optimizer = _BatchedOptimizer(self.opt_cfg, self.theta)
         hists = [RunHistory.empty(E, S) for _ in range(R)]
         alive = np.ones(R, dtype=bool)
         d = self.data
         ones = lambda X: torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], dim=1)  # noqa: E731
         Xtr1, Xte1 = ones(d.X_train), ones(d.X_test)  # (N, in + 1)
+        ytr_row, yte_row = d.y_train.t(), d.y_test.t()  # (1, N)
         with torch.no_grad():
             for epoch in range(E):
                 if cancel is not None and cancel():
                     raise Cancelled()
-                lr_e = torch.from_numpy(lr_table[:, epoch] * alive[:, None])  # (R, S); 0 for diverged runs
-                mom_e = torch.from_numpy(mom_table[:, epoch])
-                X_e, y_e = Xtr1[self.order[:, epoch]], d.y_train[self.order[:, epoch]]  # this epoch's order
+                # this epoch's lr and momentum per step, spread to every element of theta: (S, P)
+                lr_e = torch.from_numpy((lr_table[:, epoch] * alive[:, None]).T.copy())[:, self.run_of]
+                mom_e = torch.from_numpy(mom_table[:, epoch].T.copy())[:, self.run_of]
+                any_momentum = bool(mom_table[:, epoch].any())
+                order = self.order[:, epoch]
+                X_e = Xtr1[order].transpose(1, 2).contiguous()  # (R, in + 1, N): this epoch's order, as columns
+                y_e = ytr_row[0, order].unsqueeze(1)  # (R, 1, N)
                 for b in range(S):
                     batch = slice(b * bs, (b + 1) * bs)
                     saved: list = []
-                    pred = self.forward(X_e[:, batch], training=True, saved=saved)  # (R, B, 1)
+                    pred = self.forward(X_e[:, :, batch], training=True, saved=saved)  # (R, 1, B)
                     # d MSE_r / d pred: each run its own mean loss, as MSELoss's backward gives
-                    g = (pred - y_e[:, batch]).mul_(2.0 / pred.shape[1])
-                    optimizer.step(self.backward(g, saved), lr_e[:, b], mom_e[:, b])
-                train_l, test_l = self._eval_losses(Xtr1, d.y_train), self._eval_losses(Xte1, d.y_test)
+                    g = (pred - y_e[:, :, batch]).mul_(2.0 / pred.shape[2])
+                    optimizer.step(self.backward(g, saved), lr_e[b], mom_e[b], any_momentum)
+                train_l, test_l = self._eval_losses(Xtr1.t(), ytr_row), self._eval_losses(Xte1.t(), yte_row)
                 for r in np.flatnonzero(alive):
                     h = hists[r]
                     h.train[epoch], h.test[epoch] = train_l[r], test_l[r]
@@ -231,46 +244,43 @@ class _Group:
 
 class _BatchedOptimizer:
     """torch.optim's SGD / Adam / AdamW update rules on theta, with a learning rate (and momentum)
-    per run: the per-run values are spread to every element of that run's parameters."""
+    per run, given spread to every element of that run's parameters (float64, as torch's Python
+    scalars are)."""
 
-    def __init__(self, cfg: OptimizerConfig, theta: torch.Tensor, run_of: torch.Tensor):
-        self.cfg, self.theta, self.run_of = cfg, theta, run_of
+    def __init__(self, cfg: OptimizerConfig, theta: torch.Tensor):
+        self.cfg, self.theta = cfg, theta
         self.dtype = theta.dtype
         self.wd = cfg.decay
         self.step_count = 0
         self.buf: torch.Tensor | None = None  # SGD momentum buffer / Adam exp_avg
         self.sq = torch.zeros_like(theta) if cfg.name != "sgd" else None  # Adam exp_avg_sq
-        self.has_buf: torch.Tensor | None = None  # (R,) SGD: torch creates a run's buffer on first use
+        self.has_buf: torch.Tensor | None = None  # SGD: torch creates a run's buffer on its first use
 
     def reset(self, elements: torch.Tensor) -> None:
         for t in (self.buf, self.sq):
             if t is not None:
                 t[elements] = 0
 
-    def _spread(self, per_run: torch.Tensor) -> torch.Tensor:
-        return per_run.to(self.dtype)[self.run_of]  # (R,) → one value per element of theta
-
-    def step(self, grad: torch.Tensor, lr: torch.Tensor, momentum: torch.Tensor) -> None:
+    def step(self, grad: torch.Tensor, lr: torch.Tensor, momentum: torch.Tensor, any_momentum: bool) -> None:
         if self.cfg.name == "sgd":
-            self._sgd(grad, lr, momentum)
+            self._sgd(grad, lr, momentum, any_momentum)
         else:
             self._adam(grad, lr, momentum)
 
-    def _sgd(self, g, lr, momentum):
+    def _sgd(self, g, lr, momentum, any_momentum):
         p, cfg = self.theta, self.cfg
         if self.wd:
             g = g.add(p, alpha=self.wd)
-        use = momentum != 0  # (R,)
-        if bool(use.any()):
+        if any_momentum:
             if self.buf is None:
-                self.buf, self.has_buf = torch.zeros_like(p), torch.zeros(len(use), dtype=torch.bool)
-            m, use_e, fresh = self._spread(momentum), use[self.run_of], (use & ~self.has_buf)[self.run_of]
-            new = torch.where(fresh, g, self.buf * m + (1 - cfg.dampening) * g)  # first use: buf = grad
-            self.buf.copy_(torch.where(use_e, new, self.buf))
+                self.buf, self.has_buf = torch.zeros_like(p), torch.zeros(p.shape, dtype=torch.bool)
+            m, use = momentum.to(self.dtype), momentum != 0
+            new = torch.where(use & ~self.has_buf, g, self.buf * m + (1 - cfg.dampening) * g)  # first use: buf = grad
+            self.buf.copy_(torch.where(use, new, self.buf))
             direction = g + m * self.buf if cfg.nesterov else self.buf
-            g = torch.where(use_e, direction, g)
+            g = torch.where(use, direction, g)
             self.has_buf |= use
-        p.sub_(self._spread(lr) * g)
+        p.sub_(lr.to(self.dtype) * g)
 
     def _adam(self, g, lr, beta1):
         p, cfg = self.theta, self.cfg
@@ -281,11 +291,11 @@ class _BatchedOptimizer:
             self.buf = torch.zeros_like(p)
         if self.wd:
             if cfg.name == "adamw":
-                p.mul_(self._spread(1 - lr * self.wd))
+                p.mul_((1 - lr * self.wd).to(self.dtype))
             else:
                 g = g.add(p, alpha=self.wd)
-        self.buf.lerp_(g, self._spread(1 - beta1))
+        self.buf.lerp_(g, (1 - beta1).to(self.dtype))
         self.sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        step_size = self._spread(lr / (1 - beta1 ** t))  # computed in float64, as torch does in Python
+        step_size = (lr / (1 - beta1 ** t)).to(self.dtype)  # computed in float64, as torch does in Python
         denom = (self.sq.sqrt() / math.sqrt(1 - beta2 ** t)).add_(eps)
         p.sub_(step_size * (self.buf / denom))
