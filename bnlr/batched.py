@@ -30,6 +30,13 @@ from .schedules import build_scheduler, make_optimizer, parse_schedule, trajecto
 
 BN_EPS = 1e-5  # nn.BatchNorm1d's default
 LEAKY_SLOPE = 0.01  # F.leaky_relu's default
+# The activations, written straight into a given output (a view of the next layer's input).
+ACTIVATION_OUT = {
+    "tanh": lambda z, out: torch.tanh(z, out=out),
+    "sigmoid": lambda z, out: torch.sigmoid(z, out=out),
+    "relu": lambda z, out: torch.clamp_min(z, 0, out=out),
+    "leaky_relu": lambda z, out: torch._C._nn.leaky_relu(z, LEAKY_SLOPE, out=out),
+}
 
 
 def train_batched(experiment: Experiment, data: Dataset, tick: Callable[[int], None],
@@ -75,6 +82,7 @@ class _Group:
         self.running_mean = [torch.zeros(R, w, dtype=self.dtype) for w in widths]  # (R, F)
         self.running_var = [torch.ones(R, w, dtype=self.dtype) for w in widths]
         self.act = ACTIVATION_FNS[self.model.activation]
+        self.act_out = ACTIVATION_OUT[self.model.activation]
         # theta and grad are only ever updated in place, so their per-layer views are made once
         self.grad = torch.empty_like(self.theta)
         self.theta_views, self.grad_views = self._views(self.theta), self._views(self.grad)
@@ -103,13 +111,16 @@ class _Group:
             self.running_var[l].view(-1), training, self.model.bn_momentum, BN_EPS)
         return out.view(R, W, B), (flat, mean, invstd)
 
-    def _bn_backward(self, g: torch.Tensor, l: int, gamma, saved):
+    def _bn_backward(self, g: torch.Tensor, l: int, gamma, saved, g_gamma, g_beta) -> torch.Tensor:
+        """Returns d/dz; writes d/dgamma and d/dbeta straight into their blocks of the gradient."""
         flat, mean, invstd = saved
         R, W, B = g.shape
-        g_in, g_gamma, g_beta = torch.ops.aten.native_batch_norm_backward(
+        g_in = torch.empty_like(flat)
+        torch.ops.aten.native_batch_norm_backward.out(
             g.reshape(1, R * W, B), flat, gamma.reshape(-1), self.running_mean[l].view(-1),
-            self.running_var[l].view(-1), mean, invstd, True, BN_EPS, [True, True, True])
-        return g_in.view(R, W, B), g_gamma.view(R, W), g_beta.view(R, W)
+            self.running_var[l].view(-1), mean, invstd, True, BN_EPS, [True, True, True],
+            out0=g_in, out1=g_gamma.view(-1), out2=g_beta.view(-1))
+        return g_in.view(R, W, B)
 
     def _act_backward(self, g: torch.Tensor, pre: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
         name = self.model.activation
@@ -141,12 +152,12 @@ class _Group:
             bn_saved = None
             if bn == "pre":
                 z, bn_saved = self._bn(z, l, gammas[l], betas[l], training)
-            a = self.act(z)
             if bn == "post":
+                a = self.act(z)
                 u, bn_saved = self._bn(a, l, gammas[l], betas[l], training)
                 nxt[:, :width] = u
             else:
-                nxt[:, :width] = a
+                a = self.act_out(z, nxt[:, :width])
             if saved is not None:
                 saved.append((x1, z, a, bn_saved))
             x1 = nxt
@@ -162,12 +173,10 @@ class _Group:
             x1, z, a, bn_saved = saved[l]
             if l < last:  # hidden layer: back through BN and the activation
                 if bn == "post":
-                    g, gg, gb = self._bn_backward(g, l, gammas[l], bn_saved)
-                    g_gammas[l].copy_(gg), g_betas[l].copy_(gb)
+                    g = self._bn_backward(g, l, gammas[l], bn_saved, g_gammas[l], g_betas[l])
                 g = self._act_backward(g, z, a)
                 if bn == "pre":
-                    g, gg, gb = self._bn_backward(g, l, gammas[l], bn_saved)
-                    g_gammas[l].copy_(gg), g_betas[l].copy_(gb)
+                    g = self._bn_backward(g, l, gammas[l], bn_saved, g_gammas[l], g_betas[l])
             torch.bmm(g, x1.transpose(1, 2), out=g_layers[l])  # (R, out, in + 1): dW and db at once
             if l > 0:
                 g = torch.bmm(layers[l][:, :, :-1].transpose(1, 2), g)  # (R, in, B)
@@ -201,10 +210,11 @@ class _Group:
                     raise Cancelled()
                 # this epoch's lr and momentum per step, spread to every element of theta: (S, P)
                 lr_e = torch.from_numpy((lr_table[:, epoch] * alive[:, None]).T.copy())[:, self.run_of]
-                mom_e = torch.from_numpy(mom_table[:, epoch].T.copy())[:, self.run_of]
                 any_momentum = bool(mom_table[:, epoch].any())
+                # (momentum is only read when some run has it this epoch; plain SGD skips the spreading)
+                mom_e = torch.from_numpy(mom_table[:, epoch].T.copy())[:, self.run_of] if any_momentum else lr_e
                 order = self.order[:, epoch]
-                X_e = Xtr1[order].transpose(1, 2).contiguous()  # (R, in + 1, N): this epoch's order, as columns
+                X_e = Xtr1.t()[:, order].transpose(0, 1)  # (R, in + 1, N): this epoch's order, as columns
                 y_e = ytr_row[0, order].unsqueeze(1)  # (R, 1, N)
                 for b in range(S):
                     batch = slice(b * bs, (b + 1) * bs)
