@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,21 +34,28 @@ TIMEOUT = 600_000  # ms; 20 sessions on 2 cores
 
 
 def settings(count: int) -> list[str]:
-    """Returns `count` URL queries of the LR sensitivity page, each a different experiment."""
-    return [f"epochs={20 + i}&seeds={1 + i % 3}" for i in range(count)]
+    """Returns `count` URL queries of the LR sensitivity page: different experiments of the same size
+    (the article's grid with its smallest lr moved), so memory that grows with them is not just bigger results."""
+    return [f"lrs=0.1,0.03,0.01,{0.002 + 0.0001 * i:.4f}" for i in range(count)]
 
 
 async def numbers(page) -> str:
     """Returns the page's CSV download of the loss per epoch (every run, every epoch, full precision)."""
-    button = page.get_by_role("button", name="Loss per epoch (CSV)")
-    await button.first.wait_for(timeout=TIMEOUT)
-    async with page.expect_download() as info:
-        await button.first.click()
-    download = await info.value
-    return Path(await download.path()).read_text()
+    button = page.get_by_role("button", name="Loss per epoch (CSV)").first
+    for attempt in range(3):  # the click reruns the page, which may replace the file while it downloads
+        await button.wait_for(timeout=TIMEOUT)
+        try:
+            async with page.expect_download() as info:
+                await button.click()
+            download = await info.value
+            return Path(await download.path()).read_text()
+        except Exception:
+            if attempt == 2:
+                raise
+            await page.wait_for_function(harness.ALL_DRAWN_JS, arg=CHARTS, timeout=TIMEOUT, polling=100)
 
 
-async def open_session(browser, url: str, t0: float) -> dict:
+async def open_session(browser, url: str, t0: float, csv: bool = True) -> dict:
     ctx = await browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     try:
         page = await ctx.new_page()
@@ -56,7 +64,7 @@ async def open_session(browser, url: str, t0: float) -> dict:
         drawn = time.monotonic() - t0
         errors = await page.locator(harness.EXCEPTION).all_inner_texts()
         sig = [c["sig"] for c in await page.evaluate(harness._CHARTS_JS, harness.CHART)]
-        return {"drawn": drawn, "errors": errors, "sig": sig, "csv": await numbers(page)}
+        return {"drawn": drawn, "errors": errors, "sig": sig, "csv": await numbers(page) if csv else ""}
     finally:
         await ctx.close()
 
@@ -70,9 +78,15 @@ async def warm_up(browser, url: str) -> None:
     await ctx.close()
 
 
-async def at_once(browser, urls: list[str]) -> list[dict]:
+async def at_once(browser, urls: list[str], csv: bool = True) -> list[dict]:
     t0 = time.monotonic()
-    return await asyncio.gather(*(open_session(browser, u, t0) for u in urls))
+    return await asyncio.gather(*(open_session(browser, u, t0, csv) for u in urls))
+
+
+def cpu_seconds(pid: int) -> float:
+    """Returns the user + system CPU time a process has used so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def trainings(log: Path) -> list[str]:
@@ -85,9 +99,11 @@ async def main(sessions: int, n_settings: int) -> int:
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=harness.CHROMIUM, args=harness.CHROMIUM_ARGS)
 
-        with harness.serve(env=HOOKS) as (url, _proc, log):
+        with harness.serve(env=HOOKS) as (url, proc, log):
             await warm_up(browser, url)
-            results = await at_once(browser, [f"{url}/{PAGE}"] * sessions)
+            cpu0, load0 = cpu_seconds(proc.pid), os.getloadavg()[0]
+            results = await at_once(browser, [f"{url}/{PAGE}"] * sessions, csv=False)
+            cpu = cpu_seconds(proc.pid) - cpu0
             times = sorted(r["drawn"] for r in results)
             errors = [r["errors"] for r in results if r["errors"]]
             runs = trainings(log)
@@ -95,7 +111,8 @@ async def main(sessions: int, n_settings: int) -> int:
             print(f"{sessions} sessions at once, default {PAGE}: first chart drawn {times[0]:.1f} s, "
                   f"last {times[-1]:.1f} s; sessions with an exception: {len(errors)}; "
                   f"trainings run by the server: {len(runs)} ({len(set(runs))} distinct); "
-                  f"all sessions drew the same chart: {same}")
+                  f"all sessions drew the same chart: {same}; server CPU time {cpu:.1f} s; "
+                  f"load average before/after {load0:.1f}/{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
             ok &= not errors and len(runs) == len(set(runs)) and same
 
         queries = settings(n_settings)

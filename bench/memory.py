@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +42,7 @@ def visit(browser, url: str, charts: int) -> None:
     ctx.close()
 
 
-def main(n_settings: int) -> int:
+def main(n_settings: int, settle: int) -> int:
     from playwright.sync_api import sync_playwright
     with harness.serve(env=HOOKS) as (url, proc, log), sync_playwright() as pw:
         browser = harness.launch(pw)
@@ -62,6 +63,10 @@ def main(n_settings: int) -> int:
         print(f"after {n_settings} distinct settings ({len(trainings(log)) - before} trainings): "
               f"RSS {now:.0f} MB (peak {peak:.0f} MB)")
         browser.close()
+        if settle:  # closed tabs keep their session (and its last result) until Streamlit's disconnect TTL
+            time.sleep(settle)
+            now, peak = rss_mb(proc.pid)
+            print(f"{settle} s later (disconnected sessions expired): RSS {now:.0f} MB")
     ok = defaults < BUDGET_MB
     print("OK" if ok else f"FAILED: {defaults:.0f} MB after the defaults, budget {BUDGET_MB} MB")
     return 0 if ok else 1
@@ -70,4 +75,7 @@ def main(n_settings: int) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", type=int, default=50)
-    sys.exit(main(parser.parse_args().settings))
+    parser.add_argument("--settle", type=int, default=150,
+                        help="seconds to wait at the end (server.disconnectedSessionTTL is 120 s); 0 to skip")
+    args = parser.parse_args()
+    sys.exit(main(args.settings, args.settle))
