@@ -15,6 +15,7 @@ from ui.style import BN_DASH, BN_LABEL, PALETTE
 
 BANDS = {"spread": "mean ± 1 sd of log10 loss over seeds", "minmax": "min – max over seeds"}
 RULE_SHAPE = {"steep": "triangle-down", "valley": "circle", "minimum": "square"}
+MUTED = "#8c8c8c"  # mid grey for labels, outlines and neutral legend symbols: reads on light and dark themes
 
 
 # ---------------------------------------------------------------- tidy tables
@@ -100,10 +101,11 @@ def _colour(df: pd.DataFrame, legend: bool = True) -> alt.Color:
         orient="top", symbolType="stroke", symbolOpacity=1, symbolStrokeWidth=3) if legend else None)
 
 
-def _dash(df: pd.DataFrame) -> alt.StrokeDash:
+def _dash(df: pd.DataFrame, legend: bool = True) -> alt.StrokeDash:
     bns = [b for b in BN_LABEL if b in set(df["bn"])]
     return alt.StrokeDash("BN:N", title="BatchNorm", scale=alt.Scale(
-        domain=[BN_LABEL[b] for b in bns], range=[BN_DASH[b] for b in bns]), legend=alt.Legend(orient="top"))
+        domain=[BN_LABEL[b] for b in bns], range=[BN_DASH[b] for b in bns]), legend=alt.Legend(
+        orient="top", symbolType="stroke", symbolStrokeColor=MUTED) if legend else None)
 
 
 def _y(field: str, title: str, log: bool, domain: list | None = None) -> alt.Y:
@@ -173,7 +175,7 @@ def lr_curve(bands: pd.DataFrame, value: str = "final_loss", y_title: str = "fin
     line = base.mark_line(point=True, clip=True).encode(y=_y(value, y_title, log_y, y_cap(bands, value)),
                                                         strokeDash=_dash(bands),
                                              opacity=opacity, tooltip=tooltip).add_params(*params)
-    best = alt.Chart(best_lr(bands, value)).mark_point(shape="diamond", size=320, filled=True, stroke="black", clip=True,
+    best = alt.Chart(best_lr(bands, value)).mark_point(shape="diamond", size=320, filled=True, stroke=MUTED, clip=True,
                                                        strokeWidth=1).encode(
         x="best_lr:Q", y=f"{value}:Q", color=_colour(bands, legend=False),
         tooltip=["arch:N", alt.Tooltip("best_lr:Q", format="g", title="best lr"),
@@ -183,8 +185,10 @@ def lr_curve(bands: pd.DataFrame, value: str = "final_loss", y_title: str = "fin
     if len(region):
         shade = alt.Chart(region).mark_rect(color="#888", opacity=0.18, clip=True).encode(
             x="lo:Q", x2="hi:Q", tooltip=["label:N"])
-        text = alt.Chart(region).mark_text(align="left", baseline="top", dx=4, dy=4, color="#555").encode(
-            x="lo:Q", y=alt.value(0), text="label:N")
+        # at the plot's top right corner, inside it (the shade runs past the last lr; a label at its
+        # left edge ran out of the plot)
+        text = alt.Chart(region.assign(at=float(lrs.max()))).mark_text(
+            align="right", baseline="top", dx=-4, dy=4, color=MUTED).encode(x="at:Q", y=alt.value(0), text="label:N")
         layers = [shade, text, *layers]
     return alt.layer(*layers).properties(width=width, height=height)
 
@@ -196,12 +200,13 @@ def sensitivity_bars(sens: pd.DataFrame, width: int = 420) -> alt.LayerChart:
     y = alt.Y("arch:N", sort=order, title=None)
     bars = alt.Chart(sens).mark_bar(strokeWidth=2).encode(
         x=alt.X("sensitivity:Q", title="LR sensitivity (decades of final loss)"),
-        y=y, color=_colour(sens), stroke=alt.Stroke("net:N", legend=None, scale=_colour_scale(sens)),
-        strokeDash=_dash(sens),
+        # no legends: the axis labels name each bar's network and BN (a legend here was cut off)
+        y=y, color=_colour(sens, legend=False), stroke=alt.Stroke("net:N", legend=None, scale=_colour_scale(sens)),
+        strokeDash=_dash(sens, legend=False),
         fillOpacity=alt.condition("datum.bn == 'none'", alt.value(0.9), alt.value(0.35)),
         tooltip=["arch:N", alt.Tooltip("sensitivity:Q", format=".3f"), alt.Tooltip("sensitivity_std:Q", format=".3f"),
                  "diverged_lrs:Q", "n_lrs:Q"])
-    text = alt.Chart(sens).mark_text(align="left", dx=4).encode(
+    text = alt.Chart(sens).mark_text(align="left", dx=4, color=MUTED).encode(
         x="sensitivity:Q", y=y, text=alt.Text("sensitivity:Q", format=".2f"))
     return alt.layer(bars, text).properties(width=width, height=alt.Step(34))
 
@@ -224,7 +229,10 @@ def run_grid(metrics: pd.DataFrame) -> alt.LayerChart:
         color=alt.Color("instability:Q", title="instability (decades)", scale=alt.Scale(scheme="oranges")),
         tooltip=["arch:N", alt.Tooltip("lr:Q", format="g"), alt.Tooltip("final_loss:Q", format=".4g"),
                  alt.Tooltip("instability:Q", format=".3f"), "diverged:Q"])
-    text = base.mark_text(fontWeight="bold").encode(text="text:N", color=alt.value("black"))
+    # black on the light cells, white on the dark ones (the oranges scheme runs light to dark)
+    mid = float(cell["instability"].min() + cell["instability"].max()) / 2
+    text = base.mark_text(fontWeight="bold").encode(text="text:N", color=alt.condition(
+        f"datum.instability > {mid!r}", alt.value("white"), alt.value("black")))
     return alt.layer(rect, text).properties(height=alt.Step(34), width=alt.Step(90))
 
 
@@ -242,11 +250,12 @@ def range_test_chart(curves: pd.DataFrame, suggested: pd.DataFrame, best: pd.Dat
         color=_colour(curves), strokeDash=_dash(curves), opacity=opacity,
         tooltip=["arch:N", alt.Tooltip("lr:Q", format=".3g"), "iteration:Q",
                  alt.Tooltip("smooth_loss:Q", format=".4g")]).add_params(*params)
-    marks = alt.Chart(suggested.dropna(subset=["lr"])).mark_point(size=200, filled=True, stroke="black",
+    marks = alt.Chart(suggested.dropna(subset=["lr"])).mark_point(size=200, filled=True, stroke=MUTED,
                                                                   strokeWidth=1).encode(
         x="lr:Q", y="smooth_loss:Q", color=_colour(curves, legend=False),
         shape=alt.Shape("rule:N", title="suggestion", scale=alt.Scale(
-            domain=list(RULE_SHAPE), range=list(RULE_SHAPE.values())), legend=alt.Legend(orient="bottom")),
+            domain=list(RULE_SHAPE), range=list(RULE_SHAPE.values())), legend=alt.Legend(
+            orient="bottom", symbolFillColor=MUTED, symbolStrokeColor=MUTED)),
         tooltip=["arch:N", "rule:N", alt.Tooltip("lr:Q", format=".3g")])
     layers = [line, marks]
     if best is not None and len(best):
