@@ -180,7 +180,7 @@ def display(finals: bool = False) -> dict:
                                            required=True, **BIND),
         "log_y": cols[1].toggle("Log loss axis", True, key="logy", **BIND),
         "band": cols[2].segmented_control("Band over seeds", ["spread", "minmax"], default="spread", key="band",
-                                          required=True, format_func={"spread": "± sd", "minmax": "min–max"}.get, **BIND),
+                                          required=True, format_func={"spread": "mean ± sd (log)", "minmax": "min–max"}.get, **BIND),
     }
     if finals:
         out["final"] = cols[3].segmented_control(

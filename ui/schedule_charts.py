@@ -53,12 +53,17 @@ def per_epoch(lr: pd.DataFrame, steps_per_epoch: int) -> pd.DataFrame:
     return lr[(lr["step"] - 1) % steps_per_epoch == 0]
 
 
-def colours(schedules: list[str]) -> alt.Scale:
-    """The baseline in grey, every other schedule its own Okabe-Ito colour, in the order given."""
+def colours(schedules: list[str], shown: list[str] | None = None) -> alt.Scale:
+    """The baseline in grey, every other schedule its own Okabe-Ito colour, in the order given.
+
+    ``shown`` (a subset of ``schedules``) limits the legend to what a chart draws while every schedule
+    keeps the colour it has in the page's other charts.
+    """
     others = [s for s in schedules if s != BASELINE]
+    colour = {BASELINE: BASELINE_COLOUR} | {s: PALETTE[i % 6] for i, s in enumerate(others)}
     domain = ([BASELINE] if BASELINE in schedules else []) + others
-    rng = ([BASELINE_COLOUR] if BASELINE in schedules else []) + [PALETTE[i % 6] for i in range(len(others))]
-    return alt.Scale(domain=domain, range=rng)
+    domain = [s for s in domain if shown is None or s in shown]
+    return alt.Scale(domain=domain, range=[colour[s] for s in domain])
 
 
 def _dash(df: pd.DataFrame) -> alt.StrokeDash:
@@ -75,17 +80,19 @@ def lr_chart(lr: pd.DataFrame, schedules: list[str], log_y: bool = False, per_ba
     1 / batches-per-epoch each optimizer step.
     """
     df = lr.assign(BN=lr["bn"].map(BN_LABEL))
-    schedules = [s for s in schedules if s in set(df["schedule"])]  # legend: only what is drawn
+    drawn = [s for s in schedules if s in set(df["schedule"])]  # legend: only what is drawn
     lo, hi = (df[field].min(), df[field].max()) if len(df) else (0.0, 1.0)
     lo = 0.0 if field == "lr" else lo  # an lr axis starts at 0; momentum zooms on its cycle
-    pad = 0.05 * (hi - lo) if hi > lo else 0.01
+    # headroom: the constant baseline (and every schedule's peak) sits at the top; without it the
+    # line lay on the plot's edge and was hidden
+    pad = 0.1 * (hi - lo) if hi > lo else 0.01
     scale = alt.Scale(type="log") if log_y else alt.Scale(domain=[max(0.0, lo - pad), hi + pad], nice=False)
     return alt.Chart(df, width=width, height=height).mark_line(
         interpolate="linear" if per_batch else "step-after", clip=True).encode(
         x=alt.X("x:Q", title="epoch" + (" (each batch a step)" if per_batch else ""),
                 scale=alt.Scale(domainMin=1, nice=False)),
         y=alt.Y(f"{field}:Q", title=title, scale=scale),
-        color=alt.Color("schedule:N", title="schedule", scale=colours(schedules),
+        color=alt.Color("schedule:N", title="schedule", scale=colours(schedules, drawn),
                         legend=alt.Legend(orient="top", labelLimit=320, columns=2)),
         strokeDash=_dash(df),
         detail="curve:N",

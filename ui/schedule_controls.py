@@ -86,7 +86,7 @@ PRESETS = {
     "cyclic": ("Cyclic & 1cycle", ("onecycle", "cyclic:mode=triangular", "cyclic:mode=triangular2"), None),
     "warmup_cosine": ("Warmup + cosine", ("warmup_cosine:warmup=5", "cosine", "cosine_restarts:T_0=4,T_mult=2"),
                       None),
-    "lambda": ("Article: LambdaLR 0.5 ** epoch", ("lambda:0.5 ** epoch", "lambda:1 / (1 + epoch)",
+    "lambda": ("Article's LambdaLR", ("lambda:0.5 ** epoch", "lambda:1 / (1 + epoch)",
                                                   "exponential:gamma=0.5"), 0.05),
 }
 
@@ -142,11 +142,17 @@ def _url_value(key: str, value) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
+PRESETS_PER_ROW = 4  # seven in one row cut their labels ("Piecewise co…")
+
+
 def preset_buttons() -> None:
-    """Draws one button per preset."""
-    cols = st.columns(len(PRESETS))
-    for col, (name, (label, _, _)) in zip(cols, PRESETS.items()):
-        col.button(label, key=f"preset_{name}", on_click=apply_preset, args=(name,), use_container_width=True)
+    """Draws one button per preset, in rows of ``PRESETS_PER_ROW``."""
+    items = list(PRESETS.items())
+    for start in range(0, len(items), PRESETS_PER_ROW):
+        cols = st.columns(PRESETS_PER_ROW)
+        for col, (name, (label, specs, _)) in zip(cols, items[start:start + PRESETS_PER_ROW]):
+            col.button(label, key=f"preset_{name}", on_click=apply_preset, args=(name,), use_container_width=True,
+                       help="Fills the columns with " + ", ".join(f"`{s}`" for s in specs))
 
 
 def initial_lr() -> float:
