@@ -174,7 +174,7 @@ def last_good(page: str, g: bnlr.Grid | None, compute: Callable[[bnlr.Grid], obj
 
 def display(finals: bool = False) -> dict:
     """Draws the display controls (they never retrain); returns split, log_y, band (and final, k)."""
-    cols = st.columns([2, 2, 3, 4, 2] if finals else 3)
+    cols = st.columns([2, 2, 4, 4, 2] if finals else 3)  # the band control needs room for its labels
     out = {
         "split": cols[0].segmented_control("Loss on", ["train", "test"], default="train", key="split",
                                            required=True, **BIND),
