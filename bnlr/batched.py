@@ -70,7 +70,7 @@ class _Group:
         # Every parameter lives in one flat tensor theta, block by block; each block holds one
         # tensor of all R runs contiguously, (R, ...), so layers are free views and the optimizer
         # update is a few elementwise ops over theta with a per-element lr.
-        blocks, self.shapes = [], []
+        blocks = []
         for l in range(len(inits[0])):  # Linear l: [W | b] as (R, out, in + 1)
             blocks.append(torch.stack([torch.cat([w, b.unsqueeze(1)], dim=1) for w, b in (ly[l] for ly in inits)]))
         widths = self.model.widths if self.model.bn != "none" else ()
@@ -97,7 +97,7 @@ class _Group:
         return buf
 
     def _views(self, flat: torch.Tensor):
-        """Splits a theta-shaped tensor into its blocks: [W^T; b] per Linear, then gamma, beta per BN."""
+        """Splits a theta-shaped tensor into its blocks: [W | b] per Linear, then gamma, beta per BN."""
         parts = [p.view(shape) for p, shape in zip(flat.split([math.prod(s) for s in self.shapes]), self.shapes)]
         n = self.model.depth + 1
         return parts[:n], parts[n::2], parts[n + 1::2]
