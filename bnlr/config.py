@@ -184,7 +184,7 @@ class Experiment:
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(self.data.n_train / self.batch_size)
+        return steps_per_epoch(self.data.n_train, self.batch_size)
 
     @property
     def work(self) -> int:
@@ -228,6 +228,15 @@ class Grid:
                 self.depths, self.activations, self.bns, self.schedules, self.lrs, self.seeds))
         object.__setattr__(self, "experiment",
                            Experiment(runs, self.data, self.epochs, self.batch_size, self.dtype))
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Returns the mini-batches in one epoch (the last may be smaller).
+
+    >>> steps_per_epoch(700, 50), steps_per_epoch(700, 300)
+    (14, 3)
+    """
+    return math.ceil(n_train / max(1, min(batch_size, n_train)))
 
 
 def log_grid(low: float, high: float, count: int) -> tuple[float, ...]:

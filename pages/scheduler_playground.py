@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from bnlr import codegen
+from bnlr import config as bnlr_config
 from bnlr.safe_expr import parse_factor
 from bnlr.schedules import parse_schedule
 from ui import charts, controls, runner
@@ -26,7 +27,7 @@ with st.sidebar:
 scc.preset_buttons()
 n_slots = scc.slot_count()
 n_train = training["data"].n_train
-steps_per_epoch = -(-n_train // max(1, min(training["batch_size"], n_train)))
+steps_per_epoch = bnlr_config.steps_per_epoch(n_train, training["batch_size"])
 specs = []
 for slot, col in enumerate(st.columns(n_slots), 1):
     with col, st.container(border=True):

@@ -30,18 +30,11 @@ def test_page_loads_with_every_chart_drawn(page, app, spec):
     assert page.get_by_role("heading", level=1).first.inner_text().startswith(spec.heading)
 
 
-@pytest.mark.parametrize("spec", [s for s in PAGES if s.training], ids=lambda s: s.name)
-def test_training_control_changes_the_chart(page, app, spec):
+@pytest.mark.parametrize("spec, control", [(s, c) for c in ("training", "display") for s in PAGES if getattr(s, c)],
+                         ids=lambda v: v if isinstance(v, str) else v.name)
+def test_control_changes_the_chart(page, app, spec, control):
     before = open_page(page, app, spec)
-    spec.training(page)
-    harness.wait_changed(page, before)
-    assert_no_exception(page, app)
-
-
-@pytest.mark.parametrize("spec", [s for s in PAGES if s.display], ids=lambda s: s.name)
-def test_display_control_changes_the_chart(page, app, spec):
-    before = open_page(page, app, spec)
-    spec.display(page)
+    getattr(spec, control)(page)
     harness.wait_changed(page, before)
     assert_no_exception(page, app)
 
