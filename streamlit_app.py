@@ -1,4 +1,5 @@
 """bnlr: the entry script only routes (st.navigation over the pages in pages/)."""
+
 import streamlit as st
 
 from ui import theme
@@ -7,12 +8,23 @@ st.set_page_config(page_title="bnlr · learning rates & BatchNorm", page_icon="�
 
 pages = [
     st.Page("pages/home.py", title="Home", icon="🏠", default=True),
-    st.Page("pages/lr_sensitivity.py", title="LR sensitivity", icon="📈", url_path="lr-sensitivity"),
+    st.Page(
+        "pages/lr_sensitivity.py", title="LR sensitivity", icon="📈", url_path="lr-sensitivity"
+    ),
     st.Page("pages/lr_curve.py", title="LR learning curve", icon="🥣", url_path="lr-curve"),
-    st.Page("pages/scheduler_playground.py", title="Scheduler playground", icon="🗓️", url_path="schedules"),
+    st.Page(
+        "pages/scheduler_playground.py",
+        title="Scheduler playground",
+        icon="🗓️",
+        url_path="schedules",
+    ),
 ]
 page = st.navigation(pages)
-present = st.sidebar.toggle("Presentation mode", key=theme.PRESENT_KEY, bind="query-params",
-                            help="Larger text, chart fonts and lines for a projector. Share it as `?present=true`.")
+present = st.sidebar.toggle(
+    "Presentation mode",
+    key=theme.PRESENT_KEY,
+    bind="query-params",
+    help="Larger text, chart fonts and lines for a projector. Share it as `?present=true`.",
+)
 theme.use(present)
 page.run()

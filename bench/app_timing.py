@@ -10,6 +10,7 @@ tiny training) before the clock starts: this is the time a user waits on a runni
 Prints one line per page with the median and min over the repeats, and the machine's load
 average (2 cores are shared: a busy machine makes cold numbers slower).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,10 @@ def main() -> None:
             st.cache_data.clear()
             cold.append(render(path))
             cached.append(render(path))
-        print(f"{name:18s} cold {statistics.median(cold):5.2f} s (min {min(cold):.2f})   "
-              f"cached {statistics.median(cached):5.2f} s (min {min(cached):.2f})   [{args.repeat} repeats]")
+        print(
+            f"{name:18s} cold {statistics.median(cold):5.2f} s (min {min(cold):.2f})   "
+            f"cached {statistics.median(cached):5.2f} s (min {min(cached):.2f})   [{args.repeat} repeats]"
+        )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -8,6 +8,7 @@ runs with lr ≤ 0.01 (the non-chaotic part; at lr ≥ 0.03 a 1e-16 difference g
     python bench/engines.py            # the full comparison (~3 minutes on 2 cores)
     python bench/engines.py --quick    # 1 seed, 20 epochs: a smoke run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,12 +20,18 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import bnlr  # noqa: E402
+import bnlr
 
 
 def grid(seeds, epochs, dtype, lrs=None) -> bnlr.Grid:
-    return bnlr.Grid(depths=(3, 4), bns=("none", "pre"), lrs=lrs or bnlr.log_grid(1e-4, 1, 24), seeds=seeds,
-                     epochs=epochs, dtype=dtype)
+    return bnlr.Grid(
+        depths=(3, 4),
+        bns=("none", "pre"),
+        lrs=lrs or bnlr.log_grid(1e-4, 1, 24),
+        seeds=seeds,
+        epochs=epochs,
+        dtype=dtype,
+    )
 
 
 def timed(g: bnlr.Grid, engine: str) -> tuple[float, float]:
@@ -36,7 +43,9 @@ def timed(g: bnlr.Grid, engine: str) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -62,8 +71,10 @@ def main() -> None:
     a = bnlr.train(g64, engine="reference").history
     b = bnlr.train(g64, engine="batched").history
     a["rel"] = np.abs(a["loss"] - b["loss"]) / np.abs(a["loss"])
-    print(f"float64, {len(g64.experiment.runs)} runs with lr <= 0.01: largest relative difference "
-          f"{a['rel'].max():.2e}; by lr (chaos sets in where it jumps):")
+    print(
+        f"float64, {len(g64.experiment.runs)} runs with lr <= 0.01: largest relative difference "
+        f"{a['rel'].max():.2e}; by lr (chaos sets in where it jumps):"
+    )
     print(a.groupby("lr")["rel"].max().map("{:.1e}".format).to_string())
 
 

@@ -14,6 +14,7 @@
    mark) and the same numbers in the page's CSV download.
 Exits non-zero if any check fails.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,9 @@ def settings(count: int) -> list[str]:
 async def numbers(page) -> str:
     """Returns the page's CSV download of the loss per epoch (every run, every epoch, full precision)."""
     button = page.get_by_role("button", name="Loss per epoch (CSV)").first
-    for attempt in range(3):  # the click reruns the page, which may replace the file while it downloads
+    for attempt in range(
+        3
+    ):  # the click reruns the page, which may replace the file while it downloads
         await button.wait_for(timeout=TIMEOUT)
         try:
             async with page.expect_download() as info:
@@ -52,7 +55,9 @@ async def numbers(page) -> str:
         except Exception:
             if attempt == 2:
                 raise
-            await page.wait_for_function(harness.ALL_DRAWN_JS, arg=CHARTS, timeout=TIMEOUT, polling=100)
+            await page.wait_for_function(
+                harness.ALL_DRAWN_JS, arg=CHARTS, timeout=TIMEOUT, polling=100
+            )
 
 
 async def open_session(browser, url: str, t0: float, csv: bool = True) -> dict:
@@ -64,7 +69,12 @@ async def open_session(browser, url: str, t0: float, csv: bool = True) -> dict:
         drawn = time.monotonic() - t0
         errors = await page.locator(harness.EXCEPTION).all_inner_texts()
         sig = [c["sig"] for c in await page.evaluate(harness._CHARTS_JS, harness.CHART)]
-        return {"drawn": drawn, "errors": errors, "sig": sig, "csv": await numbers(page) if csv else ""}
+        return {
+            "drawn": drawn,
+            "errors": errors,
+            "sig": sig,
+            "csv": await numbers(page) if csv else "",
+        }
     finally:
         await ctx.close()
 
@@ -90,14 +100,21 @@ def cpu_seconds(pid: int) -> float:
 
 
 def trainings(log: Path) -> list[str]:
-    return [line.split()[-1] for line in log.read_text().splitlines() if line.startswith("bnlr-bench train")]
+    return [
+        line.split()[-1]
+        for line in log.read_text().splitlines()
+        if line.startswith("bnlr-bench train")
+    ]
 
 
 async def main(sessions: int, n_settings: int) -> int:
     from playwright.async_api import async_playwright
+
     ok = True
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=harness.CHROMIUM, args=harness.CHROMIUM_ARGS)
+        browser = await pw.chromium.launch(
+            executable_path=harness.CHROMIUM, args=harness.CHROMIUM_ARGS
+        )
 
         with harness.serve(env=HOOKS) as (url, proc, log):
             await warm_up(browser, url)
@@ -108,11 +125,13 @@ async def main(sessions: int, n_settings: int) -> int:
             errors = [r["errors"] for r in results if r["errors"]]
             runs = trainings(log)
             same = len({tuple(r["sig"]) for r in results}) == 1
-            print(f"{sessions} sessions at once, default {PAGE}: first chart drawn {times[0]:.1f} s, "
-                  f"last {times[-1]:.1f} s; sessions with an exception: {len(errors)}; "
-                  f"trainings run by the server: {len(runs)} ({len(set(runs))} distinct); "
-                  f"all sessions drew the same chart: {same}; server CPU time {cpu:.1f} s; "
-                  f"load average before/after {load0:.1f}/{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+            print(
+                f"{sessions} sessions at once, default {PAGE}: first chart drawn {times[0]:.1f} s, "
+                f"last {times[-1]:.1f} s; sessions with an exception: {len(errors)}; "
+                f"trainings run by the server: {len(runs)} ({len(set(runs))} distinct); "
+                f"all sessions drew the same chart: {same}; server CPU time {cpu:.1f} s; "
+                f"load average before/after {load0:.1f}/{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+            )
             ok &= not errors and len(runs) == len(set(runs)) and same
 
         queries = settings(n_settings)
@@ -125,19 +144,27 @@ async def main(sessions: int, n_settings: int) -> int:
         with harness.serve(env=HOOKS) as (url, _proc, log):
             await warm_up(browser, url)
             alone = [(await at_once(browser, [f"{url}/{PAGE}?{q}"]))[0] for q in queries]
-        mismatched = [q for q, a, b in zip(queries, together, alone) if (a["sig"], a["csv"]) != (b["sig"], b["csv"])]
+        mismatched = [
+            q
+            for q, a, b in zip(queries, together, alone)
+            if (a["sig"], a["csv"]) != (b["sig"], b["csv"])
+        ]
         for q, a, b in zip(queries, together, alone):
             if a["csv"] != b["csv"]:
                 la, lb = a["csv"].splitlines(), b["csv"].splitlines()
                 diff = [(x, y) for x, y in zip(la, lb) if x != y] or [(len(la), len(lb))]
-                print(f"  {q}: {len(diff)} CSV lines differ, e.g. together {diff[0][0]!r} alone {diff[0][1]!r}")
+                print(
+                    f"  {q}: {len(diff)} CSV lines differ, e.g. together {diff[0][0]!r} alone {diff[0][1]!r}"
+                )
             elif a["sig"] != b["sig"]:
                 print(f"  {q}: same CSV, different chart geometry")
         errors = [r["errors"] for r in together + alone if r["errors"]]
         distinct = len({tuple(r["sig"]) for r in together})
-        print(f"{n_settings} different settings at once: all drawn in {wall:.1f} s; trainings {len(runs)}; "
-              f"distinct charts {distinct}; CSV compared: {all(r['csv'] for r in together)}; "
-              f"sessions that differ from the same setting alone: {mismatched or 'none'}; exceptions: {len(errors)}")
+        print(
+            f"{n_settings} different settings at once: all drawn in {wall:.1f} s; trainings {len(runs)}; "
+            f"distinct charts {distinct}; CSV compared: {all(r['csv'] for r in together)}; "
+            f"sessions that differ from the same setting alone: {mismatched or 'none'}; exceptions: {len(errors)}"
+        )
         ok &= not mismatched and not errors and distinct == n_settings
         await browser.close()
     print("OK" if ok else "FAILED")

@@ -10,6 +10,7 @@ CACHE_ENTRIES), so the second figure must level off rather than grow with every 
 non-zero if the first figure is over the budget (Community Cloud's smallest tier is 1 GB; we keep
 700 MB).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,9 @@ BUDGET_MB = 700
 
 def rss_mb(pid: int) -> tuple[float, float]:
     """Returns (current, peak) resident memory of a process in MB."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
@@ -44,6 +47,7 @@ def visit(browser, url: str, charts: int) -> None:
 
 def main(n_settings: int, settle: int) -> int:
     from playwright.sync_api import sync_playwright
+
     with harness.serve(env=HOOKS) as (url, proc, log), sync_playwright() as pw:
         browser = harness.launch(pw)
         harness.warm_up(browser, url)
@@ -52,7 +56,9 @@ def main(n_settings: int, settle: int) -> int:
         for spec in PAGES:
             visit(browser, f"{url}/{spec.path}", spec.charts)
         defaults, peak = rss_mb(proc.pid)
-        print(f"after every page drew its defaults ({len(PAGES)} pages): RSS {defaults:.0f} MB (peak {peak:.0f} MB)")
+        print(
+            f"after every page drew its defaults ({len(PAGES)} pages): RSS {defaults:.0f} MB (peak {peak:.0f} MB)"
+        )
         before = len(trainings(log))
         for i, query in enumerate(settings(n_settings), 1):
             visit(browser, f"{url}/{PAGE}?{query}", CHARTS)
@@ -60,10 +66,14 @@ def main(n_settings: int, settle: int) -> int:
                 now, peak = rss_mb(proc.pid)
                 print(f"  after {i} distinct settings: RSS {now:.0f} MB (peak {peak:.0f} MB)")
         now, peak = rss_mb(proc.pid)
-        print(f"after {n_settings} distinct settings ({len(trainings(log)) - before} trainings): "
-              f"RSS {now:.0f} MB (peak {peak:.0f} MB)")
+        print(
+            f"after {n_settings} distinct settings ({len(trainings(log)) - before} trainings): "
+            f"RSS {now:.0f} MB (peak {peak:.0f} MB)"
+        )
         browser.close()
-        if settle:  # closed tabs keep their session (and its last result) until Streamlit's disconnect TTL
+        if (
+            settle
+        ):  # closed tabs keep their session (and its last result) until Streamlit's disconnect TTL
             time.sleep(settle)
             now, peak = rss_mb(proc.pid)
             print(f"{settle} s later (disconnected sessions expired): RSS {now:.0f} MB")
@@ -75,7 +85,11 @@ def main(n_settings: int, settle: int) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", type=int, default=50)
-    parser.add_argument("--settle", type=int, default=150,
-                        help="seconds to wait at the end (server.disconnectedSessionTTL is 120 s); 0 to skip")
+    parser.add_argument(
+        "--settle",
+        type=int,
+        default=150,
+        help="seconds to wait at the end (server.disconnectedSessionTTL is 120 s); 0 to skip",
+    )
     args = parser.parse_args()
     sys.exit(main(args.settings, args.settle))

@@ -13,11 +13,12 @@ The lr and momentum of every step come from the real torch scheduler
 rules are torch.optim's SGD / Adam / AdamW with a learning rate and momentum per run.
 Tested against ``bnlr.reference`` in ``tests/test_engines.py``.
 """
+
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -39,15 +40,21 @@ ACTIVATION_OUT = {
 }
 
 
-def train_batched(experiment: Experiment, data: Dataset, tick: Callable[[int], None],
-                  cancel: Callable[[], bool] | None = None) -> list[RunHistory]:
+def train_batched(
+    experiment: Experiment,
+    data: Dataset,
+    tick: Callable[[int], None],
+    cancel: Callable[[], bool] | None = None,
+) -> list[RunHistory]:
     """Returns one RunHistory per run of ``experiment``, in the experiment's order."""
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, run in enumerate(experiment.runs):
         groups[(run.model, run.optimizer)].append(i)
     out: list[RunHistory | None] = [None] * len(experiment.runs)
     for idxs in groups.values():
-        for i, hist in zip(idxs, _Group(experiment, [experiment.runs[i] for i in idxs], data).train(tick, cancel)):
+        for i, hist in zip(
+            idxs, _Group(experiment, [experiment.runs[i] for i in idxs], data).train(tick, cancel)
+        ):
             out[i] = hist
     return out  # type: ignore[return-value]
 
@@ -72,13 +79,19 @@ class _Group:
         # update is a few elementwise ops over theta with a per-element lr.
         blocks = []
         for l in range(len(inits[0])):  # Linear l: [W | b] as (R, out, in + 1)
-            blocks.append(torch.stack([torch.cat([w, b.unsqueeze(1)], dim=1) for w, b in (ly[l] for ly in inits)]))
+            blocks.append(
+                torch.stack(
+                    [torch.cat([w, b.unsqueeze(1)], dim=1) for w, b in (ly[l] for ly in inits)]
+                )
+            )
         widths = self.model.widths if self.model.bn != "none" else ()
         for w in widths:  # BatchNorm1d's affine weight (ones) and bias (zeros)
             blocks += [torch.ones(R, w, dtype=self.dtype), torch.zeros(R, w, dtype=self.dtype)]
         self.shapes = [tuple(b.shape) for b in blocks]
         self.theta = torch.cat([b.reshape(-1) for b in blocks])  # (Σ R·size,)
-        self.run_of = torch.cat([torch.arange(R).repeat_interleave(b[0].numel()) for b in blocks])  # run per element
+        self.run_of = torch.cat(
+            [torch.arange(R).repeat_interleave(b[0].numel()) for b in blocks]
+        )  # run per element
         self.running_mean = [torch.zeros(R, w, dtype=self.dtype) for w in widths]  # (R, F)
         self.running_var = [torch.ones(R, w, dtype=self.dtype) for w in widths]
         self.act = ACTIVATION_FNS[self.model.activation]
@@ -98,17 +111,27 @@ class _Group:
 
     def _views(self, flat: torch.Tensor):
         """Splits a theta-shaped tensor into its blocks: [W | b] per Linear, then gamma, beta per BN."""
-        parts = [p.view(shape) for p, shape in zip(flat.split([math.prod(s) for s in self.shapes]), self.shapes)]
+        parts = [
+            p.view(shape)
+            for p, shape in zip(flat.split([math.prod(s) for s in self.shapes]), self.shapes)
+        ]
         n = self.model.depth + 1
-        return parts[:n], parts[n::2], parts[n + 1::2]
+        return parts[:n], parts[n::2], parts[n + 1 :: 2]
 
     def _bn(self, z: torch.Tensor, l: int, gamma, beta, training: bool):
         """BatchNorm1d per (run, feature) on z (R, F, B): returns the output and what backward needs."""
         R, W, B = z.shape
         flat = z.view(1, R * W, B)  # one BN channel per (run, feature), statistics over the batch
         out, mean, invstd = torch.native_batch_norm(
-            flat, gamma.reshape(-1), beta.reshape(-1), self.running_mean[l].view(-1),
-            self.running_var[l].view(-1), training, self.model.bn_momentum, BN_EPS)
+            flat,
+            gamma.reshape(-1),
+            beta.reshape(-1),
+            self.running_mean[l].view(-1),
+            self.running_var[l].view(-1),
+            training,
+            self.model.bn_momentum,
+            BN_EPS,
+        )
         return out.view(R, W, B), (flat, mean, invstd)
 
     def _bn_backward(self, g: torch.Tensor, l: int, gamma, saved, g_gamma, g_beta) -> torch.Tensor:
@@ -117,9 +140,20 @@ class _Group:
         R, W, B = g.shape
         g_in = torch.empty_like(flat)
         torch.ops.aten.native_batch_norm_backward.out(
-            g.reshape(1, R * W, B), flat, gamma.reshape(-1), self.running_mean[l].view(-1),
-            self.running_var[l].view(-1), mean, invstd, True, BN_EPS, [True, True, True],
-            out0=g_in, out1=g_gamma.view(-1), out2=g_beta.view(-1))
+            g.reshape(1, R * W, B),
+            flat,
+            gamma.reshape(-1),
+            self.running_mean[l].view(-1),
+            self.running_var[l].view(-1),
+            mean,
+            invstd,
+            True,
+            BN_EPS,
+            [True, True, True],
+            out0=g_in,
+            out1=g_gamma.view(-1),
+            out2=g_beta.view(-1),
+        )
         return g_in.view(R, W, B)
 
     def _act_backward(self, g: torch.Tensor, pre: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
@@ -148,7 +182,9 @@ class _Group:
                     saved.append((x1, None, None, None))
                 return z
             width = wb.shape[1]
-            nxt = self._input_buffer(l + 1, width, B)  # the next layer's input, with its row of ones
+            nxt = self._input_buffer(
+                l + 1, width, B
+            )  # the next layer's input, with its row of ones
             bn_saved = None
             if bn == "pre":
                 z, bn_saved = self._bn(z, l, gammas[l], betas[l], training)
@@ -192,11 +228,20 @@ class _Group:
         specs = [parse_schedule(r.schedule) for r in self.runs]
         trajs = [trajectory(r.schedule, r.lr, E, S, r.optimizer) for r in self.runs]
         # Runs whose lr depends on their loss (ReduceLROnPlateau) get a live scheduler on a bare optimizer.
-        live = {i: build_scheduler(spec, make_optimizer([torch.zeros(1, requires_grad=True)], r.optimizer, r.lr), E, S)
-                for i, (r, spec) in enumerate(zip(self.runs, specs)) if trajs[i] is None}
-        lr_table = np.array([t.lr if t else [r.lr] * (E * S) for r, t in zip(self.runs, trajs)]).reshape(R, E, S)
+        live = {
+            i: build_scheduler(
+                spec, make_optimizer([torch.zeros(1, requires_grad=True)], r.optimizer, r.lr), E, S
+            )
+            for i, (r, spec) in enumerate(zip(self.runs, specs))
+            if trajs[i] is None
+        }
+        lr_table = np.array(
+            [t.lr if t else [r.lr] * (E * S) for r, t in zip(self.runs, trajs)]
+        ).reshape(R, E, S)
         default_mom = self.opt_cfg.betas[0] if self.opt_cfg.name != "sgd" else self.opt_cfg.momentum
-        mom_table = np.array([t.momentum if t else [default_mom] * (E * S) for t in trajs]).reshape(R, E, S)
+        mom_table = np.array([t.momentum if t else [default_mom] * (E * S) for t in trajs]).reshape(
+            R, E, S
+        )
         optimizer = _BatchedOptimizer(self.opt_cfg, self.theta)
         hists = [RunHistory.empty(E, S) for _ in range(R)]
         alive = np.ones(R, dtype=bool)
@@ -209,12 +254,20 @@ class _Group:
                 if cancel is not None and cancel():
                     raise Cancelled()
                 # this epoch's lr and momentum per step, spread to every element of theta: (S, P)
-                lr_e = torch.from_numpy((lr_table[:, epoch] * alive[:, None]).T.copy())[:, self.run_of]
+                lr_e = torch.from_numpy((lr_table[:, epoch] * alive[:, None]).T.copy())[
+                    :, self.run_of
+                ]
                 any_momentum = bool(mom_table[:, epoch].any())
                 # (momentum is only read when some run has it this epoch; plain SGD skips the spreading)
-                mom_e = torch.from_numpy(mom_table[:, epoch].T.copy())[:, self.run_of] if any_momentum else lr_e
+                mom_e = (
+                    torch.from_numpy(mom_table[:, epoch].T.copy())[:, self.run_of]
+                    if any_momentum
+                    else lr_e
+                )
                 order = self.order[:, epoch]
-                X_e = Xtr1.t()[:, order].transpose(0, 1)  # (R, in + 1, N): this epoch's order, as columns
+                X_e = Xtr1.t()[:, order].transpose(
+                    0, 1
+                )  # (R, in + 1, N): this epoch's order, as columns
                 y_e = ytr_row[0, order].unsqueeze(1)  # (R, 1, N)
                 for b in range(S):
                     batch = slice(b * bs, (b + 1) * bs)
@@ -223,11 +276,17 @@ class _Group:
                     # d MSE_r / d pred: each run its own mean loss, as MSELoss's backward gives
                     g = (pred - y_e[:, :, batch]).mul_(2.0 / pred.shape[2])
                     optimizer.step(self.backward(g, saved), lr_e[b], mom_e[b], any_momentum)
-                train_l, test_l = self._eval_losses(Xtr1.t(), ytr_row), self._eval_losses(Xte1.t(), yte_row)
+                train_l, test_l = (
+                    self._eval_losses(Xtr1.t(), ytr_row),
+                    self._eval_losses(Xte1.t(), yte_row),
+                )
                 for r in np.flatnonzero(alive):
                     h = hists[r]
                     h.train[epoch], h.test[epoch] = train_l[r], test_l[r]
-                    h.step_lr[epoch], h.step_momentum[epoch] = lr_table[r, epoch], mom_table[r, epoch]
+                    h.step_lr[epoch], h.step_momentum[epoch] = (
+                        lr_table[r, epoch],
+                        mom_table[r, epoch],
+                    )
                     if not (math.isfinite(train_l[r]) and math.isfinite(test_l[r])):
                         h.diverged_epoch = epoch + 1
                         alive[r] = False
@@ -235,13 +294,13 @@ class _Group:
                     elif r in live and epoch + 1 < E:
                         sched = live[r]
                         sched.step(train_l[r] if specs[r].get("monitor") == "train" else test_l[r])
-                        lr_table[r, epoch + 1:] = sched.optimizer.param_groups[0]["lr"]
+                        lr_table[r, epoch + 1 :] = sched.optimizer.param_groups[0]["lr"]
                 if not alive.all():
                     self._quarantine(~alive, optimizer)
                 tick(int(alive.sum()))
         return hists
 
-    def _quarantine(self, dead: np.ndarray, optimizer: "_BatchedOptimizer") -> None:
+    def _quarantine(self, dead: np.ndarray, optimizer: _BatchedOptimizer) -> None:
         """Zero a diverged run's weights and state so its NaNs stay out of every later step."""
         mask = torch.from_numpy(dead)
         elements = mask[self.run_of]
@@ -264,14 +323,18 @@ class _BatchedOptimizer:
         self.step_count = 0
         self.buf: torch.Tensor | None = None  # SGD momentum buffer / Adam exp_avg
         self.sq = torch.zeros_like(theta) if cfg.name != "sgd" else None  # Adam exp_avg_sq
-        self.has_buf: torch.Tensor | None = None  # SGD: torch creates a run's buffer on its first use
+        self.has_buf: torch.Tensor | None = (
+            None  # SGD: torch creates a run's buffer on its first use
+        )
 
     def reset(self, elements: torch.Tensor) -> None:
         for t in (self.buf, self.sq):
             if t is not None:
                 t[elements] = 0
 
-    def step(self, grad: torch.Tensor, lr: torch.Tensor, momentum: torch.Tensor, any_momentum: bool) -> None:
+    def step(
+        self, grad: torch.Tensor, lr: torch.Tensor, momentum: torch.Tensor, any_momentum: bool
+    ) -> None:
         if self.cfg.name == "sgd":
             self._sgd(grad, lr, momentum, any_momentum)
         else:
@@ -285,7 +348,9 @@ class _BatchedOptimizer:
             if self.buf is None:
                 self.buf, self.has_buf = torch.zeros_like(p), torch.zeros(p.shape, dtype=torch.bool)
             m, use = momentum.to(self.dtype), momentum != 0
-            new = torch.where(use & ~self.has_buf, g, self.buf * m + (1 - cfg.dampening) * g)  # first use: buf = grad
+            new = torch.where(
+                use & ~self.has_buf, g, self.buf * m + (1 - cfg.dampening) * g
+            )  # first use: buf = grad
             self.buf.copy_(torch.where(use, new, self.buf))
             direction = g + m * self.buf if cfg.nesterov else self.buf
             g = torch.where(use, direction, g)
@@ -306,6 +371,8 @@ class _BatchedOptimizer:
                 g = g.add(p, alpha=self.wd)
         self.buf.lerp_(g, (1 - beta1).to(self.dtype))
         self.sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        step_size = (lr / (1 - beta1 ** t)).to(self.dtype)  # computed in float64, as torch does in Python
-        denom = (self.sq.sqrt() / math.sqrt(1 - beta2 ** t)).add_(eps)
+        step_size = (lr / (1 - beta1**t)).to(
+            self.dtype
+        )  # computed in float64, as torch does in Python
+        denom = (self.sq.sqrt() / math.sqrt(1 - beta2**t)).add_(eps)
         p.sub_(step_size * (self.buf / denom))

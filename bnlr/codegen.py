@@ -12,44 +12,75 @@ the right place — and prints CSV ``run,epoch,train_loss,test_loss``. Its losse
 the article's example (SGD lr=0.05, ``LambdaLR(lambda epoch: 0.5 ** epoch)``) shows
 ``initial_lr: 0.05`` beside ``lr: 0.05``, then lr 0.025, 0.0125, ...
 """
+
 from __future__ import annotations
 
 import ast
 import textwrap
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 from .config import Experiment, OptimizerConfig, RunConfig
-from .safe_expr import CONSTANTS, FUNCTIONS, parse_factor
-from .schedules import (ScheduleSpec, build_scheduler, group_momentum, make_optimizer, parse_schedule,
-                        scheduler_arguments)
+from .safe_expr import CONSTANTS, parse_factor
+from .schedules import (
+    ScheduleSpec,
+    build_scheduler,
+    group_momentum,
+    make_optimizer,
+    parse_schedule,
+    scheduler_arguments,
+)
 
-_ACTIVATION_CLASSES = {"tanh": "nn.Tanh", "relu": "nn.ReLU", "sigmoid": "nn.Sigmoid", "leaky_relu": "nn.LeakyReLU"}
-_MATH_NAMES = {"exp", "log", "sqrt", "cos", "sin", "floor", "ceil", *CONSTANTS}  # the rest are builtins
+_ACTIVATION_CLASSES = {
+    "tanh": "nn.Tanh",
+    "relu": "nn.ReLU",
+    "sigmoid": "nn.Sigmoid",
+    "leaky_relu": "nn.LeakyReLU",
+}
+_MATH_NAMES = {
+    "exp",
+    "log",
+    "sqrt",
+    "cos",
+    "sin",
+    "floor",
+    "ceil",
+    *CONSTANTS,
+}  # the rest are builtins
 
 # What each scheduler class does, as a comment above its construction.
 _EXPLAIN = {
     "LambdaLR": "LambdaLR: lr = lr_lambda(epoch) * initial_lr. lr_lambda returns a FACTOR, not an lr.",
-    "power": ("Power scheduling (Geron): lr = lr0 / (1 + t / s) ** c, written as a LambdaLR factor:\n"
-              "# LambdaLR sets lr = lr_lambda(epoch) * initial_lr."),
+    "power": (
+        "Power scheduling (Geron): lr = lr0 / (1 + t / s) ** c, written as a LambdaLR factor:\n"
+        "# LambdaLR sets lr = lr_lambda(epoch) * initial_lr."
+    ),
     "ExponentialLR": "ExponentialLR: lr = initial_lr * gamma ** epoch (Geron's lr0 * 0.1 ** (t / s) is gamma = 0.1 ** (1 / s)).",
     "StepLR": "StepLR: lr = initial_lr * gamma ** (epoch // step_size).",
     "MultiStepLR": "MultiStepLR: lr is multiplied by gamma at each milestone (piecewise constant).",
-    "ReduceLROnPlateau": ("ReduceLROnPlateau: lr *= factor once the watched loss has not improved for\n"
-                          "# `patience` epochs. Its step() NEEDS that loss: scheduler.step(loss)."),
-    "CyclicLR": ("CyclicLR: lr goes base_lr -> max_lr -> base_lr, step_size_up steps up. Stepped per\n"
-                 "# batch, so step sizes count batches. cycle_momentum=True also cycles SGD's momentum\n"
-                 "# (Adam's beta1) the other way, from max_momentum down to base_momentum at the lr peak:\n"
-                 "# with plain SGD (momentum=0) this turns momentum ON."),
-    "OneCycleLR": ("OneCycleLR: lr rises from max_lr / div_factor to max_lr, then anneals far below.\n"
-                   "# total_steps = epochs * batches per epoch, because it is stepped per batch: calling\n"
-                   "# step() once more than total_steps raises ValueError. It also cycles momentum\n"
-                   "# (Adam's beta1) inversely when cycle_momentum=True."),
+    "ReduceLROnPlateau": (
+        "ReduceLROnPlateau: lr *= factor once the watched loss has not improved for\n"
+        "# `patience` epochs. Its step() NEEDS that loss: scheduler.step(loss)."
+    ),
+    "CyclicLR": (
+        "CyclicLR: lr goes base_lr -> max_lr -> base_lr, step_size_up steps up. Stepped per\n"
+        "# batch, so step sizes count batches. cycle_momentum=True also cycles SGD's momentum\n"
+        "# (Adam's beta1) the other way, from max_momentum down to base_momentum at the lr peak:\n"
+        "# with plain SGD (momentum=0) this turns momentum ON."
+    ),
+    "OneCycleLR": (
+        "OneCycleLR: lr rises from max_lr / div_factor to max_lr, then anneals far below.\n"
+        "# total_steps = epochs * batches per epoch, because it is stepped per batch: calling\n"
+        "# step() once more than total_steps raises ValueError. It also cycles momentum\n"
+        "# (Adam's beta1) inversely when cycle_momentum=True."
+    ),
     "CosineAnnealingLR": "CosineAnnealingLR: lr = eta_min + (initial_lr - eta_min) * (1 + cos(pi * t / T_max)) / 2.",
-    "CosineAnnealingWarmRestarts": ("CosineAnnealingWarmRestarts: a cosine from initial_lr to eta_min over T_0 steps,\n"
-                                    "# then back to initial_lr; each period is T_mult times the last."),
+    "CosineAnnealingWarmRestarts": (
+        "CosineAnnealingWarmRestarts: a cosine from initial_lr to eta_min over T_0 steps,\n"
+        "# then back to initial_lr; each period is T_mult times the last."
+    ),
     "SequentialLR": "Warmup + cosine: LinearLR for `warmup` steps, then CosineAnnealingLR (SequentialLR).",
 }
 
@@ -71,28 +102,51 @@ def script(experiment: Experiment, runs: Sequence[int] | None = None) -> str:
         raise ValueError("script needs at least one run")
     for i in indices:
         if not (isinstance(i, int) and 0 <= i < len(experiment.runs)):
-            raise ValueError(f"run index {i!r} out of range; the experiment has {len(experiment.runs)} runs")
+            raise ValueError(
+                f"run index {i!r} out of range; the experiment has {len(experiment.runs)} runs"
+            )
     chosen = [(i, experiment.runs[i]) for i in indices]
     optimizers = _distinct([r.optimizer for _, r in chosen], _optimizer_name)
-    families = {_resolved(r, experiment): parse_schedule(r.schedule).name for _, r in reversed(chosen)}
-    schedulers = _distinct([_resolved(r, experiment) for _, r in chosen], lambda key: _scheduler_name(families[key]))
+    families = {
+        _resolved(r, experiment): parse_schedule(r.schedule).name for _, r in reversed(chosen)
+    }
+    schedulers = _distinct(
+        [_resolved(r, experiment) for _, r in chosen], lambda key: _scheduler_name(families[key])
+    )
     d = experiment.data
     schedules = sorted({r.schedule for _, r in chosen})
-    listed = textwrap.fill(", ".join(schedules), 96, initial_indent="    ", subsequent_indent="    ")
-    parts = [_HEADER.format(count=len(chosen), s="s" if len(chosen) > 1 else "", schedules=listed,
-                            dtype=experiment.dtype, epochs=experiment.epochs, batch_size=experiment.batch_size,
-                            seed=d.seed, n=d.n, w=d.w, degree=d.degree, noise=d.noise, n_train=d.n_train,
-                            bias=" + 1.0" if d.bias else "")]
+    listed = textwrap.fill(
+        ", ".join(schedules), 96, initial_indent="    ", subsequent_indent="    "
+    )
+    parts = [
+        _HEADER.format(
+            count=len(chosen),
+            s="s" if len(chosen) > 1 else "",
+            schedules=listed,
+            dtype=experiment.dtype,
+            epochs=experiment.epochs,
+            batch_size=experiment.batch_size,
+            seed=d.seed,
+            n=d.n,
+            w=d.w,
+            degree=d.degree,
+            noise=d.noise,
+            n_train=d.n_train,
+            bias=" + 1.0" if d.bias else "",
+        )
+    ]
     parts += [_optimizer_source(name, cfg) for cfg, name in optimizers.items()]
     parts += [_scheduler_source(name, key, families[key]) for key, name in schedulers.items()]
     rows = []
     for i, r in chosen:
         key = _resolved(r, experiment)
         m = r.model
-        rows.append(f"    dict(run={i}, widths={m.widths!r}, activation={m.activation!r}, bn={m.bn!r}, "
-                    f"bn_momentum={m.bn_momentum!r},\n         lr={r.lr!r}, seed={r.seed}, "
-                    f"optimizer={optimizers[r.optimizer]}, scheduler={schedulers[key]}, "
-                    f"every={key[2]!r}{', monitor=' + repr(key[3]) if key[3] else ''}),  # {r.schedule}")
+        rows.append(
+            f"    dict(run={i}, widths={m.widths!r}, activation={m.activation!r}, bn={m.bn!r}, "
+            f"bn_momentum={m.bn_momentum!r},\n         lr={r.lr!r}, seed={r.seed}, "
+            f"optimizer={optimizers[r.optimizer]}, scheduler={schedulers[key]}, "
+            f"every={key[2]!r}{', monitor=' + repr(key[3]) if key[3] else ''}),  # {r.schedule}"
+        )
     parts.append(_RUNS.format(rows="\n".join(rows)))
     parts.append(_LOOP)
     return "\n\n\n".join(p.strip("\n") for p in parts) + "\n"
@@ -138,7 +192,9 @@ def _lambda_source(spec: ScheduleSpec, source: str) -> str:
     class _Qualify(ast.NodeTransformer):
         def visit_Name(self, node: ast.Name):
             if node.id in _MATH_NAMES:
-                return ast.copy_location(ast.Attribute(ast.Name("math", ast.Load()), node.id, ast.Load()), node)
+                return ast.copy_location(
+                    ast.Attribute(ast.Name("math", ast.Load()), node.id, ast.Load()), node
+                )
             return node
 
     return "lambda epoch: " + ast.unparse(_Qualify().visit(body))
@@ -154,8 +210,10 @@ def _scheduler_name(family: str) -> str:
 
 def _optimizer_source(name: str, cfg: OptimizerConfig) -> str:
     if cfg.name == "sgd":
-        call = (f"torch.optim.SGD(params, lr=lr, momentum={cfg.momentum!r}, dampening={cfg.dampening!r}, "
-                f"nesterov={cfg.nesterov!r}, weight_decay={cfg.decay!r})")
+        call = (
+            f"torch.optim.SGD(params, lr=lr, momentum={cfg.momentum!r}, dampening={cfg.dampening!r}, "
+            f"nesterov={cfg.nesterov!r}, weight_decay={cfg.decay!r})"
+        )
     else:
         cls = "Adam" if cfg.name == "adam" else "AdamW"
         call = f"torch.optim.{cls}(params, lr=lr, betas={cfg.betas!r}, eps={cfg.eps!r}, weight_decay={cfg.decay!r})"
@@ -165,28 +223,42 @@ def _optimizer_source(name: str, cfg: OptimizerConfig) -> str:
 def _scheduler_source(name: str, key: tuple, family: str) -> str:
     cls, source, every, monitor = key
     if cls is None:
-        return (f'def {name}(optimizer):\n    """Constant lr: no scheduler; the optimizer keeps its lr."""\n'
-                "    return None")
+        return (
+            f'def {name}(optimizer):\n    """Constant lr: no scheduler; the optimizer keeps its lr."""\n'
+            "    return None"
+        )
     doc = f'    """Returns the {cls}, stepped once per {every}."""\n'
     comment = "    # " + _EXPLAIN.get(family, _EXPLAIN[cls]).replace("\n# ", "\n    # ") + "\n"
     if cls == "SequentialLR":
         kwargs = ast.literal_eval(source[0])
         (c1, k1), (c2, k2) = kwargs["schedulers"]
         fmt = lambda kw: ", ".join(f"{k}={v!r}" for k, v in kw.items())  # noqa: E731
-        return (f"def {name}(optimizer):\n{doc}{comment}"
-                f"    warmup = lr_scheduler.{c1}(optimizer, {fmt(k1)})\n"
-                f"    cosine = lr_scheduler.{c2}(optimizer, {fmt(k2)})\n"
-                f"    return lr_scheduler.SequentialLR(optimizer, [warmup, cosine], "
-                f"milestones={kwargs['milestones']!r})")
+        return (
+            f"def {name}(optimizer):\n{doc}{comment}"
+            f"    warmup = lr_scheduler.{c1}(optimizer, {fmt(k1)})\n"
+            f"    cosine = lr_scheduler.{c2}(optimizer, {fmt(k2)})\n"
+            f"    return lr_scheduler.SequentialLR(optimizer, [warmup, cosine], "
+            f"milestones={kwargs['milestones']!r})"
+        )
     call = f"    return lr_scheduler.{cls}(optimizer, {', '.join(source)})"
     if len(call) > 100:
-        call = f"    return lr_scheduler.{cls}(\n        optimizer,\n" + "".join(f"        {a},\n" for a in source) + "    )"
+        call = (
+            f"    return lr_scheduler.{cls}(\n        optimizer,\n"
+            + "".join(f"        {a},\n" for a in source)
+            + "    )"
+        )
     return f"def {name}(optimizer):\n{doc}{comment}{call}"
 
 
-def optimizer_states(schedule: str, lr: float, epochs: int, steps_per_epoch: int,
-                     optimizer: OptimizerConfig = OptimizerConfig(), steps: int = 3,
-                     metric: float = 1.0) -> list[dict]:
+def optimizer_states(
+    schedule: str,
+    lr: float,
+    epochs: int,
+    steps_per_epoch: int,
+    optimizer: OptimizerConfig = OptimizerConfig(),
+    steps: int = 3,
+    metric: float = 1.0,
+) -> list[dict]:
     """Returns ``optimizer.state_dict()["param_groups"][0]`` before training and after each of the
     first ``steps`` calls to ``scheduler.step()``, with the scheduler's ``get_last_lr()`` beside it.
 
@@ -205,8 +277,12 @@ def optimizer_states(schedule: str, lr: float, epochs: int, steps_per_epoch: int
     def snapshot(k: int) -> dict:
         group = dict(opt.state_dict()["param_groups"][0])
         last = sched.get_last_lr() if sched is not None else [group["lr"]]
-        return {"step": k, "get_last_lr": [float(v) for v in last], "param_group": group,
-                "momentum": float(group_momentum(group))}
+        return {
+            "step": k,
+            "get_last_lr": [float(v) for v in last],
+            "param_group": group,
+            "momentum": float(group_momentum(group)),
+        }
 
     states = [snapshot(0)]
     limit = min(steps, epochs * steps_per_epoch if spec.every == "batch" else epochs)
@@ -294,13 +370,13 @@ def make_model(widths, activation, bn, bn_momentum, in_features, gen):
     return nn.Sequential(*layers)
 '''
 
-_RUNS = '''
+_RUNS = """
 # One row per run. Runs with the same seed share initial weights and batch order: a controlled
 # experiment, where only the lr or the schedule differs.
 RUNS = [
 {rows}
 ]
-'''
+"""
 
 _LOOP = '''
 def train(run, X_train, y_train, X_test, y_test):

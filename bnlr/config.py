@@ -4,6 +4,7 @@ Every field is checked in ``__post_init__`` so that a bad value raises ``ValueEr
 naming it before any training starts. Being frozen dataclasses of tuples, configs are
 hashable and serve directly as cache keys (``st.cache_data``) in the app.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,7 +18,12 @@ DTYPES = ("float32", "float64")
 
 
 def _positive_finite(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
@@ -34,6 +40,7 @@ def _int_at_least(name: str, value: int, low: int) -> None:
 @dataclass(frozen=True)
 class DataConfig:
     """The article's regression data: y = (X ** degree) @ w (+ 1 if bias) + noise · N(0, 1)."""
+
     n: int = 1000  # samples in all, before the split
     w: tuple[float, ...] = (2.0, -1.0, 3.0, 1.0, 2.0)  # true weights; len(w) = number of features
     degree: int = 2  # the power applied to X elementwise
@@ -53,7 +60,9 @@ class DataConfig:
         if not (math.isfinite(self.noise) and self.noise >= 0):
             raise ValueError(f"noise must be a finite number ≥ 0, got {self.noise!r}")
         if not (0 < self.train_fraction < 1):
-            raise ValueError(f"train_fraction must lie strictly between 0 and 1, got {self.train_fraction!r}")
+            raise ValueError(
+                f"train_fraction must lie strictly between 0 and 1, got {self.train_fraction!r}"
+            )
         _int_at_least("data seed", self.seed, 0)
 
     @property
@@ -68,6 +77,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     """An MLP: hidden Linear layers of the given widths, then Linear(width, 1)."""
+
     widths: tuple[int, ...] = (4, 4, 4)  # hidden layer widths; depth = len(widths)
     activation: str = "tanh"  # one of ACTIVATIONS
     bn: str = "none"  # none | pre (Linear→BN→act) | post (Linear→act→BN)
@@ -75,8 +85,12 @@ class ModelConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "widths", tuple(self.widths))
-        if not self.widths or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in self.widths):
-            raise ValueError(f"widths must be a non-empty list of integers ≥ 1, got {self.widths!r}")
+        if not self.widths or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in self.widths
+        ):
+            raise ValueError(
+                f"widths must be a non-empty list of integers ≥ 1, got {self.widths!r}"
+            )
         if len(self.widths) > 12 or max(self.widths) > 512:
             raise ValueError(f"widths {self.widths!r} too large: at most 12 layers of width ≤ 512")
         _choice("activation", self.activation, ACTIVATIONS)
@@ -99,6 +113,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class OptimizerConfig:
     """A torch.optim optimizer (all but lr), with torch's defaults."""
+
     name: str = "sgd"  # sgd | adam | adamw
     momentum: float = 0.0  # SGD only
     dampening: float = 0.0  # SGD only
@@ -115,8 +130,12 @@ class OptimizerConfig:
         if not (0 <= self.dampening <= 1):
             raise ValueError(f"dampening must lie in [0, 1], got {self.dampening!r}")
         if self.nesterov and (self.name != "sgd" or self.momentum <= 0 or self.dampening != 0):
-            raise ValueError("nesterov needs SGD with momentum > 0 and dampening = 0 (as torch.optim.SGD)")
-        if self.weight_decay is not None and not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(
+                "nesterov needs SGD with momentum > 0 and dampening = 0 (as torch.optim.SGD)"
+            )
+        if self.weight_decay is not None and not (
+            math.isfinite(self.weight_decay) and self.weight_decay >= 0
+        ):
             raise ValueError(f"weight_decay must be a finite number ≥ 0, got {self.weight_decay!r}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
@@ -131,13 +150,18 @@ class OptimizerConfig:
     @property
     def label(self) -> str:
         if self.name == "sgd":
-            return "SGD" + (f" m={self.momentum:g}" if self.momentum else "") + (" nesterov" if self.nesterov else "")
+            return (
+                "SGD"
+                + (f" m={self.momentum:g}" if self.momentum else "")
+                + (" nesterov" if self.nesterov else "")
+            )
         return {"adam": "Adam", "adamw": "AdamW"}[self.name]
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """One training run: a model, an optimizer, an lr, a schedule and a seed."""
+
     model: ModelConfig = ModelConfig()
     lr: float = 0.01  # the optimizer's initial lr (for cyclic / onecycle: the peak, unless given)
     seed: int = 929  # seeds the initial weights and the batch order
@@ -147,13 +171,15 @@ class RunConfig:
     def __post_init__(self):
         _positive_finite("lr", self.lr)
         _int_at_least("seed", self.seed, 0)
-        from .schedules import parse_schedule  # noqa: PLC0415 (schedules imports config)
+        from .schedules import parse_schedule
+
         parse_schedule(self.schedule)
 
 
 @dataclass(frozen=True)
 class Experiment:
     """Runs that share data, epochs and batch size: what one call to ``train`` does."""
+
     runs: tuple[RunConfig, ...]
     data: DataConfig = DataConfig()
     epochs: int = 40  # passes over the training split
@@ -169,17 +195,24 @@ class Experiment:
             raise ValueError(f"epochs must be at most 2000, got {self.epochs}")
         _int_at_least("batch_size", self.batch_size, 1)
         if self.batch_size > self.data.n_train:
-            raise ValueError(f"batch_size {self.batch_size} is larger than the training set "
-                             f"({self.data.n_train} samples)")
+            raise ValueError(
+                f"batch_size {self.batch_size} is larger than the training set "
+                f"({self.data.n_train} samples)"
+            )
         _choice("dtype", self.dtype, DTYPES)
         if self.data.n_train < 2 or self.data.n - self.data.n_train < 1:
-            raise ValueError(f"n={self.data.n} leaves an empty split at train_fraction {self.data.train_fraction}")
+            raise ValueError(
+                f"n={self.data.n} leaves an empty split at train_fraction {self.data.train_fraction}"
+            )
         last = self.data.n_train % self.batch_size
         if last == 1 and any(r.model.bn != "none" for r in self.runs):
-            raise ValueError(f"batch_size {self.batch_size} leaves a last batch of 1 sample out of "
-                             f"{self.data.n_train}; BatchNorm needs at least 2 (pick another batch size)")
+            raise ValueError(
+                f"batch_size {self.batch_size} leaves a last batch of 1 sample out of "
+                f"{self.data.n_train}; BatchNorm needs at least 2 (pick another batch size)"
+            )
         for run in self.runs:
-            from .schedules import check_schedule  # noqa: PLC0415
+            from .schedules import check_schedule
+
             check_schedule(run.schedule, run.lr, self.epochs, self.steps_per_epoch, run.optimizer)
 
     @property
@@ -195,6 +228,7 @@ class Experiment:
 @dataclass(frozen=True)
 class Grid:
     """A grid of runs: every depth × activation × BN × schedule × lr × seed."""
+
     depths: tuple[int, ...] = (3, 4)  # hidden layers
     width: int = 4  # units per hidden layer
     activations: tuple[str, ...] = ("tanh",)
@@ -222,12 +256,22 @@ class Grid:
         for d in self.depths:
             _int_at_least("depth", d, 1)
         runs = tuple(
-            RunConfig(ModelConfig((self.width,) * depth, act, bn, self.bn_momentum), float(lr), seed, sched,
-                      self.optimizer)
+            RunConfig(
+                ModelConfig((self.width,) * depth, act, bn, self.bn_momentum),
+                float(lr),
+                seed,
+                sched,
+                self.optimizer,
+            )
             for depth, act, bn, sched, lr, seed in product(
-                self.depths, self.activations, self.bns, self.schedules, self.lrs, self.seeds))
-        object.__setattr__(self, "experiment",
-                           Experiment(runs, self.data, self.epochs, self.batch_size, self.dtype))
+                self.depths, self.activations, self.bns, self.schedules, self.lrs, self.seeds
+            )
+        )
+        object.__setattr__(
+            self,
+            "experiment",
+            Experiment(runs, self.data, self.epochs, self.batch_size, self.dtype),
+        )
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:

@@ -4,6 +4,7 @@
 generator seeded by the data config alone, then splits it 70/30 at random. ``batch_order``
 gives each epoch's shuffled sample order for one run, from that run's own generator.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from .config import DataConfig
 @dataclass(frozen=True)
 class Dataset:
     """The train and test splits, each X (N, F) and y (N, 1)."""
+
     X_train: torch.Tensor  # (N_train, F)
     y_train: torch.Tensor  # (N_train, 1)
     X_test: torch.Tensor  # (N_test, F)
@@ -34,10 +36,10 @@ def make_data(config: DataConfig = DataConfig(), dtype: torch.dtype = torch.floa
     gen = torch.Generator().manual_seed(config.seed)
     w = torch.tensor(config.w, dtype=torch.float64)
     X = torch.randn(config.n, len(w), generator=gen, dtype=torch.float64)  # (N, F)
-    y = (X ** config.degree) @ w + (1.0 if config.bias else 0.0)  # (N,)
+    y = (X**config.degree) @ w + (1.0 if config.bias else 0.0)  # (N,)
     y = y + config.noise * torch.randn(config.n, generator=gen, dtype=torch.float64)
     order = torch.randperm(config.n, generator=gen)
-    tr, te = order[:config.n_train], order[config.n_train:]
+    tr, te = order[: config.n_train], order[config.n_train :]
     y = y.unsqueeze(1)  # (N, 1): same shape as the model's output, so MSELoss never broadcasts
     return Dataset(*(t.to(dtype).contiguous() for t in (X[tr], y[tr], X[te], y[te])))
 

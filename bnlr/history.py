@@ -1,4 +1,5 @@
 """What an engine returns for one run: per-epoch losses and the lr at every optimizer step."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ class Cancelled(Exception):
 @dataclass
 class RunHistory:
     """Per-epoch eval losses and per-step lr / momentum of one run (NaN after divergence)."""
+
     train: np.ndarray  # (E,) MSE over the whole train split, model in eval mode
     test: np.ndarray  # (E,) MSE over the whole test split
     step_lr: np.ndarray  # (E, S) lr in effect at each optimizer step
@@ -20,7 +22,11 @@ class RunHistory:
     diverged_epoch: int | None = None  # first epoch (1-based) with a non-finite loss
 
     @classmethod
-    def empty(cls, epochs: int, steps: int) -> "RunHistory":
+    def empty(cls, epochs: int, steps: int) -> RunHistory:
         nan = np.full
-        return cls(nan(epochs, np.nan), nan(epochs, np.nan), nan((epochs, steps), np.nan),
-                   nan((epochs, steps), np.nan))
+        return cls(
+            nan(epochs, np.nan),
+            nan(epochs, np.nan),
+            nan((epochs, steps), np.nan),
+            nan((epochs, steps), np.nan),
+        )

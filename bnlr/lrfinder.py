@@ -11,6 +11,7 @@ The suggestion rules are small pure functions of ``(lrs, losses)``, as in fastai
 ``minimum`` (the lr of the lowest loss ÷ 10). Sources: L. N. Smith, "Cyclical Learning Rates
 for Training Neural Networks" (2017), §3.3; fastai ``LRFinder`` and ``SuggestionMethod``.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,6 +31,7 @@ from .schedules import make_optimizer
 @dataclass(frozen=True)
 class RangeTest:
     """How the lr rises and when the test stops."""
+
     start_lr: float = 1e-5  # lr of the first batch
     end_lr: float = 10.0  # lr the last batch would have if the test ran all num_it batches
     num_it: int = 100  # batches at most
@@ -38,8 +40,14 @@ class RangeTest:
 
     def __post_init__(self):
         if not (0 < self.start_lr < self.end_lr and math.isfinite(self.end_lr)):
-            raise ValueError(f"range test needs 0 < start_lr < end_lr, got {self.start_lr!r} … {self.end_lr!r}")
-        if isinstance(self.num_it, bool) or not isinstance(self.num_it, int) or not 10 <= self.num_it <= 2000:
+            raise ValueError(
+                f"range test needs 0 < start_lr < end_lr, got {self.start_lr!r} … {self.end_lr!r}"
+            )
+        if (
+            isinstance(self.num_it, bool)
+            or not isinstance(self.num_it, int)
+            or not 10 <= self.num_it <= 2000
+        ):
             raise ValueError(f"num_it must be an integer in [10, 2000], got {self.num_it!r}")
         if not 0 <= self.beta < 1:
             raise ValueError(f"beta must lie in [0, 1), got {self.beta!r}")
@@ -111,7 +119,9 @@ def valley(lrs, losses) -> float:
 
 def minimum(lrs, losses) -> float:
     """Returns the lr of the lowest loss divided by 10."""
-    return float(np.asarray(lrs, dtype=float)[int(np.nanargmin(np.asarray(losses, dtype=float)))] / 10)
+    return float(
+        np.asarray(lrs, dtype=float)[int(np.nanargmin(np.asarray(losses, dtype=float)))] / 10
+    )
 
 
 RULES = {"steep": steep, "valley": valley, "minimum": minimum}
@@ -123,7 +133,9 @@ def trim(n: int, num_it: int, skip_end: int = 5) -> slice:
     return slice(start, max(start + 2, n - skip_end))
 
 
-def run_range_test(run: RunConfig, experiment: Experiment, test: RangeTest = RangeTest()) -> pd.DataFrame:
+def run_range_test(
+    run: RunConfig, experiment: Experiment, test: RangeTest = RangeTest()
+) -> pd.DataFrame:
     """Returns the range test of one run: iteration, lr, loss (of that batch) and smooth_loss.
 
     The model starts from the run's initial weights and sees the run's batch order (both
@@ -133,15 +145,21 @@ def run_range_test(run: RunConfig, experiment: Experiment, test: RangeTest = Ran
     data = make_data(experiment.data, dtype)
     n_train, n_features = data.X_train.shape
     gen = torch.Generator().manual_seed(run.seed)
-    model = MLP(run.model, n_features, dtype).load_initial(initial_parameters(run.model, n_features, gen, dtype))
+    model = MLP(run.model, n_features, dtype).load_initial(
+        initial_parameters(run.model, n_features, gen, dtype)
+    )
     epochs = math.ceil(test.num_it / experiment.steps_per_epoch)
-    batches = [idx for epoch in batch_order(n_train, epochs, gen) for idx in epoch.split(experiment.batch_size)]
+    batches = [
+        idx
+        for epoch in batch_order(n_train, epochs, gen)
+        for idx in epoch.split(experiment.batch_size)
+    ]
     optimizer = make_optimizer(model.parameters(), run.optimizer, test.start_lr)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=test.gamma)
     loss_fn = nn.MSELoss()
     model.train()
     rows, avg, best = [], 0.0, math.inf
-    for i, idx in enumerate(batches[:test.num_it]):
+    for i, idx in enumerate(batches[: test.num_it]):
         lr = optimizer.param_groups[0]["lr"]
         optimizer.zero_grad()
         loss = loss_fn(model(data.X_train[idx]), data.y_train[idx])
@@ -171,8 +189,17 @@ def range_test(experiment: Experiment, test: RangeTest = RangeTest()) -> pd.Data
         seen.add(key)
         curve = run_range_test(run, experiment, test)
         m = run.model
-        parts.append(curve.assign(arch=m.label, depth=m.depth, width=m.widths[0], activation=m.activation,
-                                  bn=m.bn, optimizer=run.optimizer.label, seed=run.seed))
+        parts.append(
+            curve.assign(
+                arch=m.label,
+                depth=m.depth,
+                width=m.widths[0],
+                activation=m.activation,
+                bn=m.bn,
+                optimizer=run.optimizer.label,
+                seed=run.seed,
+            )
+        )
     return pd.concat(parts, ignore_index=True)
 
 
@@ -190,7 +217,15 @@ def suggestions(curves: pd.DataFrame, num_it: int = RangeTest.num_it) -> pd.Data
         for rule, fn in RULES.items():
             lr = fn(lrs, losses) if len(lrs) >= 2 else float("nan")
             at = np.interp(np.log(lr), np.log(lrs), losses) if math.isfinite(lr) else float("nan")
-            rows.append({"arch": arch, "bn": curve["bn"].iloc[0], "rule": rule, "lr": lr, "smooth_loss": float(at)})
+            rows.append(
+                {
+                    "arch": arch,
+                    "bn": curve["bn"].iloc[0],
+                    "rule": rule,
+                    "lr": lr,
+                    "smooth_loss": float(at),
+                }
+            )
     return pd.DataFrame(rows)
 
 

@@ -13,12 +13,24 @@ Definitions (also in the README):
   log10 final loss, ``max − min`` in decades (``sensitivity``) and its standard deviation
   (``sensitivity_std``); ``diverged_lrs`` counts the rates at which some seed diverged.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-SETTINGS = ["arch", "depth", "width", "activation", "bn", "bn_momentum", "optimizer", "schedule", "lr", "seed"]
+SETTINGS = [
+    "arch",
+    "depth",
+    "width",
+    "activation",
+    "bn",
+    "bn_momentum",
+    "optimizer",
+    "schedule",
+    "lr",
+    "seed",
+]
 FINALS = ("last", "mean_last_k", "best")
 
 
@@ -54,7 +66,9 @@ def final_loss(loss: np.ndarray, final: str = "last", k: int = 5) -> float:
     return float(loss[-1]) if final == "last" else float(loss[-k:].mean())
 
 
-def run_metrics(history: pd.DataFrame, split: str = "train", final: str = "last", k: int = 5) -> pd.DataFrame:
+def run_metrics(
+    history: pd.DataFrame, split: str = "train", final: str = "last", k: int = 5
+) -> pd.DataFrame:
     """Returns one row per run: its settings, final_loss, best_loss, instability, diverged_epoch.
 
     Args:
@@ -71,10 +85,13 @@ def run_metrics(history: pd.DataFrame, split: str = "train", final: str = "last"
         loss = curve["loss"].to_numpy(dtype=float)
         n = _finite_prefix(loss)
         row = {c: curve[c].iloc[0] for c in SETTINGS if c in curve}
-        row.update(run=run, final_loss=final_loss(loss, final, k),
-                   best_loss=float(loss[:n].min()) if n else float("nan"),
-                   instability=instability(loss),
-                   diverged_epoch=float(curve["epoch"].iloc[n]) if n < len(loss) else float("nan"))
+        row.update(
+            run=run,
+            final_loss=final_loss(loss, final, k),
+            best_loss=float(loss[:n].min()) if n else float("nan"),
+            instability=instability(loss),
+            diverged_epoch=float(curve["epoch"].iloc[n]) if n < len(loss) else float("nan"),
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -85,14 +102,22 @@ def lr_sensitivity(metrics: pd.DataFrame) -> pd.DataFrame:
     The seed-mean of log10(final_loss) is taken per learning rate; a rate where a seed diverged
     is counted in ``diverged_lrs`` and left out of the spread.
     """
-    keys = [c for c in ("arch", "depth", "bn", "activation", "optimizer", "schedule") if c in metrics]
+    keys = [
+        c for c in ("arch", "depth", "bn", "activation", "optimizer", "schedule") if c in metrics
+    ]
     rows = []
     for key, part in metrics.groupby(keys, sort=False):
         per_lr = part.groupby("lr")["final_loss"].apply(
-            lambda s: np.log10(s).mean() if s.notna().all() and (s > 0).all() else np.nan)
+            lambda s: np.log10(s).mean() if s.notna().all() and (s > 0).all() else np.nan
+        )
         ok = per_lr.dropna()
-        rows.append({**dict(zip(keys, key)),
-                     "sensitivity": float(ok.max() - ok.min()) if len(ok) > 1 else float("nan"),
-                     "sensitivity_std": float(ok.std(ddof=0)) if len(ok) > 1 else float("nan"),
-                     "diverged_lrs": int(per_lr.isna().sum()), "n_lrs": int(len(per_lr))})
+        rows.append(
+            {
+                **dict(zip(keys, key)),
+                "sensitivity": float(ok.max() - ok.min()) if len(ok) > 1 else float("nan"),
+                "sensitivity_std": float(ok.std(ddof=0)) if len(ok) > 1 else float("nan"),
+                "diverged_lrs": int(per_lr.isna().sum()),
+                "n_lrs": len(per_lr),
+            }
+        )
     return pd.DataFrame(rows)

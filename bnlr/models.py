@@ -6,22 +6,31 @@ BatchNorm1d (the BN output feeds the next Linear). ``initial_parameters`` draws 
 with nn.Linear's default init (kaiming_uniform_(a=√5), bias U(±1/√fan_in)) from the run's own
 generator, so runs that differ only in lr or schedule start from the same point.
 """
+
 from __future__ import annotations
 
 import math
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from .config import ModelConfig
 
-ACTIVATION_FNS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid,
-                  "leaky_relu": F.leaky_relu}
+ACTIVATION_FNS = {
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "sigmoid": torch.sigmoid,
+    "leaky_relu": F.leaky_relu,
+}
 
 
-def initial_parameters(config: ModelConfig, in_features: int, generator: torch.Generator,
-                       dtype: torch.dtype = torch.float32) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def initial_parameters(
+    config: ModelConfig,
+    in_features: int,
+    generator: torch.Generator,
+    dtype: torch.dtype = torch.float32,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Returns [(weight (out, in), bias (out,)), ...] for each Linear, hidden layers then output."""
     sizes = [in_features, *config.widths, 1]
     layers = []
@@ -43,15 +52,20 @@ class MLP(nn.Module):
         sizes = [in_features, *config.widths]
         # skip_init: nn.Linear's own init would draw from the global RNG; we load our weights.
         self.linears = nn.ModuleList(
-            nn.utils.skip_init(nn.Linear, a, b, dtype=dtype) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.bns = nn.ModuleList(
-            nn.BatchNorm1d(w, momentum=config.bn_momentum, dtype=dtype) for w in config.widths
-        ) if config.bn != "none" else nn.ModuleList()
+            nn.utils.skip_init(nn.Linear, a, b, dtype=dtype) for a, b in zip(sizes[:-1], sizes[1:])
+        )
+        self.bns = (
+            nn.ModuleList(
+                nn.BatchNorm1d(w, momentum=config.bn_momentum, dtype=dtype) for w in config.widths
+            )
+            if config.bn != "none"
+            else nn.ModuleList()
+        )
         self.out = nn.utils.skip_init(nn.Linear, sizes[-1], 1, dtype=dtype)
         self.act = ACTIVATION_FNS[config.activation]
         self.bn = config.bn
 
-    def load_initial(self, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> "MLP":
+    def load_initial(self, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> MLP:
         with torch.no_grad():
             for lin, (w, b) in zip([*self.linears, self.out], layers, strict=True):
                 lin.weight.copy_(w)

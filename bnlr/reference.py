@@ -5,10 +5,11 @@ It is the loop a PyTorch user writes: ``zero_grad`` → forward → ``MSELoss`` 
 ``ReduceLROnPlateau`` fed the run's own train or test loss), and after every epoch the model in
 eval mode scored on the whole train and test splits.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -20,8 +21,12 @@ from .models import MLP, initial_parameters
 from .schedules import build_scheduler, group_momentum, make_optimizer, parse_schedule
 
 
-def train_reference(experiment: Experiment, data: Dataset, tick: Callable[[int], None],
-                    cancel: Callable[[], bool] | None = None) -> list[RunHistory]:
+def train_reference(
+    experiment: Experiment,
+    data: Dataset,
+    tick: Callable[[int], None],
+    cancel: Callable[[], bool] | None = None,
+) -> list[RunHistory]:
     """Returns one RunHistory per run of ``experiment``, trained one after another."""
     return [_train_one(experiment, run, data, tick, cancel) for run in experiment.runs]
 
@@ -30,7 +35,9 @@ def _train_one(exp: Experiment, run: RunConfig, data: Dataset, tick, cancel) -> 
     dtype = getattr(torch, exp.dtype)
     gen = torch.Generator().manual_seed(run.seed)
     n_train, n_features = data.X_train.shape
-    model = MLP(run.model, n_features, dtype).load_initial(initial_parameters(run.model, n_features, gen, dtype))
+    model = MLP(run.model, n_features, dtype).load_initial(
+        initial_parameters(run.model, n_features, gen, dtype)
+    )
     order = batch_order(n_train, exp.epochs, gen)  # (E, N_train)
     optimizer = make_optimizer(model.parameters(), run.optimizer, run.lr)
     spec = parse_schedule(run.schedule)

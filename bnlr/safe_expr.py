@@ -5,28 +5,44 @@ The expression is parsed with :mod:`ast` and walked node by node; only numbers, 
 ever reaches ``eval`` or ``exec``. Sizes are bounded so a hostile expression cannot make
 the process spend unbounded time or memory (``9 ** 9 ** 9``).
 """
+
 from __future__ import annotations
 
 import ast
 import math
 import operator
-from typing import Callable
+from collections.abc import Callable
 
 MAX_LENGTH = 200  # characters
 MAX_NODES = 60  # AST nodes
 MAX_MAGNITUDE = 1e300  # any intermediate beyond this is "not finite"
 
 FUNCTIONS: dict[str, Callable[..., float]] = {
-    "exp": math.exp, "log": math.log, "sqrt": math.sqrt, "cos": math.cos, "sin": math.sin,
-    "abs": abs, "min": min, "max": max, "floor": math.floor, "ceil": math.ceil,
+    "exp": math.exp,
+    "log": math.log,
+    "sqrt": math.sqrt,
+    "cos": math.cos,
+    "sin": math.sin,
+    "abs": abs,
+    "min": min,
+    "max": max,
+    "floor": math.floor,
+    "ceil": math.ceil,
 }
 CONSTANTS = {"pi": math.pi, "e": math.e}
-_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-           ast.Div: operator.truediv, ast.Pow: operator.pow, ast.Mod: operator.mod,
-           ast.FloorDiv: operator.floordiv}
+_BINOPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Pow: operator.pow,
+    ast.Mod: operator.mod,
+    ast.FloorDiv: operator.floordiv,
+}
 _UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
-ACCEPTED = ("numbers, `epoch`, + - * / ** % //, parentheses and "
-            + ", ".join(sorted(FUNCTIONS)) + ", pi, e")
+ACCEPTED = (
+    "numbers, `epoch`, + - * / ** % //, parentheses and " + ", ".join(sorted(FUNCTIONS)) + ", pi, e"
+)
 
 
 def parse_factor(expression: str) -> Callable[[int], float]:
@@ -46,15 +62,21 @@ def parse_factor(expression: str) -> Callable[[int], float]:
         raise ValueError("lambda expression is empty; write a factor in `epoch`, e.g. 0.5 ** epoch")
     text = expression.strip()
     if len(text) > MAX_LENGTH:
-        raise ValueError(f"lambda expression is {len(text)} characters long; at most {MAX_LENGTH} accepted")
+        raise ValueError(
+            f"lambda expression is {len(text)} characters long; at most {MAX_LENGTH} accepted"
+        )
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as err:
-        col = (err.offset or 1)
-        raise ValueError(f"lambda expression {text!r}: syntax error at column {col}: {err.msg}") from None
+        col = err.offset or 1
+        raise ValueError(
+            f"lambda expression {text!r}: syntax error at column {col}: {err.msg}"
+        ) from None
     nodes = list(ast.walk(tree))
     if len(nodes) > MAX_NODES:
-        raise ValueError(f"lambda expression {text!r} is too large ({len(nodes)} nodes, at most {MAX_NODES})")
+        raise ValueError(
+            f"lambda expression {text!r} is too large ({len(nodes)} nodes, at most {MAX_NODES})"
+        )
     for node in nodes:
         _check_node(node, text)
     body = tree.body
@@ -63,16 +85,24 @@ def parse_factor(expression: str) -> Callable[[int], float]:
 
 def _check_node(node: ast.AST, text: str) -> None:
     where = f"lambda expression {text!r}"
-    if isinstance(node, (ast.Expression, ast.Load)) or type(node) in _BINOPS or type(node) in _UNARY:
+    if (
+        isinstance(node, (ast.Expression, ast.Load))
+        or type(node) in _BINOPS
+        or type(node) in _UNARY
+    ):
         return
     if isinstance(node, (ast.BinOp, ast.UnaryOp)):
         op = node.op
         if type(op) not in _BINOPS and type(op) not in _UNARY:
-            raise ValueError(f"{where}: operator {type(op).__name__} is not allowed; accepted: {ACCEPTED}")
+            raise ValueError(
+                f"{where}: operator {type(op).__name__} is not allowed; accepted: {ACCEPTED}"
+            )
         return
     if isinstance(node, ast.Constant):
         if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
-            raise ValueError(f"{where}: constant {node.value!r} is not a number; accepted: {ACCEPTED}")
+            raise ValueError(
+                f"{where}: constant {node.value!r} is not a number; accepted: {ACCEPTED}"
+            )
         return
     if isinstance(node, ast.Name):
         if node.id != "epoch" and node.id not in CONSTANTS and node.id not in FUNCTIONS:
@@ -83,7 +113,9 @@ def _check_node(node: ast.AST, text: str) -> None:
             raise ValueError(f"{where}: only calls to {', '.join(sorted(FUNCTIONS))} are allowed")
         return
     if isinstance(node, ast.Attribute):
-        raise ValueError(f"{where}: attribute access (.{node.attr}) is not allowed; accepted: {ACCEPTED}")
+        raise ValueError(
+            f"{where}: attribute access (.{node.attr}) is not allowed; accepted: {ACCEPTED}"
+        )
     raise ValueError(f"{where}: {type(node).__name__} is not allowed; accepted: {ACCEPTED}")
 
 
@@ -116,7 +148,9 @@ def _eval(node: ast.AST, epoch: float) -> float:
         try:
             return float(FUNCTIONS[node.func.id](*args))
         except (ValueError, TypeError) as err:
-            raise ValueError(f"{node.func.id}({', '.join(f'{a:g}' for a in args)}): {err}") from None
+            raise ValueError(
+                f"{node.func.id}({', '.join(f'{a:g}' for a in args)}): {err}"
+            ) from None
         except OverflowError:
             return math.inf
     raise ValueError(f"{type(node).__name__} is not allowed")  # unreachable after _check_node
@@ -142,8 +176,12 @@ def check_factors(expression: str, steps: int) -> Callable[[int], float]:
             msg = str(err)
             if "at epoch" in msg:
                 raise
-            raise ValueError(f"lambda expression {expression.strip()!r} fails at epoch {k}: {msg}") from None
+            raise ValueError(
+                f"lambda expression {expression.strip()!r} fails at epoch {k}: {msg}"
+            ) from None
         if value < 0:
-            raise ValueError(f"lambda expression {expression.strip()!r} gives a negative factor "
-                             f"({value:g}) at epoch {k}; a learning-rate factor must be ≥ 0")
+            raise ValueError(
+                f"lambda expression {expression.strip()!r} gives a negative factor "
+                f"({value:g}) at epoch {k}; a learning-rate factor must be ≥ 0"
+            )
     return factor

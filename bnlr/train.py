@@ -4,10 +4,11 @@ The history table has one row per run × epoch × split; the steps table one row
 optimizer step (the lr and momentum / beta1 in effect). Progress leaves through
 ``progress(done, total)`` in run-epochs; ``cancel()`` returning True stops between epochs.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -20,21 +21,36 @@ from .history import RunHistory
 from .reference import train_reference
 
 ENGINES = {"batched": train_batched, "reference": train_reference}
-RUN_COLUMNS = ["run", "arch", "depth", "width", "activation", "bn", "bn_momentum", "optimizer", "schedule",
-               "lr", "seed"]
+RUN_COLUMNS = [
+    "run",
+    "arch",
+    "depth",
+    "width",
+    "activation",
+    "bn",
+    "bn_momentum",
+    "optimizer",
+    "schedule",
+    "lr",
+    "seed",
+]
 
 
 @dataclass(frozen=True)
 class Result:
     """What ``train`` returns: tidy per-epoch losses and per-step learning rates."""
+
     history: pd.DataFrame  # run settings + epoch (1-based), split, loss, epoch_lr, diverged
     steps: pd.DataFrame  # run, epoch, step (1-based over the run), lr, momentum
     runs: pd.DataFrame  # one row per run: its settings and diverged_epoch
 
 
-def train(experiment: Experiment | Grid, engine: str = "batched",
-          progress: Callable[[int, int], None] | None = None,
-          cancel: Callable[[], bool] | None = None) -> Result:
+def train(
+    experiment: Experiment | Grid,
+    engine: str = "batched",
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> Result:
     """Returns the tidy results of every run in ``experiment`` (a Grid is expanded first).
 
     Args:
@@ -66,27 +82,55 @@ def train(experiment: Experiment | Grid, engine: str = "batched",
 
 
 def _tables(exp: Experiment, hists: list[RunHistory]) -> Result:
-    runs = pd.DataFrame([{
-        "run": i, "arch": r.model.label, "depth": r.model.depth, "width": r.model.widths[0],
-        "activation": r.model.activation, "bn": r.model.bn, "bn_momentum": r.model.bn_momentum,
-        "optimizer": r.optimizer.label, "schedule": r.schedule, "lr": r.lr, "seed": r.seed,
-        "diverged_epoch": h.diverged_epoch} for i, (r, h) in enumerate(zip(exp.runs, hists))])
+    runs = pd.DataFrame(
+        [
+            {
+                "run": i,
+                "arch": r.model.label,
+                "depth": r.model.depth,
+                "width": r.model.widths[0],
+                "activation": r.model.activation,
+                "bn": r.model.bn,
+                "bn_momentum": r.model.bn_momentum,
+                "optimizer": r.optimizer.label,
+                "schedule": r.schedule,
+                "lr": r.lr,
+                "seed": r.seed,
+                "diverged_epoch": h.diverged_epoch,
+            }
+            for i, (r, h) in enumerate(zip(exp.runs, hists))
+        ]
+    )
     E, S = exp.epochs, exp.steps_per_epoch
     epochs = np.arange(1, E + 1)
     parts = []
     for split in ("train", "test"):
         loss = np.stack([getattr(h, split) for h in hists])  # (R, E)
-        parts.append(pd.DataFrame({
-            "run": np.repeat(np.arange(len(hists)), E), "epoch": np.tile(epochs, len(hists)), "split": split,
-            "loss": loss.ravel(), "epoch_lr": np.stack([h.step_lr[:, 0] for h in hists]).ravel(),
-            "diverged": np.concatenate([
-                epochs >= (h.diverged_epoch or E + 1) for h in hists])}))
-    history = runs.drop(columns="diverged_epoch").merge(pd.concat(parts, ignore_index=True), on="run")
+        parts.append(
+            pd.DataFrame(
+                {
+                    "run": np.repeat(np.arange(len(hists)), E),
+                    "epoch": np.tile(epochs, len(hists)),
+                    "split": split,
+                    "loss": loss.ravel(),
+                    "epoch_lr": np.stack([h.step_lr[:, 0] for h in hists]).ravel(),
+                    "diverged": np.concatenate(
+                        [epochs >= (h.diverged_epoch or E + 1) for h in hists]
+                    ),
+                }
+            )
+        )
+    history = runs.drop(columns="diverged_epoch").merge(
+        pd.concat(parts, ignore_index=True), on="run"
+    )
     history = history.sort_values(["run", "split", "epoch"], kind="stable").reset_index(drop=True)
-    steps = pd.DataFrame({
-        "run": np.repeat(np.arange(len(hists)), E * S),
-        "epoch": np.tile(np.repeat(epochs, S), len(hists)),
-        "step": np.tile(np.arange(1, E * S + 1), len(hists)),
-        "lr": np.stack([h.step_lr.ravel() for h in hists]).ravel(),
-        "momentum": np.stack([h.step_momentum.ravel() for h in hists]).ravel()})
+    steps = pd.DataFrame(
+        {
+            "run": np.repeat(np.arange(len(hists)), E * S),
+            "epoch": np.tile(np.repeat(epochs, S), len(hists)),
+            "step": np.tile(np.arange(1, E * S + 1), len(hists)),
+            "lr": np.stack([h.step_lr.ravel() for h in hists]).ravel(),
+            "momentum": np.stack([h.step_momentum.ravel() for h in hists]).ravel(),
+        }
+    )
     return Result(history, steps, runs)

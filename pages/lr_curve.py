@@ -1,29 +1,52 @@
 """LR learning curve: final loss against the learning rate (the article's U), and Smith's range test beside it."""
+
 import numpy as np
 import streamlit as st
 
 from bnlr import lrfinder, metrics
 from ui import charts, controls, runner
 
-DEFAULTS = {**controls.ARTICLE, "seeds": 2, "lr_lo": "1e-4", "lr_hi": "1", "lr_n": 16, "num_it": 100}
+DEFAULTS = {
+    **controls.ARTICLE,
+    "seeds": 2,
+    "lr_lo": "1e-4",
+    "lr_hi": "1",
+    "lr_n": 16,
+    "num_it": 100,
+}
 
 st.title("LR learning curve")
-st.markdown("Too small a learning rate cannot get there in the epochs given; too large a one oscillates or "
-            "jumps over the minimum. **Final loss against lr is U-shaped.** On the right, an LR range test "
-            "(one short run per network, lr rising every batch) and where its rules would have put the lr.")
+st.markdown(
+    "Too small a learning rate cannot get there in the epochs given; too large a one oscillates or "
+    "jumps over the minimum. **Final loss against lr is U-shaped.** On the right, an LR range test "
+    "(one short run per network, lr rising every batch) and where its rules would have put the lr."
+)
 
 with st.sidebar:
     controls.reset_button(DEFAULTS)
     lrs = controls.lr_range(DEFAULTS["lr_lo"], DEFAULTS["lr_hi"], DEFAULTS["lr_n"])
     arch = controls.architecture()
     grid = controls.grid(lrs=lrs, arch=arch, **controls.training(DEFAULTS["seeds"]))
-    num_it = st.number_input("Range test: batches at most", 20, 500, DEFAULTS["num_it"], 10, key="num_it",
-                             bind="query-params", help="lr rises exponentially from 1e-5 to 10 over these batches")
+    num_it = st.number_input(
+        "Range test: batches at most",
+        20,
+        500,
+        DEFAULTS["num_it"],
+        10,
+        key="num_it",
+        bind="query-params",
+        help="lr rises exponentially from 1e-5 to 10 over these batches",
+    )
     controls.work_cap_note(grid)
 
 grid, (result, curves) = controls.last_good(
-    "lr_curve", grid, lambda g: (runner.run(g.experiment, "Sweeping the learning rate"),
-                                 controls.range_test(g.experiment, int(num_it))))
+    "lr_curve",
+    grid,
+    lambda g: (
+        runner.run(g.experiment, "Sweeping the learning rate"),
+        controls.range_test(g.experiment, int(num_it)),
+    ),
+)
 show = controls.display(finals=True)
 
 m = metrics.run_metrics(result.history, show["split"], show["final"], int(show["k"]))
@@ -34,27 +57,50 @@ suggested = lrfinder.against_sweep(lrfinder.suggestions(curves, int(num_it)), be
 left, right = st.columns(2)
 with left:
     st.subheader("Final loss against learning rate")
-    st.altair_chart(charts.lr_curve(bands, y_title=f"final {show['split']} MSE ({show['final']})",
-                                    log_y=show["log_y"]))
-    st.caption(f"◆ best lr per network · grey: some run diverged · band: {charts.BANDS[show['band']]}.")
+    st.altair_chart(
+        charts.lr_curve(
+            bands, y_title=f"final {show['split']} MSE ({show['final']})", log_y=show["log_y"]
+        )
+    )
+    st.caption(
+        f"◆ best lr per network · grey: some run diverged · band: {charts.BANDS[show['band']]}."
+    )
 with right:
     st.subheader("LR range test (Smith)")
     st.altair_chart(charts.range_test_chart(curves, suggested, best))
-    st.caption("▼ steepest slope · ● valley · ■ minimum ÷ 10 · dotted rule: the sweep's best lr. Smoothed "
-               "(EMA 0.98, bias-corrected); stops when the loss passes 4× its best.")
+    st.caption(
+        "▼ steepest slope · ● valley · ■ minimum ÷ 10 · dotted rule: the sweep's best lr. Smoothed "
+        "(EMA 0.98, bias-corrected); stops when the loss passes 4× its best."
+    )
 
 by_rule = suggested.groupby("rule", sort=False)["decades"].agg(lambda d: float(np.median(d)))
-st.markdown("**Range test vs full sweep** (median over networks): " + " · ".join(
-    f"{rule} suggests **{10 ** d:.2g}×** the sweep's best lr ({d:+.1f} decades)" for rule, d in by_rule.items()))
+st.markdown(
+    "**Range test vs full sweep** (median over networks): "
+    + " · ".join(
+        f"{rule} suggests **{10**d:.2g}×** the sweep's best lr ({d:+.1f} decades)"
+        for rule, d in by_rule.items()
+    )
+)
 controls.diverged_note(result.runs)
 
 st.subheader("Best learning rate per network, BN vs no BN")
-st.dataframe(best.drop(columns=["net", "bn"]).rename(columns={"final_loss": "final loss at best lr"}),
-             hide_index=True, column_config={"best_lr": st.column_config.NumberColumn(format="%.3g"),
-                                             "final loss at best lr": st.column_config.NumberColumn(format="%.4g")})
-st.dataframe(suggested.pivot(index="arch", columns="rule", values="lr").join(best.set_index("arch")["best_lr"]),
-             column_config={c: st.column_config.NumberColumn(format="%.3g") for c in
-                            ("steep", "valley", "minimum", "best_lr")})
+st.dataframe(
+    best.drop(columns=["net", "bn"]).rename(columns={"final_loss": "final loss at best lr"}),
+    hide_index=True,
+    column_config={
+        "best_lr": st.column_config.NumberColumn(format="%.3g"),
+        "final loss at best lr": st.column_config.NumberColumn(format="%.4g"),
+    },
+)
+st.dataframe(
+    suggested.pivot(index="arch", columns="rule", values="lr").join(
+        best.set_index("arch")["best_lr"]
+    ),
+    column_config={
+        c: st.column_config.NumberColumn(format="%.3g")
+        for c in ("steep", "valley", "minimum", "best_lr")
+    },
+)
 
 c1, c2, c3 = st.columns(3)
 with c1:

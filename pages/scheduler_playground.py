@@ -1,4 +1,5 @@
 """Scheduler playground: the article's schedule families, their lr, the loss they buy, and the PyTorch."""
+
 import pprint
 
 import pandas as pd
@@ -13,10 +14,12 @@ from ui import schedule_charts as sc
 from ui import schedule_controls as scc
 
 st.title("Scheduler playground")
-st.markdown("Each column is a `torch.optim.lr_scheduler` with torch's own argument names and defaults. Every "
-            "schedule trains the models on the left **against a constant-lr baseline at the same initial lr** "
-            "(grey), from the same initial weights and batch order. The article's five families (Géron, ch. 11) "
-            "are one click away:")
+st.markdown(
+    "Each column is a `torch.optim.lr_scheduler` with torch's own argument names and defaults. Every "
+    "schedule trains the models on the left **against a constant-lr baseline at the same initial lr** "
+    "(grey), from the same initial weights and batch order. The article's five families (Géron, ch. 11) "
+    "are one click away:"
+)
 
 with st.sidebar:
     controls.reset_button(controls.ARTICLE)
@@ -31,8 +34,14 @@ steps_per_epoch = bnlr_config.steps_per_epoch(n_train, training["batch_size"])
 specs = []
 for slot, col in enumerate(st.columns(n_slots), 1):
     with col, st.container(border=True):
-        spec = scc.slot_spec(slot, scc.DEFAULT_SLOTS[slot - 1] if slot <= len(scc.DEFAULT_SLOTS) else "cosine")
-        specs.append(scc.checked_spec(slot, spec, lr, training["epochs"], steps_per_epoch, training["optimizer"]))
+        spec = scc.slot_spec(
+            slot, scc.DEFAULT_SLOTS[slot - 1] if slot <= len(scc.DEFAULT_SLOTS) else "cosine"
+        )
+        specs.append(
+            scc.checked_spec(
+                slot, spec, lr, training["epochs"], steps_per_epoch, training["optimizer"]
+            )
+        )
 schedules = tuple(dict.fromkeys([sc.BASELINE, *filter(None, specs)]))
 
 with st.sidebar:
@@ -46,17 +55,29 @@ st.subheader("The learning rate")
 log_lr = st.toggle("Log lr axis", False, key="lr_log", bind="query-params")
 lrs = sc.lr_frame(grid.schedules, lr0, E, S, grid.optimizer, result)
 st.altair_chart(sc.lr_chart(sc.per_epoch(lrs, S), order, log_lr))
-st.caption("The lr each epoch starts with (`optimizer.param_groups[0]['lr']` at its first batch), from the real "
-           "torch scheduler on a bare optimizer. ReduceLROnPlateau's lr depends on each run's loss: one line per "
-           "run (dash = BatchNorm; hover a line for its model).")
+st.caption(
+    "The lr each epoch starts with (`optimizer.param_groups[0]['lr']` at its first batch), from the real "
+    "torch scheduler on a bare optimizer. ReduceLROnPlateau's lr depends on each run's loss: one line per "
+    "run (dash = BatchNorm; hover a line for its model)."
+)
 if (lrs["every"] == "batch").any():
     st.altair_chart(sc.lr_chart(lrs, order, log_lr, per_batch=True))
-    st.caption(f"Per batch: {S} optimizer steps per epoch; schedules stepped per batch change the lr at every step.")
+    st.caption(
+        f"Per batch: {S} optimizer steps per epoch; schedules stepped per batch change the lr at every step."
+    )
 cycling = [s for s in order if parse_schedule(s).cycles_momentum]
 if cycling:
     what = "beta1 (Adam's betas[0])" if grid.optimizer.name != "sgd" else "SGD momentum"
-    st.altair_chart(sc.lr_chart(lrs[lrs["schedule"].isin(cycling)], order, per_batch=True, field="momentum",
-                                title=what, height=180))
+    st.altair_chart(
+        sc.lr_chart(
+            lrs[lrs["schedule"].isin(cycling)],
+            order,
+            per_batch=True,
+            field="momentum",
+            title=what,
+            height=180,
+        )
+    )
     st.caption(f"CyclicLR and OneCycleLR with `cycle_momentum=True` move {what} against the lr.")
 
 # ---------------------------------------------------------------- loss
@@ -65,8 +86,10 @@ show = controls.display()
 part = result.history[result.history["split"] == show["split"]]
 bands = charts.seed_band(part, "loss", ["arch", "bn", "schedule", "epoch"], show["band"])
 st.altair_chart(sc.loss_chart(bands, order, show["log_y"]))
-st.caption(f"{show['split'].capitalize()} MSE after each epoch (eval mode), one panel per model; grey = constant "
-           f"lr {lr0:g}." + (f" Band: {charts.BANDS[show['band']]}." if len(grid.seeds) > 1 else ""))
+st.caption(
+    f"{show['split'].capitalize()} MSE after each epoch (eval mode), one panel per model; grey = constant "
+    f"lr {lr0:g}." + (f" Band: {charts.BANDS[show['band']]}." if len(grid.seeds) > 1 else "")
+)
 controls.diverged_note(result.runs)
 
 # ---------------------------------------------------------------- formulas and pitfalls
@@ -74,53 +97,86 @@ st.subheader("The formulas, and what PyTorch does")
 for spec in order:
     family = parse_schedule(spec).name
     with st.container(border=True):
-        st.markdown(f"**{scc.TITLES[family]}** · `{spec}`" + (f" — {scc.GERON[family]}" if family in scc.GERON else ""))
+        st.markdown(
+            f"**{scc.TITLES[family]}** · `{spec}`"
+            + (f" — {scc.GERON[family]}" if family in scc.GERON else "")
+        )
         st.latex(scc.FORMULAS[family])
         for note in scc.notes(spec, grid.optimizer, E, S):
             st.caption("⚠️ " + note)
 
 # ---------------------------------------------------------------- the optimizer's state
 st.subheader("What the optimizer sees")
-st.markdown("A scheduler only writes `lr` into `optimizer.param_groups`; on creation it also saves "
-            "`initial_lr` there. `LambdaLR` computes **new_lr = lr_lambda(epoch) × initial_lr** at every "
-            "`scheduler.step()`. Below: `optimizer.state_dict()` for a schedule on screen, before training and "
-            "after each `optimizer.step(); scheduler.step()`.")
+st.markdown(
+    "A scheduler only writes `lr` into `optimizer.param_groups`; on creation it also saves "
+    "`initial_lr` there. `LambdaLR` computes **new_lr = lr_lambda(epoch) × initial_lr** at every "
+    "`scheduler.step()`. Below: `optimizer.state_dict()` for a schedule on screen, before training and "
+    "after each `optimizer.step(); scheduler.step()`."
+)
 c1, c2 = st.columns(2)
 shown = [s for s in order if s != sc.BASELINE] or order
 pick = c1.selectbox("Schedule", shown, key="state_sched", bind="query-params")
 k = c2.number_input("scheduler.step() calls", 1, 50, 3, key="state_steps", bind="query-params")
 states = codegen.optimizer_states(pick, lr0, E, S, grid.optimizer, steps=int(k))
-table = pd.DataFrame({"after scheduler.step() #": [s["step"] for s in states],
-                      "param_groups[0]['lr']": [s["param_group"]["lr"] for s in states],
-                      "get_last_lr()": [s["get_last_lr"][0] for s in states],
-                      "initial_lr": [s["param_group"].get("initial_lr") for s in states],
-                      "momentum / beta1": [s["momentum"] for s in states]})
+table = pd.DataFrame(
+    {
+        "after scheduler.step() #": [s["step"] for s in states],
+        "param_groups[0]['lr']": [s["param_group"]["lr"] for s in states],
+        "get_last_lr()": [s["get_last_lr"][0] for s in states],
+        "initial_lr": [s["param_group"].get("initial_lr") for s in states],
+        "momentum / beta1": [s["momentum"] for s in states],
+    }
+)
 left, right = st.columns(2)
-left.code("# optimizer.state_dict()['param_groups'] before training\n"
-          + pprint.pformat(states[0]["param_group"], sort_dicts=False, width=60), language="python")
-right.code(f"# after optimizer.step(); scheduler.step() (#{states[-1]['step']})\n"
-           + pprint.pformat(states[-1]["param_group"], sort_dicts=False, width=60), language="python")
-st.dataframe(table, hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.6g")
-                                                     for c in table.columns[1:]})
+left.code(
+    "# optimizer.state_dict()['param_groups'] before training\n"
+    + pprint.pformat(states[0]["param_group"], sort_dicts=False, width=60),
+    language="python",
+)
+right.code(
+    f"# after optimizer.step(); scheduler.step() (#{states[-1]['step']})\n"
+    + pprint.pformat(states[-1]["param_group"], sort_dicts=False, width=60),
+    language="python",
+)
+st.dataframe(
+    table,
+    hide_index=True,
+    column_config={c: st.column_config.NumberColumn(format="%.6g") for c in table.columns[1:]},
+)
 p = parse_schedule(pick)
 if p.name == "lambda" and len(states) > 1:
     f1 = parse_factor(p.expression)(1)
-    st.markdown(f"After one `scheduler.step()`: lr_lambda(1) × initial_lr = `{f1:g}` × `{lr0:g}` = "
-                f"**{f1 * lr0:g}** = `param_groups[0]['lr']`.")
+    st.markdown(
+        f"After one `scheduler.step()`: lr_lambda(1) × initial_lr = `{f1:g}` × `{lr0:g}` = "
+        f"**{f1 * lr0:g}** = `param_groups[0]['lr']`."
+    )
 if p.name == "plateau":
-    st.caption("ReduceLROnPlateau is fed a loss that never improves here (1.0 each epoch), so you see `patience` "
-               "at work; in training it gets each run's own loss.")
-st.caption("`get_last_lr()` is the scheduler's record of the lr it last set; `param_groups[0]['lr']` is what the "
-           "next `optimizer.step()` uses. After `scheduler.step()` both are the lr of the **next** step. Call "
-           "`scheduler.step()` after `optimizer.step()`: the other order makes PyTorch warn and skip the first lr.")
+    st.caption(
+        "ReduceLROnPlateau is fed a loss that never improves here (1.0 each epoch), so you see `patience` "
+        "at work; in training it gets each run's own loss."
+    )
+st.caption(
+    "`get_last_lr()` is the scheduler's record of the lr it last set; `param_groups[0]['lr']` is what the "
+    "next `optimizer.step()` uses. After `scheduler.step()` both are the lr of the **next** step. Call "
+    "`scheduler.step()` after `optimizer.step()`: the other order makes PyTorch warn and skip the first lr."
+)
 
 # ---------------------------------------------------------------- code and data
 st.subheader("The PyTorch that does it")
 archs = list(dict.fromkeys(r.model.label for r in grid.experiment.runs))
 model = st.selectbox("Code for the model", archs, key="code_model", bind="query-params")
-runs = [i for i, r in enumerate(grid.experiment.runs) if r.model.label == model and r.seed == grid.seeds[0]]
-with st.expander(f"The script for {model}: {len(runs)} runs, copy it with the button at its top right", expanded=False):
+runs = [
+    i
+    for i, r in enumerate(grid.experiment.runs)
+    if r.model.label == model and r.seed == grid.seeds[0]
+]
+with st.expander(
+    f"The script for {model}: {len(runs)} runs, copy it with the button at its top right",
+    expanded=False,
+):
     st.code(codegen.script(grid.experiment, runs), language="python")
-st.caption("Self-contained (torch and math only): the optimizer, every scheduler with its arguments resolved, and the "
-           "loop with the step order right. It prints `run,epoch,train_loss,test_loss`: the numbers above.")
+st.caption(
+    "Self-contained (torch and math only): the optimizer, every scheduler with its arguments resolved, and the "
+    "loop with the step order right. It prints `run,epoch,train_loss,test_loss`: the numbers above."
+)
 controls.download(sc.epoch_table(result.history), "lr and loss per epoch", "bnlr_schedules.csv")

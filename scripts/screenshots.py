@@ -7,6 +7,7 @@ Starts the app with the README's command on a free 127.0.0.1 port, opens each pa
 Chromium with the system colour scheme set to light, then dark (Streamlit follows it), waits until
 every chart is drawn, and saves a full-page screenshot. Exits non-zero if a page shows an exception.
 """
+
 from __future__ import annotations
 
 import sys
@@ -20,13 +21,20 @@ from pages_spec import PAGES  # noqa: E402
 OUT = ROOT / "docs" / "screenshots"
 VIEWPORT = {"width": 1400, "height": 900}
 MAX_HEIGHT = 2400  # px; a longer page is cut there (the README shows the top of each page)
-EXTRA = [("lr_sensitivity-present", "lr-sensitivity", "present=true", "light")]  # the projector view
+EXTRA = [
+    ("lr_sensitivity-present", "lr-sensitivity", "present=true", "light")
+]  # the projector view
 
 
 def main(only: str = "") -> int:
     from playwright.sync_api import sync_playwright
+
     OUT.mkdir(parents=True, exist_ok=True)
-    shots = [(f"{s.name}-{scheme}", s.path, "", scheme, s.charts) for s in PAGES for scheme in ("light", "dark")]
+    shots = [
+        (f"{s.name}-{scheme}", s.path, "", scheme, s.charts)
+        for s in PAGES
+        for scheme in ("light", "dark")
+    ]
     shots += [(name, path, query, scheme, 1) for name, path, query, scheme in EXTRA]
     shots = [s for s in shots if only in s[0] or only in s[1]]
     failed = 0
@@ -39,7 +47,9 @@ def main(only: str = "") -> int:
             page.goto(f"{url}/{path}{'?' + query if query else ''}")
             harness.wait_drawn(page, charts)
             harness.fit_to_content(page, VIEWPORT["width"], max_height=MAX_HEIGHT)
-            harness.wait_drawn(page, charts)  # charts fit their container: let them redraw at the new size
+            harness.wait_drawn(
+                page, charts
+            )  # charts fit their container: let them redraw at the new size
             page.wait_for_timeout(500)  # toasts and transitions settle
             errors = harness.exceptions(page)
             page.screenshot(path=OUT / f"{name}.png", full_page=True)

@@ -1,4 +1,5 @@
 """AppTest of the home and LR pages: they run, training vs display controls, URL restore, bad input."""
+
 import json
 from pathlib import Path
 
@@ -22,6 +23,7 @@ def trainings(monkeypatch):
     def counting(experiment, *args, **kwargs):
         seen.append(experiment)
         return real(experiment, *args, **kwargs)
+
     monkeypatch.setattr(bnlr, "train", counting)
     yield seen
     st.cache_data.clear()
@@ -55,9 +57,15 @@ def test_sensitivity_default_is_the_articles_experiment(trainings):
     at = page("lr_sensitivity.py")
     assert not at.exception
     (exp,) = trainings
-    assert exp == bnlr.Grid().experiment  # brief §1: 4 models × lrs 0.1, 0.03, 0.01, 0.005, 40 epochs, SGD, seed 929
+    assert (
+        exp == bnlr.Grid().experiment
+    )  # brief §1: 4 models × lrs 0.1, 0.03, 0.01, 0.005, 40 epochs, SGD, seed 929
     assert {(r.model.depth, r.model.bn, r.model.activation, r.lr, r.seed) for r in exp.runs} == {
-        (d, bn, "tanh", lr, 929) for d in (3, 4) for bn in ("none", "pre") for lr in (0.1, 0.03, 0.01, 0.005)}
+        (d, bn, "tanh", lr, 929)
+        for d in (3, 4)
+        for bn in ("none", "pre")
+        for lr in (0.1, 0.03, 0.01, 0.005)
+    }
     assert panels(at) == ["lr = 0.1", "lr = 0.03", "lr = 0.01", "lr = 0.005"]
     verdict = [m.value for m in at.markdown if "react" in m.value and "decades" in m.value]
     assert len(verdict) == 1 and ("**more**" in verdict[0] or "**less**" in verdict[0])
@@ -80,24 +88,37 @@ def test_display_controls_do_not_retrain_training_controls_do(trainings):
 
 def test_url_parameters_restore_the_settings(trainings):
     # widgets with a format_func carry the shown label in the URL (bn=BN post, opt=Adam)
-    at = page("lr_sensitivity.py", lrs="0.2,0.02", depths=["2"], bn=["BN post"], seeds="2", epochs="3", opt="Adam",
-              logy="false", split="test")
+    at = page(
+        "lr_sensitivity.py",
+        lrs="0.2,0.02",
+        depths=["2"],
+        bn=["BN post"],
+        seeds="2",
+        epochs="3",
+        opt="Adam",
+        logy="false",
+        split="test",
+    )
     assert not at.exception
     assert at.text_input(key="lrs").value == "0.2,0.02"
     assert at.multiselect(key="depths").value == [2]
     assert at.toggle(key="logy").value is False
     (exp,) = trainings
     assert {(r.model.depth, r.model.bn, r.lr, r.seed, r.optimizer.name) for r in exp.runs} == {
-        (2, "post", lr, seed, "adam") for lr in (0.2, 0.02) for seed in (929, 930)}
+        (2, "post", lr, seed, "adam") for lr in (0.2, 0.02) for seed in (929, 930)
+    }
     assert panels(at) == ["lr = 0.2", "lr = 0.02"]
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("lrs", "0.1, -1", "learning rate -1 must be a finite number > 0"),
-    ("lrs", " , ", "the learning-rate list is empty"),
-    ("lrs", "0.1, fast", "learning rate 'fast' is not a number"),
-    ("n", 20000, "the demo allows"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("lrs", "0.1, -1", "learning rate -1 must be a finite number > 0"),
+        ("lrs", " , ", "the learning-rate list is empty"),
+        ("lrs", "0.1, fast", "learning rate 'fast' is not a number"),
+        ("n", 20000, "the demo allows"),
+    ],
+)
 def test_bad_input_shows_a_message_and_keeps_the_previous_chart(trainings, key, value, message):
     at = page("lr_sensitivity.py", lrs="0.1,0.01", epochs="3")
     before = panels(at)

@@ -5,6 +5,7 @@ message under it while the page keeps working; torch's rejections read as plain 
 optimizer-state panel shows the article's 0.05 -> 0.025; and the lr trajectories the page draws
 equal those of the same torch schedulers driven by hand on a bare optimizer.
 """
+
 import json
 import subprocess
 import sys
@@ -47,7 +48,10 @@ def charts(at: AppTest) -> list[tuple[dict, "pd.DataFrame"]]:  # noqa: F821
 def chart(at: AppTest, field: str, per_batch: bool) -> "pd.DataFrame":  # noqa: F821
     for spec, data in charts(at):
         enc = spec.get("encoding", {})
-        if enc.get("y", {}).get("field") == field and (spec["mark"]["interpolate"] == "linear") == per_batch:
+        if (
+            enc.get("y", {}).get("field") == field
+            and (spec["mark"]["interpolate"] == "linear") == per_batch
+        ):
             return data
     raise AssertionError(f"no {field} chart (per_batch={per_batch}) on the page")
 
@@ -129,12 +133,15 @@ def test_lambda_box_accepts_a_factor_and_rejects_hostile_input():
     assert got == pytest.approx([0.05 / (1 + e) for e in range(3)], rel=1e-15)
 
 
-@pytest.mark.parametrize("family, key, value, why", [
-    ("cyclic", "base_lr", 0.1, "CyclicLR needs base_lr ≤ max_lr"),
-    ("cosine_restarts", "T_0", 0, "T_0=0 is out of range; must be ≥ 1"),
-    ("warmup_cosine", "warmup", 8, "warmup=8 must be shorter than the run (8 epoch steps)"),
-    ("onecycle", "pct_start", 1.5, "pct_start=1.5 is out of range"),
-])
+@pytest.mark.parametrize(
+    "family, key, value, why",
+    [
+        ("cyclic", "base_lr", 0.1, "CyclicLR needs base_lr ≤ max_lr"),
+        ("cosine_restarts", "T_0", 0, "T_0=0 is out of range; must be ≥ 1"),
+        ("warmup_cosine", "warmup", 8, "warmup=8 must be shorter than the run (8 epoch steps)"),
+        ("onecycle", "pct_start", 1.5, "pct_start=1.5 is out of range"),
+    ],
+)
 def test_torch_rejections_in_plain_words(family, key, value, why):
     at = app(epochs=8, nslots=1)
     at.selectbox(key="s1").set_value(family).run()
@@ -168,11 +175,21 @@ def test_lr_trajectories_equal_torch_schedulers_on_a_bare_optimizer():
     ok(at)
     per_batch = chart(at, "lr", per_batch=True)
     want = {
-        "onecycle": bare_lrs(lambda o: lr_scheduler.OneCycleLR(o, max_lr=0.05, total_steps=E * STEPS), E, "batch"),
-        "cyclic": bare_lrs(lambda o: lr_scheduler.CyclicLR(o, base_lr=0.005, max_lr=0.05, step_size_up=4 * STEPS),
-                           E, "batch"),
-        "cyclic:mode=triangular2": bare_lrs(lambda o: lr_scheduler.CyclicLR(
-            o, base_lr=0.005, max_lr=0.05, step_size_up=4 * STEPS, mode="triangular2"), E, "batch"),
+        "onecycle": bare_lrs(
+            lambda o: lr_scheduler.OneCycleLR(o, max_lr=0.05, total_steps=E * STEPS), E, "batch"
+        ),
+        "cyclic": bare_lrs(
+            lambda o: lr_scheduler.CyclicLR(o, base_lr=0.005, max_lr=0.05, step_size_up=4 * STEPS),
+            E,
+            "batch",
+        ),
+        "cyclic:mode=triangular2": bare_lrs(
+            lambda o: lr_scheduler.CyclicLR(
+                o, base_lr=0.005, max_lr=0.05, step_size_up=4 * STEPS, mode="triangular2"
+            ),
+            E,
+            "batch",
+        ),
     }
     for spec, lrs in want.items():
         got = per_batch[per_batch["schedule"] == spec].sort_values("step")["lr"].tolist()
@@ -186,12 +203,21 @@ def test_lr_trajectories_equal_torch_schedulers_on_a_bare_optimizer():
     ok(at)
     per_epoch = chart(at, "lr", per_batch=False)
     want = {
-        "warmup_cosine": bare_lrs(lambda o: lr_scheduler.SequentialLR(o, [
-            lr_scheduler.LinearLR(o, start_factor=1 / 3, total_iters=5),
-            lr_scheduler.CosineAnnealingLR(o, T_max=E - 5)], milestones=[5]), E),
+        "warmup_cosine": bare_lrs(
+            lambda o: lr_scheduler.SequentialLR(
+                o,
+                [
+                    lr_scheduler.LinearLR(o, start_factor=1 / 3, total_iters=5),
+                    lr_scheduler.CosineAnnealingLR(o, T_max=E - 5),
+                ],
+                milestones=[5],
+            ),
+            E,
+        ),
         "cosine": bare_lrs(lambda o: lr_scheduler.CosineAnnealingLR(o, T_max=E), E),
         "cosine_restarts:T_0=4,T_mult=2": bare_lrs(
-            lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=4, T_mult=2), E),
+            lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=4, T_mult=2), E
+        ),
         "constant": [0.05] * (E * STEPS),
     }
     for spec, lrs in want.items():
@@ -205,11 +231,18 @@ def test_plateau_lines_follow_each_runs_own_loss():
     at.button(key="preset_performance").click().run()
     ok(at)
     per_epoch = chart(at, "lr", per_batch=False)
-    spec = next(s for s in per_epoch["schedule"].unique() if s.startswith("plateau") and "monitor" not in s
-                and bnlr.parse_schedule(s).get("patience") == 2)
+    spec = next(
+        s
+        for s in per_epoch["schedule"].unique()
+        if s.startswith("plateau")
+        and "monitor" not in s
+        and bnlr.parse_schedule(s).get("patience") == 2
+    )
     assert bnlr.parse_schedule(spec).get("factor") == 0.5
     # the page's own runs (same grid, same order: the colour legend's), so the losses are the very same
-    order = next(sp for sp, _ in charts(at) if sp.get("encoding", {}).get("y", {}).get("field") == "lr")
+    order = next(
+        sp for sp, _ in charts(at) if sp.get("encoding", {}).get("y", {}).get("field") == "lr"
+    )
     schedules = tuple(order["encoding"]["color"]["scale"]["domain"])
     hist = bnlr.train(bnlr.Grid(depths=(3,), lrs=(0.05,), epochs=E, schedules=schedules)).history
     hist = hist[hist["schedule"] == spec]
@@ -231,19 +264,29 @@ def test_the_code_on_the_page_gives_the_losses_on_the_page():
     at = app(epochs=3)
     ok(at)
     script = next(c.value for c in at.code if c.value.startswith('"""Trains'))
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=300
+    )
     rows = [line.split(",") for line in out.stdout.strip().splitlines()[1:]]
     # the page's runs: the default columns and the baseline, on the default models
-    runs = bnlr.Grid(depths=(3,), lrs=(0.05,), epochs=3,
-                     schedules=("constant", "step:gamma=0.5", "onecycle", "lambda:0.5 ** epoch")).experiment.runs
-    shown = next(d for s, d in charts(at) if "facet" in s).set_index(["model", "schedule", "epoch"])["loss"]
+    runs = bnlr.Grid(
+        depths=(3,),
+        lrs=(0.05,),
+        epochs=3,
+        schedules=("constant", "step:gamma=0.5", "onecycle", "lambda:0.5 ** epoch"),
+    ).experiment.runs
+    shown = next(d for s, d in charts(at) if "facet" in s).set_index(
+        ["model", "schedule", "epoch"]
+    )["loss"]
     model = at.selectbox(key="code_model").value
     assert {runs[int(r[0])].model.label for r in rows} == {model}
     assert len({r[0] for r in rows}) == 4 and len(rows) == 4 * 3
     for run, epoch, train, _ in rows:
         cfg = runs[int(run)]
         # the page trains float32 with the batched engine; the script is the reference loop
-        assert float(train) == pytest.approx(shown[(cfg.model.label, cfg.schedule, int(epoch))], rel=1e-5)
+        assert float(train) == pytest.approx(
+            shown[(cfg.model.label, cfg.schedule, int(epoch))], rel=1e-5
+        )
 
 
 def test_a_preset_lands_in_the_url_and_the_url_restores_it():
@@ -254,8 +297,9 @@ def test_a_preset_lands_in_the_url_and_the_url_restores_it():
     assert url["s1_multistep_milestones"] == "20" and url["s3_multistep_milestones"] == "10|25"
 
     def schedules(page: AppTest) -> list[str]:
-        return next(sp for sp, _ in charts(page) if sp.get("encoding", {}).get("y", {}).get("field") == "lr"
-                    )["encoding"]["color"]["scale"]["domain"]
+        return next(
+            sp for sp, _ in charts(page) if sp.get("encoding", {}).get("y", {}).get("field") == "lr"
+        )["encoding"]["color"]["scale"]["domain"]
 
     st.cache_data.clear()
     fresh = AppTest.from_file(PAGE, default_timeout=300)
@@ -263,5 +307,13 @@ def test_a_preset_lands_in_the_url_and_the_url_restores_it():
         fresh.query_params[key] = value
     fresh.run()
     ok(fresh)
-    assert schedules(fresh) == schedules(at) == [
-        "constant", "multistep:milestones=20,gamma=0.01", "step:gamma=0.5", "multistep:milestones=10|25,gamma=0.3"]
+    assert (
+        schedules(fresh)
+        == schedules(at)
+        == [
+            "constant",
+            "multistep:milestones=20,gamma=0.01",
+            "step:gamma=0.5",
+            "multistep:milestones=10|25,gamma=0.3",
+        ]
+    )

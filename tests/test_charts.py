@@ -1,7 +1,7 @@
 """Chart builders and the tidy tables they draw, checked by hand-made data and chart.to_dict()."""
+
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -14,17 +14,31 @@ def history(losses: dict, epochs: int = 3) -> pd.DataFrame:
     rows = []
     for run, ((arch, bn, lr, seed), curve) in enumerate(losses.items()):
         for e, loss in enumerate(curve, 1):
-            rows.append({"run": run, "arch": arch, "bn": bn, "lr": lr, "seed": seed, "epoch": e,
-                         "split": "train", "loss": loss})
+            rows.append(
+                {
+                    "run": run,
+                    "arch": arch,
+                    "bn": bn,
+                    "lr": lr,
+                    "seed": seed,
+                    "epoch": e,
+                    "split": "train",
+                    "loss": loss,
+                }
+            )
     return pd.DataFrame(rows)
 
 
-H = history({("3×4 tanh · no BN", "none", 0.1, 1): [10.0, 1.0, 0.1],
-             ("3×4 tanh · no BN", "none", 0.1, 2): [1000.0, 100.0, 10.0],
-             ("3×4 tanh · BN pre", "pre", 0.1, 1): [10.0, float("nan"), float("nan")],
-             ("3×4 tanh · BN pre", "pre", 0.1, 2): [10.0, 5.0, float("nan")],
-             ("3×4 tanh · no BN", "none", 0.01, 1): [8.0, 4.0, 2.0],
-             ("3×4 tanh · no BN", "none", 0.01, 2): [8.0, 4.0, 2.0]})
+H = history(
+    {
+        ("3×4 tanh · no BN", "none", 0.1, 1): [10.0, 1.0, 0.1],
+        ("3×4 tanh · no BN", "none", 0.1, 2): [1000.0, 100.0, 10.0],
+        ("3×4 tanh · BN pre", "pre", 0.1, 1): [10.0, float("nan"), float("nan")],
+        ("3×4 tanh · BN pre", "pre", 0.1, 2): [10.0, 5.0, float("nan")],
+        ("3×4 tanh · no BN", "none", 0.01, 1): [8.0, 4.0, 2.0],
+        ("3×4 tanh · no BN", "none", 0.01, 2): [8.0, 4.0, 2.0],
+    }
+)
 
 
 def test_seed_band_is_geometric_in_log_space():
@@ -34,7 +48,11 @@ def test_seed_band_is_geometric_in_log_space():
     assert row["loss"] == pytest.approx(100.0)
     assert row["lo"] == pytest.approx(10 ** (2 - math.sqrt(2)))
     assert row["hi"] == pytest.approx(10 ** (2 + math.sqrt(2)))
-    mm = charts.history_band(H, band="minmax").set_index(["arch", "lr", "epoch"]).loc[("3×4 tanh · no BN", 0.1, 3)]
+    mm = (
+        charts.history_band(H, band="minmax")
+        .set_index(["arch", "lr", "epoch"])
+        .loc[("3×4 tanh · no BN", 0.1, 3)]
+    )
     assert (mm["lo"], mm["hi"]) == pytest.approx((0.1, 10.0))
     one = b.loc[("3×4 tanh · no BN", 0.01, 2)]  # identical seeds: no spread
     assert (one["lo"], one["loss"], one["hi"]) == pytest.approx((4.0, 4.0, 4.0))
@@ -66,10 +84,18 @@ def test_loss_curves_facets_per_lr_with_colour_dash_band_and_log_y():
     params = spec["params"]  # a facet lifts its layers' selections to the top
     assert {p["name"] for p in params} == {"pick_net", "pick_bn"}
     assert all(p["bind"] == "legend" for p in params)
-    assert enc["opacity"]["condition"][0]["test"] == {"and": [{"param": "pick_net"}, {"param": "pick_bn"}]}
-    assert cross["mark"]["shape"] == "cross" and cross["transform"] == [{"filter": "datum.diverges_after"}]
-    assert "type" not in charts.loss_curves(charts.history_band(H), log_y=False).to_dict()["spec"]["layer"][1][
-        "encoding"]["y"]["scale"]
+    assert enc["opacity"]["condition"][0]["test"] == {
+        "and": [{"param": "pick_net"}, {"param": "pick_bn"}]
+    }
+    assert cross["mark"]["shape"] == "cross" and cross["transform"] == [
+        {"filter": "datum.diverges_after"}
+    ]
+    assert (
+        "type"
+        not in charts.loss_curves(charts.history_band(H), log_y=False).to_dict()["spec"]["layer"][
+            1
+        ]["encoding"]["y"]["scale"]
+    )
 
 
 def metrics_table() -> pd.DataFrame:
@@ -77,9 +103,17 @@ def metrics_table() -> pd.DataFrame:
     for arch, bn in (("3×4 tanh · no BN", "none"), ("3×4 tanh · BN pre", "pre")):
         for lr, loss in ((1e-3, 50.0), (1e-2, 10.0), (1e-1, 20.0), (1.0, float("nan"))):
             for seed in (1, 2):
-                rows.append({"arch": arch, "bn": bn, "lr": lr, "seed": seed,
-                             "final_loss": loss * (2.0 if bn == "pre" else 1.0),
-                             "instability": 0.0, "diverged_epoch": 3.0 if math.isnan(loss) else float("nan")})
+                rows.append(
+                    {
+                        "arch": arch,
+                        "bn": bn,
+                        "lr": lr,
+                        "seed": seed,
+                        "final_loss": loss * (2.0 if bn == "pre" else 1.0),
+                        "instability": 0.0,
+                        "diverged_epoch": 3.0 if math.isnan(loss) else float("nan"),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -104,14 +138,30 @@ def test_lr_curve_log_x_band_best_marker_and_shade():
     assert line["encoding"]["y"]["scale"]["type"] == "log"
     assert band["encoding"]["y2"]["field"] == "hi"
     assert best["mark"]["shape"] == "diamond" and best["encoding"]["x"]["field"] == "best_lr"
-    assert len(charts.lr_curve(bands[bands["lr"] < 1]).to_dict()["layer"]) == 3  # nothing diverged: no shade
+    assert (
+        len(charts.lr_curve(bands[bands["lr"] < 1]).to_dict()["layer"]) == 3
+    )  # nothing diverged: no shade
 
 
 def test_range_test_chart_marks_each_rule():
-    curves = pd.DataFrame({"arch": "3×4 tanh · no BN", "bn": "none", "iteration": [1, 2, 3],
-                           "lr": [1e-3, 1e-2, 1e-1], "smooth_loss": [5.0, 4.0, 9.0]})
-    sugg = pd.DataFrame({"arch": "3×4 tanh · no BN", "bn": "none", "rule": ["steep", "valley", "minimum"],
-                         "lr": [1e-3, 1e-2, 1e-3], "smooth_loss": [5.0, 4.0, 5.0]})
+    curves = pd.DataFrame(
+        {
+            "arch": "3×4 tanh · no BN",
+            "bn": "none",
+            "iteration": [1, 2, 3],
+            "lr": [1e-3, 1e-2, 1e-1],
+            "smooth_loss": [5.0, 4.0, 9.0],
+        }
+    )
+    sugg = pd.DataFrame(
+        {
+            "arch": "3×4 tanh · no BN",
+            "bn": "none",
+            "rule": ["steep", "valley", "minimum"],
+            "lr": [1e-3, 1e-2, 1e-3],
+            "smooth_loss": [5.0, 4.0, 5.0],
+        }
+    )
     best = pd.DataFrame({"arch": ["3×4 tanh · no BN"], "bn": ["none"], "best_lr": [0.02]})
     line, marks, rule = charts.range_test_chart(curves, sugg, best).to_dict()["layer"]
     assert line["encoding"]["x"]["scale"]["type"] == "log"
@@ -121,11 +171,21 @@ def test_range_test_chart_marks_each_rule():
 
 
 def test_sensitivity_bars_and_run_grid():
-    sens = pd.DataFrame({"arch": ["3×4 tanh · no BN", "3×4 tanh · BN pre"], "bn": ["none", "pre"],
-                         "sensitivity": [0.2, 0.5], "sensitivity_std": [0.1, 0.2], "diverged_lrs": [0, 1],
-                         "n_lrs": [4, 4]})
+    sens = pd.DataFrame(
+        {
+            "arch": ["3×4 tanh · no BN", "3×4 tanh · BN pre"],
+            "bn": ["none", "pre"],
+            "sensitivity": [0.2, 0.5],
+            "sensitivity_std": [0.1, 0.2],
+            "diverged_lrs": [0, 1],
+            "n_lrs": [4, 4],
+        }
+    )
     bars, text = charts.sensitivity_bars(sens).to_dict()["layer"]
-    assert bars["encoding"]["x"]["field"] == "sensitivity" and bars["encoding"]["strokeDash"]["field"] == "BN"
+    assert (
+        bars["encoding"]["x"]["field"] == "sensitivity"
+        and bars["encoding"]["strokeDash"]["field"] == "BN"
+    )
     m = metrics_table()
     rect, label = charts.run_grid(m).to_dict()["layer"]
     assert rect["encoding"]["color"]["field"] == "instability"

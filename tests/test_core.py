@@ -1,4 +1,5 @@
 """Data, models, configs, metrics, the CLI, and that bnlr stays free of Streamlit."""
+
 import math
 import subprocess
 import sys
@@ -21,14 +22,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_article_data():
     d = make_data(DataConfig(), torch.float64)
-    assert d.X_train.shape == (700, 5) and d.X_test.shape == (300, 5) and d.y_train.shape == (700, 1)
+    assert (
+        d.X_train.shape == (700, 5) and d.X_test.shape == (300, 5) and d.y_train.shape == (700, 1)
+    )
     X = torch.cat([d.X_train, d.X_test])
     y = torch.cat([d.y_train, d.y_test])
-    noise = y.squeeze(1) - (X ** 2) @ torch.tensor([2.0, -1, 3, 1, 2], dtype=torch.float64)
+    noise = y.squeeze(1) - (X**2) @ torch.tensor([2.0, -1, 3, 1, 2], dtype=torch.float64)
     assert 0.008 < noise.std().item() < 0.012  # noise = 0.01·N(0,1)
     d2 = make_data(DataConfig(degree=3, bias=True, noise=0.0, n=200, w=(1.0, 2.0)), torch.float64)
     X, y = d2.X_train, d2.y_train.squeeze(1)
-    torch.testing.assert_close(y, (X ** 3) @ torch.tensor([1.0, 2.0], dtype=torch.float64) + 1)
+    torch.testing.assert_close(y, (X**3) @ torch.tensor([1.0, 2.0], dtype=torch.float64) + 1)
 
 
 def test_initial_weights_are_nn_linear_default_init():
@@ -36,8 +39,11 @@ def test_initial_weights_are_nn_linear_default_init():
     ours = initial_parameters(cfg, 5, torch.Generator().manual_seed(42), torch.float64)
     with torch.random.fork_rng():
         torch.manual_seed(42)
-        layers = [nn.Linear(5, 4, dtype=torch.float64), nn.Linear(4, 3, dtype=torch.float64),
-                  nn.Linear(3, 1, dtype=torch.float64)]
+        layers = [
+            nn.Linear(5, 4, dtype=torch.float64),
+            nn.Linear(4, 3, dtype=torch.float64),
+            nn.Linear(3, 1, dtype=torch.float64),
+        ]
     for (w, b), lin in zip(ours, layers):
         torch.testing.assert_close(w, lin.weight.detach(), rtol=0, atol=0)
         torch.testing.assert_close(b, lin.bias.detach(), rtol=0, atol=0)
@@ -46,8 +52,14 @@ def test_initial_weights_are_nn_linear_default_init():
 @pytest.mark.parametrize("bn", ["pre", "post"])
 def test_bn_placement_matches_the_article(bn):
     net = MLP(ModelConfig((4, 4), "tanh", bn), 5, torch.float64)
-    net.load_initial(initial_parameters(net_cfg := ModelConfig((4, 4), "tanh", bn), 5, torch.Generator().manual_seed(1),
-                                        torch.float64))
+    net.load_initial(
+        initial_parameters(
+            net_cfg := ModelConfig((4, 4), "tanh", bn),
+            5,
+            torch.Generator().manual_seed(1),
+            torch.float64,
+        )
+    )
     x = torch.randn(8, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     l1, l2, out = net.linears[0], net.linears[1], net.out
     b1, b2 = net.bns
@@ -56,27 +68,40 @@ def test_bn_placement_matches_the_article(bn):
     else:  # Linear → act → BN, the BN output feeding the next Linear
         expected = out(b2(torch.tanh(l2(b1(torch.tanh(l1(x)))))))
     net2 = MLP(net_cfg, 5, torch.float64).load_initial(
-        initial_parameters(net_cfg, 5, torch.Generator().manual_seed(1), torch.float64))
+        initial_parameters(net_cfg, 5, torch.Generator().manual_seed(1), torch.float64)
+    )
     torch.testing.assert_close(net2(x), expected)
 
 
-@pytest.mark.parametrize("make, words", [
-    (lambda: Grid(lrs=(0.0,)), "lr must be a finite number > 0, got 0.0"),
-    (lambda: Grid(lrs=(float("nan"),)), "lr must be a finite number > 0"),
-    (lambda: Grid(lrs=()), "lrs is empty"),
-    (lambda: Grid(epochs=0), "epochs must be an integer ≥ 1, got 0"),
-    (lambda: Grid(batch_size=701), "batch_size 701 is larger than the training set (700 samples)"),
-    (lambda: Grid(width=0), "width must be an integer ≥ 1"),
-    (lambda: ModelConfig(widths=()), "widths must be a non-empty list"),
-    (lambda: Grid(activations=("gelu",)), "unknown activation 'gelu'; accepted: tanh, relu, sigmoid, leaky_relu"),
-    (lambda: Grid(bns=("mid",)), "unknown BN placement 'mid'"),
-    (lambda: bnlr.OptimizerConfig("rmsprop"), "unknown optimizer 'rmsprop'"),
-    (lambda: Grid(schedules=("warp",)), "unknown schedule 'warp'"),
-    (lambda: Grid(schedules=("lambda:-1",)), "negative factor"),
-    (lambda: bnlr.log_grid(1, 1e-4, 5), "lr grid range reversed"),
-    (lambda: bnlr.train(Grid(epochs=1), engine="gpu"), "unknown engine 'gpu'"),
-    (lambda: Grid(data=DataConfig(n=1002), batch_size=50, bns=("pre",)), "last batch of 1 sample"),
-])
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda: Grid(lrs=(0.0,)), "lr must be a finite number > 0, got 0.0"),
+        (lambda: Grid(lrs=(float("nan"),)), "lr must be a finite number > 0"),
+        (lambda: Grid(lrs=()), "lrs is empty"),
+        (lambda: Grid(epochs=0), "epochs must be an integer ≥ 1, got 0"),
+        (
+            lambda: Grid(batch_size=701),
+            "batch_size 701 is larger than the training set (700 samples)",
+        ),
+        (lambda: Grid(width=0), "width must be an integer ≥ 1"),
+        (lambda: ModelConfig(widths=()), "widths must be a non-empty list"),
+        (
+            lambda: Grid(activations=("gelu",)),
+            "unknown activation 'gelu'; accepted: tanh, relu, sigmoid, leaky_relu",
+        ),
+        (lambda: Grid(bns=("mid",)), "unknown BN placement 'mid'"),
+        (lambda: bnlr.OptimizerConfig("rmsprop"), "unknown optimizer 'rmsprop'"),
+        (lambda: Grid(schedules=("warp",)), "unknown schedule 'warp'"),
+        (lambda: Grid(schedules=("lambda:-1",)), "negative factor"),
+        (lambda: bnlr.log_grid(1, 1e-4, 5), "lr grid range reversed"),
+        (lambda: bnlr.train(Grid(epochs=1), engine="gpu"), "unknown engine 'gpu'"),
+        (
+            lambda: Grid(data=DataConfig(n=1002), batch_size=50, bns=("pre",)),
+            "last batch of 1 sample",
+        ),
+    ],
+)
 def test_bad_inputs_raise_valueerror_naming_the_value(make, words):
     with pytest.raises(ValueError) as err:
         make()
@@ -100,8 +125,14 @@ def test_metric_definitions():
 
 def test_run_metrics_and_sensitivity_on_a_made_up_history():
     rows = []
-    for run, (arch, lr, curve) in enumerate([("A", 0.1, [1, 0.1]), ("A", 0.01, [1, 0.01]),
-                                             ("B", 0.1, [1, 0.5]), ("B", 0.01, [1, np.nan])]):
+    for run, (arch, lr, curve) in enumerate(
+        [
+            ("A", 0.1, [1, 0.1]),
+            ("A", 0.01, [1, 0.01]),
+            ("B", 0.1, [1, 0.5]),
+            ("B", 0.01, [1, np.nan]),
+        ]
+    ):
         for e, loss in enumerate(curve, 1):
             rows.append(dict(run=run, arch=arch, lr=lr, seed=1, epoch=e, split="train", loss=loss))
     m = run_metrics(pd.DataFrame(rows))
@@ -114,12 +145,16 @@ def test_run_metrics_and_sensitivity_on_a_made_up_history():
 
 def test_bnlr_never_imports_streamlit():
     code = "import sys, bnlr, bnlr.cli, bnlr.metrics; bnlr.train(bnlr.Grid(epochs=1)); print('streamlit' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "False"
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "bnlr", *args], cwd=ROOT, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "bnlr", *args], cwd=ROOT, capture_output=True, text=True
+    )
 
 
 def test_cli_schedule_writes_the_lr_of_each_epoch():
@@ -130,26 +165,60 @@ def test_cli_schedule_writes_the_lr_of_each_epoch():
 
 def test_cli_run_writes_the_tidy_table(tmp_path):
     path = tmp_path / "r.csv"
-    out = cli("run", "--depths", "3", "--bn", "none,pre", "--lrs", "0.01,0.005", "--epochs", "2",
-              "--schedule", "step:step_size=1,gamma=0.5", "--out", str(path))
+    out = cli(
+        "run",
+        "--depths",
+        "3",
+        "--bn",
+        "none,pre",
+        "--lrs",
+        "0.01,0.005",
+        "--epochs",
+        "2",
+        "--schedule",
+        "step:step_size=1,gamma=0.5",
+        "--out",
+        str(path),
+    )
     assert out.returncode == 0, out.stderr
     df = pd.read_csv(path)
-    assert {"depth", "width", "activation", "bn", "optimizer", "schedule", "lr", "seed", "epoch", "split",
-            "loss"} <= set(df.columns)
+    assert {
+        "depth",
+        "width",
+        "activation",
+        "bn",
+        "optimizer",
+        "schedule",
+        "lr",
+        "seed",
+        "epoch",
+        "split",
+        "loss",
+    } <= set(df.columns)
     assert len(df) == 4 * 2 * 2 and set(df.schedule) == {"step:step_size=1,gamma=0.5"}
 
 
-@pytest.mark.parametrize("args, words", [
-    (("run", "--lrs", "0,1"), "lr must be a finite number > 0, got 0.0"),
-    (("run", "--lrs", "abc"), "expected comma-separated floats"),
-    (("run", "--bn", "mid"), "unknown BN placement 'mid'"),
-    (("run", "--lr-grid", "1:1e-4:24"), "lr grid range reversed"),
-    (("run", "--engine", "gpu"), "unknown engine 'gpu'"),
-    (("run", "--batch-size", "5000"), "batch_size 5000 is larger"),
-    (("schedule", "--schedule", "lambda:epoch.real", "--lr", "0.1", "--epochs", "2"), "attribute access"),
-    (("schedule", "--schedule", "step", "--lr", "-1", "--epochs", "2"), "--lr must be > 0"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (("run", "--lrs", "0,1"), "lr must be a finite number > 0, got 0.0"),
+        (("run", "--lrs", "abc"), "expected comma-separated floats"),
+        (("run", "--bn", "mid"), "unknown BN placement 'mid'"),
+        (("run", "--lr-grid", "1:1e-4:24"), "lr grid range reversed"),
+        (("run", "--engine", "gpu"), "unknown engine 'gpu'"),
+        (("run", "--batch-size", "5000"), "batch_size 5000 is larger"),
+        (
+            ("schedule", "--schedule", "lambda:epoch.real", "--lr", "0.1", "--epochs", "2"),
+            "attribute access",
+        ),
+        (("schedule", "--schedule", "step", "--lr", "-1", "--epochs", "2"), "--lr must be > 0"),
+    ],
+)
 def test_cli_bad_arguments_exit_2_with_one_line(args, words):
     out = cli(*args)
     assert out.returncode == 2
-    assert words in out.stderr and len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+    assert (
+        words in out.stderr
+        and len(out.stderr.strip().splitlines()) == 1
+        and "Traceback" not in out.stderr
+    )

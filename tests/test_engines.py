@@ -1,4 +1,5 @@
 """The batched engine against the reference loop (plain nn.Module + torch.optim + lr_scheduler)."""
+
 import threading
 
 import numpy as np
@@ -19,10 +20,14 @@ def both(exp: Experiment):
 def assert_same(ref: bnlr.Result, fast: bnlr.Result, tol: float = TOL) -> None:
     a, b = ref.history, fast.history
     pd.testing.assert_frame_equal(a.drop(columns="loss"), b.drop(columns="loss"))
-    np.testing.assert_array_equal(np.isfinite(a["loss"]), np.isfinite(b["loss"]))  # diverged at the same epoch
+    np.testing.assert_array_equal(
+        np.isfinite(a["loss"]), np.isfinite(b["loss"])
+    )  # diverged at the same epoch
     finite = np.isfinite(a["loss"])
     rel = (np.abs(a["loss"] - b["loss"]) / np.abs(a["loss"]))[finite]
-    assert rel.max() <= tol, f"largest relative difference {rel.max():.3g} at\n{a.loc[rel.idxmax()]}"
+    assert rel.max() <= tol, (
+        f"largest relative difference {rel.max():.3g} at\n{a.loc[rel.idxmax()]}"
+    )
     np.testing.assert_array_equal(ref.steps["lr"], fast.steps["lr"])
     np.testing.assert_array_equal(ref.steps["momentum"], fast.steps["momentum"])
 
@@ -32,23 +37,32 @@ def exp_of(runs, epochs=40, **kw) -> Experiment:
 
 
 def test_every_bn_placement_and_activation_matches():
-    runs = [RunConfig(ModelConfig((4, 4, 4), act, bn), lr, seed=929)
-            for bn in ("none", "pre", "post") for act in ("tanh", "relu", "sigmoid", "leaky_relu")
-            for lr in (0.005, 0.002)]
+    runs = [
+        RunConfig(ModelConfig((4, 4, 4), act, bn), lr, seed=929)
+        for bn in ("none", "pre", "post")
+        for act in ("tanh", "relu", "sigmoid", "leaky_relu")
+        for lr in (0.005, 0.002)
+    ]
     assert_same(*both(exp_of(runs)))
 
 
-@pytest.mark.parametrize("opt, lr", [
-    (OptimizerConfig("sgd", momentum=0.9), 0.001),
-    (OptimizerConfig("sgd", momentum=0.9, nesterov=True, weight_decay=1e-3), 0.001),
-    (OptimizerConfig("sgd", momentum=0.5, dampening=0.3), 0.003),
-    (OptimizerConfig("adam"), 0.001),
-    (OptimizerConfig("adam", weight_decay=1e-2, betas=(0.8, 0.99)), 0.001),
-    (OptimizerConfig("adamw"), 0.001),
-])
+@pytest.mark.parametrize(
+    "opt, lr",
+    [
+        (OptimizerConfig("sgd", momentum=0.9), 0.001),
+        (OptimizerConfig("sgd", momentum=0.9, nesterov=True, weight_decay=1e-3), 0.001),
+        (OptimizerConfig("sgd", momentum=0.5, dampening=0.3), 0.003),
+        (OptimizerConfig("adam"), 0.001),
+        (OptimizerConfig("adam", weight_decay=1e-2, betas=(0.8, 0.99)), 0.001),
+        (OptimizerConfig("adamw"), 0.001),
+    ],
+)
 def test_every_optimizer_matches(opt, lr):
-    runs = [RunConfig(ModelConfig((4, 4, 4), "tanh", bn), lr, seed=s, optimizer=opt)
-            for bn in ("none", "pre", "post") for s in (929, 930)]
+    runs = [
+        RunConfig(ModelConfig((4, 4, 4), "tanh", bn), lr, seed=s, optimizer=opt)
+        for bn in ("none", "pre", "post")
+        for s in (929, 930)
+    ]
     ref, fast = both(exp_of(runs))
     if opt.name == "sgd":
         assert_same(ref, fast)
@@ -58,18 +72,36 @@ def test_every_optimizer_matches(opt, lr):
     # by sqrt(v) and turns that noise into steps of ±lr: the two engines then agree only to
     # ~1e-8 (the bias reaches the loss through BN's running mean, in eval mode).
     pre = ref.runs.index[ref.runs.bn == "pre"]
-    calm = lambda r: bnlr.Result(r.history[~r.history.run.isin(pre)].reset_index(drop=True),  # noqa: E731
-                                 r.steps[~r.steps.run.isin(pre)], r.runs)
+    calm = lambda r: bnlr.Result(
+        r.history[~r.history.run.isin(pre)].reset_index(drop=True),
+        r.steps[~r.steps.run.isin(pre)],
+        r.runs,
+    )
     assert_same(calm(ref), calm(fast))
     assert_same(ref, fast, tol=1e-7)
 
 
-SCHEDULES = ["constant", "power:s=2,c=1", "exponential:s=20", "exponential:gamma=0.9", "step:step_size=7,gamma=0.5",
-             "multistep:milestones=5|15,gamma=0.3", "plateau:patience=2,factor=0.5",
-             "plateau:patience=1,monitor=test,threshold=0.01", "cyclic", "cyclic:mode=triangular2,every=epoch",
-             "cyclic:mode=exp_range,gamma=0.999", "onecycle", "onecycle:three_phase=true,anneal_strategy=linear",
-             "cosine", "cosine:T_max=10,every=batch", "cosine_restarts:T_0=5,T_mult=2", "warmup_cosine:warmup=5",
-             "lambda:0.5**epoch", "lambda:1/(1+epoch/10)"]
+SCHEDULES = [
+    "constant",
+    "power:s=2,c=1",
+    "exponential:s=20",
+    "exponential:gamma=0.9",
+    "step:step_size=7,gamma=0.5",
+    "multistep:milestones=5|15,gamma=0.3",
+    "plateau:patience=2,factor=0.5",
+    "plateau:patience=1,monitor=test,threshold=0.01",
+    "cyclic",
+    "cyclic:mode=triangular2,every=epoch",
+    "cyclic:mode=exp_range,gamma=0.999",
+    "onecycle",
+    "onecycle:three_phase=true,anneal_strategy=linear",
+    "cosine",
+    "cosine:T_max=10,every=batch",
+    "cosine_restarts:T_0=5,T_mult=2",
+    "warmup_cosine:warmup=5",
+    "lambda:0.5**epoch",
+    "lambda:1/(1+epoch/10)",
+]
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
@@ -77,23 +109,38 @@ def test_every_schedule_family_matches(schedule):
     # CyclicLR and OneCycleLR also cycle SGD's momentum to 0.8–0.95, a tenfold larger effective
     # step: they need a smaller lr to stay out of the chaotic regime.
     lr = 0.001 if schedule.startswith(("cyclic", "onecycle")) else 0.01
-    runs = [RunConfig(ModelConfig((4, 4, 4), "tanh", bn), lr, seed=929, schedule=schedule)
-            for bn in ("none", "pre")]
+    runs = [
+        RunConfig(ModelConfig((4, 4, 4), "tanh", bn), lr, seed=929, schedule=schedule)
+        for bn in ("none", "pre")
+    ]
     assert_same(*both(exp_of(runs)))
 
 
 @pytest.mark.parametrize("schedule", ["cyclic", "onecycle"])
 def test_momentum_cycling_with_adam_cycles_beta1(schedule):
-    runs = [RunConfig(ModelConfig((4, 4), "tanh", bn), 0.003, schedule=schedule, optimizer=OptimizerConfig("adam"))
-            for bn in ("none", "post")]  # not "pre": see test_every_optimizer_matches
+    runs = [
+        RunConfig(
+            ModelConfig((4, 4), "tanh", bn),
+            0.003,
+            schedule=schedule,
+            optimizer=OptimizerConfig("adam"),
+        )
+        for bn in ("none", "post")
+    ]  # not "pre": see test_every_optimizer_matches
     ref, fast = both(exp_of(runs, epochs=10))
     assert_same(ref, fast)
     beta1 = ref.steps["momentum"]
-    assert beta1.min() < 0.9 < beta1.max() or beta1.nunique() > 10  # beta1 really moves, as PyTorch cycles it
+    assert (
+        beta1.min() < 0.9 < beta1.max() or beta1.nunique() > 10
+    )  # beta1 really moves, as PyTorch cycles it
 
 
 def test_first_epoch_matches_at_any_lr():
-    runs = [RunConfig(ModelConfig((4, 4, 4, 4), "tanh", bn), lr) for bn in ("none", "pre", "post") for lr in (0.1, 0.3, 1.0)]
+    runs = [
+        RunConfig(ModelConfig((4, 4, 4, 4), "tanh", bn), lr)
+        for bn in ("none", "pre", "post")
+        for lr in (0.1, 0.3, 1.0)
+    ]
     assert_same(*both(exp_of(runs, epochs=1)))
 
 
@@ -109,8 +156,12 @@ def test_a_diverging_run_does_not_disturb_its_neighbours():
     together = bnlr.train(exp_of([calm[0], wild, calm[1]], epochs=15), "batched")
     alone = bnlr.train(exp_of(calm, epochs=15), "batched")
     h = together.history
-    np.testing.assert_array_equal(h[h.run == 0].loss.to_numpy(), alone.history[alone.history.run == 0].loss.to_numpy())
-    np.testing.assert_array_equal(h[h.run == 2].loss.to_numpy(), alone.history[alone.history.run == 1].loss.to_numpy())
+    np.testing.assert_array_equal(
+        h[h.run == 0].loss.to_numpy(), alone.history[alone.history.run == 0].loss.to_numpy()
+    )
+    np.testing.assert_array_equal(
+        h[h.run == 2].loss.to_numpy(), alone.history[alone.history.run == 1].loss.to_numpy()
+    )
     # the wild run is marked diverged from its divergence epoch on, with no loss after it
     div = together.runs.loc[1, "diverged_epoch"]
     ref = bnlr.train(exp_of([wild], epochs=15), "reference").runs.loc[0, "diverged_epoch"]
@@ -130,12 +181,16 @@ def test_runs_differing_only_in_lr_share_initial_weights_and_batch_order():
 
 def test_same_config_same_process_bit_identical_and_threads_isolated():
     g1 = bnlr.Grid(depths=(3,), bns=("none", "pre"), lrs=(0.01, 0.05), epochs=8)
-    g2 = bnlr.Grid(depths=(4,), bns=("post",), lrs=(0.02,), seeds=(1, 2), epochs=8, schedules=("onecycle",))
+    g2 = bnlr.Grid(
+        depths=(4,), bns=("post",), lrs=(0.02,), seeds=(1, 2), epochs=8, schedules=("onecycle",)
+    )
     alone1, alone2 = bnlr.train(g1).history, bnlr.train(g2).history
     pd.testing.assert_frame_equal(alone1, bnlr.train(g1).history)
     out = {}
-    threads = [threading.Thread(target=lambda k, g: out.__setitem__(k, bnlr.train(g).history), args=(k, g))
-               for k, g in (("a", g1), ("b", g2))]
+    threads = [
+        threading.Thread(target=lambda k, g: out.__setitem__(k, bnlr.train(g).history), args=(k, g))
+        for k, g in (("a", g1), ("b", g2))
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -167,8 +222,21 @@ def test_history_is_tidy():
     r = bnlr.train(g)
     h = r.history
     assert len(h) == 8 * 3 * 2
-    for col in ("depth", "width", "activation", "bn", "optimizer", "schedule", "lr", "seed", "epoch", "split", "loss",
-                "epoch_lr", "diverged"):
+    for col in (
+        "depth",
+        "width",
+        "activation",
+        "bn",
+        "optimizer",
+        "schedule",
+        "lr",
+        "seed",
+        "epoch",
+        "split",
+        "loss",
+        "epoch_lr",
+        "diverged",
+    ):
         assert col in h
     assert set(h.epoch) == {1, 2, 3} and set(h.split) == {"train", "test"}
     assert len(r.steps) == 8 * 3 * 14 and r.steps.step.max() == 42

@@ -1,4 +1,5 @@
 """The LR range test: its rules on tiny hand-made curves, and the test itself against a plain torch loop."""
+
 import math
 
 import pandas as pd
@@ -14,16 +15,21 @@ from bnlr.models import MLP, initial_parameters
 
 def test_smooth_is_the_bias_corrected_ema():
     # beta 0.5: avg = 0.5, 1.75, 2.375; corrections 0.5, 0.75, 0.875
-    assert lrfinder.smooth([1.0, 3.0, 3.0], beta=0.5).tolist() == pytest.approx([1.0, 1.75 / 0.75, 2.375 / 0.875])
+    assert lrfinder.smooth([1.0, 3.0, 3.0], beta=0.5).tolist() == pytest.approx(
+        [1.0, 1.75 / 0.75, 2.375 / 0.875]
+    )
     assert lrfinder.smooth([2.0, 2.0, 2.0]).tolist() == pytest.approx([2.0, 2.0, 2.0])
 
 
-@pytest.mark.parametrize("smoothed, expected", [
-    ([5.0, 2.0, 3.0, 9.0], 3),  # 9 > 4 × 2
-    ([5.0, 2.0, 8.0, 9.0], 3),  # 8 is not > 8
-    ([5.0, 4.0, 3.0], None),
-    ([5.0, float("nan")], 1),
-])
+@pytest.mark.parametrize(
+    "smoothed, expected",
+    [
+        ([5.0, 2.0, 3.0, 9.0], 3),  # 9 > 4 × 2
+        ([5.0, 2.0, 8.0, 9.0], 3),  # 8 is not > 8
+        ([5.0, 4.0, 3.0], None),
+        ([5.0, float("nan")], 1),
+    ],
+)
 def test_stop_index(smoothed, expected):
     assert lrfinder.stop_index(smoothed, 4.0) == expected
 
@@ -55,7 +61,11 @@ def test_trim_skips_a_tenth_at_the_start_and_five_at_the_end():
 
 def test_suggestions_and_distance_to_the_sweep():
     lrs = [10.0 ** (k / 4 - 5) for k in range(20)]
-    losses = [10.0 - 0.1 * k for k in range(10)] + [6.0 - 0.5 * k for k in range(5)] + [5.0, 6.0, 9.0, 12.0, 15.0]
+    losses = (
+        [10.0 - 0.1 * k for k in range(10)]
+        + [6.0 - 0.5 * k for k in range(5)]
+        + [5.0, 6.0, 9.0, 12.0, 15.0]
+    )
     curves = pd.DataFrame({"arch": "a", "bn": "none", "lr": lrs, "smooth_loss": losses})
     s = lrfinder.suggestions(curves, num_it=20).set_index("rule")
     # trimmed to indices 2..14: one fall of 3.1 from index 9 to 10, the lowest loss (4.0) at 14

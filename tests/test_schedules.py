@@ -1,8 +1,8 @@
 """Schedules: the spec language, closed-form answers, and the step order of the training loop."""
+
 import math
 
 import pytest
-import torch
 
 import bnlr
 from bnlr import OptimizerConfig
@@ -14,30 +14,39 @@ def per_epoch(spec, lr=0.05, epochs=6, spe=1, opt=OptimizerConfig()):
 
 
 def test_article_lambda_example():
-    assert per_epoch("lambda:0.5**epoch", 0.05, 3) == pytest.approx([0.05, 0.025, 0.0125], rel=1e-15)
+    assert per_epoch("lambda:0.5**epoch", 0.05, 3) == pytest.approx(
+        [0.05, 0.025, 0.0125], rel=1e-15
+    )
 
 
 def test_power_is_geron_form():
     lrs = per_epoch("power:s=1,c=1", 0.06, 4)
     assert lrs == pytest.approx([0.06, 0.03, 0.02, 0.015], rel=1e-12)  # lr0, lr0/2, lr0/3, ...
     s, c = 3.0, 0.5
-    assert per_epoch(f"power:s={s},c={c}", 0.1, 5) == pytest.approx([0.1 / (1 + t / s) ** c for t in range(5)])
+    assert per_epoch(f"power:s={s},c={c}", 0.1, 5) == pytest.approx(
+        [0.1 / (1 + t / s) ** c for t in range(5)]
+    )
 
 
 def test_exponential_is_geron_form():
-    assert per_epoch("exponential:s=2", 1.0, 5) == pytest.approx([0.1 ** (t / 2) for t in range(5)], rel=1e-12)
+    assert per_epoch("exponential:s=2", 1.0, 5) == pytest.approx(
+        [0.1 ** (t / 2) for t in range(5)], rel=1e-12
+    )
     assert per_epoch("exponential:gamma=0.5", 1.0, 4) == pytest.approx([1, 0.5, 0.25, 0.125])
 
 
 def test_piecewise_constant():
     assert per_epoch("step:step_size=2,gamma=0.1", 1.0, 5) == pytest.approx([1, 1, 0.1, 0.1, 0.01])
-    assert per_epoch("multistep:milestones=1|3,gamma=0.5", 1.0, 5) == pytest.approx([1, 0.5, 0.5, 0.25, 0.25])
+    assert per_epoch("multistep:milestones=1|3,gamma=0.5", 1.0, 5) == pytest.approx(
+        [1, 0.5, 0.5, 0.25, 0.25]
+    )
 
 
 def test_cosine_closed_form():
     T = 10
     assert per_epoch(f"cosine:T_max={T}", 1.0, T) == pytest.approx(
-        [0.5 * (1 + math.cos(math.pi * t / T)) for t in range(T)], abs=1e-12)
+        [0.5 * (1 + math.cos(math.pi * t / T)) for t in range(T)], abs=1e-12
+    )
 
 
 def test_onecycle_spans_the_run_per_batch_and_cycles_momentum():
@@ -67,34 +76,50 @@ def test_warmup_cosine_rises_then_falls():
 def test_reference_loop_steps_in_the_documented_order():
     # The reference engine records the lr it trained each batch with, stepping the real scheduler
     # live; it must equal the trajectory of the same scheduler on a bare optimizer.
-    g = bnlr.Grid(depths=(2,), bns=("none",), lrs=(0.01,), epochs=4,
-                  schedules=("lambda:0.5**epoch", "onecycle", "step:step_size=1,gamma=0.5"))
+    g = bnlr.Grid(
+        depths=(2,),
+        bns=("none",),
+        lrs=(0.01,),
+        epochs=4,
+        schedules=("lambda:0.5**epoch", "onecycle", "step:step_size=1,gamma=0.5"),
+    )
     steps = bnlr.train(g, "reference").steps
     for run, spec in enumerate(g.schedules):
-        assert list(steps[steps.run == run].lr) == list(trajectory(spec, 0.01, 4, 14, OptimizerConfig()).lr)
+        assert list(steps[steps.run == run].lr) == list(
+            trajectory(spec, 0.01, 4, 14, OptimizerConfig()).lr
+        )
 
 
 def test_plateau_lowers_lr_when_loss_stalls():
-    g = bnlr.Grid(depths=(3,), bns=("none",), lrs=(1e-5,), epochs=12, schedules=("plateau:patience=1,factor=0.5,threshold=0.5",))
+    g = bnlr.Grid(
+        depths=(3,),
+        bns=("none",),
+        lrs=(1e-5,),
+        epochs=12,
+        schedules=("plateau:patience=1,factor=0.5,threshold=0.5",),
+    )
     h = bnlr.train(g, "reference").history
     lrs = h[h.split == "train"].sort_values("epoch").epoch_lr.tolist()
     assert lrs[0] == 1e-5 and lrs[-1] < 1e-5  # a 50 % improvement per epoch is never met: lr halves
 
 
-@pytest.mark.parametrize("spec, words", [
-    ("nope", "unknown schedule 'nope'"),
-    ("step:size=3", "unknown key 'size'"),
-    ("step:step_size=0", "step_size=0 is out of range"),
-    ("step:step_size=abc", "is not a whole number"),
-    ("multistep:milestones=5|3", "must be increasing"),
-    ("plateau:factor=2", "factor=2 is out of range"),
-    ("plateau:every=batch", "every=batch is not accepted"),
-    ("cyclic:mode=square", "triangular, triangular2 or exp_range"),
-    ("onecycle:pct_start=1.5", "out of range"),
-    ("cosine_restarts:T_0=0", "T_0=0 is out of range"),
-    ("lambda:__import__('os')", "only calls to"),
-    ("step:gamma", "needs a value"),
-])
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ("nope", "unknown schedule 'nope'"),
+        ("step:size=3", "unknown key 'size'"),
+        ("step:step_size=0", "step_size=0 is out of range"),
+        ("step:step_size=abc", "is not a whole number"),
+        ("multistep:milestones=5|3", "must be increasing"),
+        ("plateau:factor=2", "factor=2 is out of range"),
+        ("plateau:every=batch", "every=batch is not accepted"),
+        ("cyclic:mode=square", "triangular, triangular2 or exp_range"),
+        ("onecycle:pct_start=1.5", "out of range"),
+        ("cosine_restarts:T_0=0", "T_0=0 is out of range"),
+        ("lambda:__import__('os')", "only calls to"),
+        ("step:gamma", "needs a value"),
+    ],
+)
 def test_bad_specs_name_the_bad_part(spec, words):
     with pytest.raises(ValueError, match=None) as err:
         parse_schedule(spec)
@@ -115,5 +140,5 @@ def test_every_family_has_described_keys():
         for key, (kind, default, (check, what), desc) in keys.items():
             assert desc, (name, key)
             if default is not None:
-                for v in (default if kind == "ints" else (default,)):
+                for v in default if kind == "ints" else (default,):
                     assert check(v), (name, key)

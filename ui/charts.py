@@ -5,6 +5,7 @@ BatchNorm placement (``ui.style``), a band = the spread over seeds, log scales w
 spans decades. Clicking a legend entry highlights those lines. Diverged runs end where they
 diverged (their NaN losses are not drawn) and are marked with a cross.
 """
+
 from __future__ import annotations
 
 import altair as alt
@@ -19,6 +20,7 @@ MUTED = "#8c8c8c"  # mid grey for labels, outlines and neutral legend symbols: r
 
 
 # ---------------------------------------------------------------- tidy tables
+
 
 def label(df: pd.DataFrame) -> pd.DataFrame:
     """Returns df with ``net`` (the arch without its BN part) and ``BN`` (a readable BN label)."""
@@ -39,11 +41,22 @@ def seed_band(df: pd.DataFrame, value: str, keys: list[str], band: str = "spread
     ok = np.isfinite(v) & (v > 0)
     logs = df[keys].assign(log=np.where(ok, np.log10(np.where(ok, v, 1.0)), np.nan), ok=ok)
     g = logs.groupby(keys, sort=True)
-    out = g["log"].agg(["mean", "std", "min", "max"]).join(g["ok"].agg(n_seeds="size", n_finite="sum"))
+    out = (
+        g["log"]
+        .agg(["mean", "std", "min", "max"])
+        .join(g["ok"].agg(n_seeds="size", n_finite="sum"))
+    )
     sd = out["std"].fillna(0.0)  # one seed: no spread
     lo, hi = (out["mean"] - sd, out["mean"] + sd) if band == "spread" else (out["min"], out["max"])
-    out = pd.DataFrame({value: 10 ** out["mean"], "lo": 10 ** lo, "hi": 10 ** hi,
-                        "n_seeds": out["n_seeds"], "n_finite": out["n_finite"]}).reset_index()
+    out = pd.DataFrame(
+        {
+            value: 10 ** out["mean"],
+            "lo": 10**lo,
+            "hi": 10**hi,
+            "n_seeds": out["n_seeds"],
+            "n_finite": out["n_finite"],
+        }
+    ).reset_index()
     return out.astype({"n_seeds": int, "n_finite": int})
 
 
@@ -59,11 +72,17 @@ def history_band(history: pd.DataFrame, split: str = "train", band: str = "sprea
     return out
 
 
-def metrics_band(metrics: pd.DataFrame, value: str = "final_loss", band: str = "spread") -> pd.DataFrame:
+def metrics_band(
+    metrics: pd.DataFrame, value: str = "final_loss", band: str = "spread"
+) -> pd.DataFrame:
     """Returns a run metric summarised over seeds per arch × lr, with ``diverged`` seeds counted."""
     part = label(metrics)
     out = seed_band(part, value, ["arch", "net", "BN", "bn", "lr"], band)
-    div = part.groupby(["arch", "lr"])["diverged_epoch"].agg(lambda s: int(s.notna().sum())).rename("diverged")
+    div = (
+        part.groupby(["arch", "lr"])["diverged_epoch"]
+        .agg(lambda s: int(s.notna().sum()))
+        .rename("diverged")
+    )
     return out.merge(div.reset_index(), on=["arch", "lr"])
 
 
@@ -71,7 +90,11 @@ def best_lr(bands: pd.DataFrame, value: str = "final_loss") -> pd.DataFrame:
     """Returns per arch the lr of the lowest seed-mean ``value`` (best_lr) and that value."""
     ok = bands[np.isfinite(bands[value])]
     rows = ok.loc[ok.groupby("arch")[value].idxmin()]
-    return rows[["arch", "net", "BN", "bn", "lr", value]].rename(columns={"lr": "best_lr"}).reset_index(drop=True)
+    return (
+        rows[["arch", "net", "BN", "bn", "lr", value]]
+        .rename(columns={"lr": "best_lr"})
+        .reset_index(drop=True)
+    )
 
 
 def diverged_region(bands: pd.DataFrame) -> pd.DataFrame:
@@ -86,31 +109,49 @@ def diverged_region(bands: pd.DataFrame) -> pd.DataFrame:
     step = np.sqrt(lrs[1] / lrs[0]) if len(lrs) > 1 else 2.0
     i = int(np.searchsorted(lrs, bad[0]))
     lo = np.sqrt(lrs[i - 1] * lrs[i]) if i > 0 else lrs[0] / step
-    return pd.DataFrame({"lo": [lo], "hi": [lrs[-1] * step], "label": [f"diverged (lr ≥ {bad[0]:.2g})"]})
+    return pd.DataFrame(
+        {"lo": [lo], "hi": [lrs[-1] * step], "label": [f"diverged (lr ≥ {bad[0]:.2g})"]}
+    )
 
 
 # ---------------------------------------------------------------- encodings
 
+
 def _colour_scale(df: pd.DataFrame) -> alt.Scale:
     nets = sorted(df["net"].unique())
-    return alt.Scale(domain=nets, range=PALETTE[:len(nets)])
+    return alt.Scale(domain=nets, range=PALETTE[: len(nets)])
 
 
 def _colour(df: pd.DataFrame, legend: bool = True) -> alt.Color:
-    return alt.Color("net:N", title="network", scale=_colour_scale(df), legend=alt.Legend(
-        orient="top", symbolType="stroke", symbolOpacity=1, symbolStrokeWidth=3) if legend else None)
+    return alt.Color(
+        "net:N",
+        title="network",
+        scale=_colour_scale(df),
+        legend=alt.Legend(orient="top", symbolType="stroke", symbolOpacity=1, symbolStrokeWidth=3)
+        if legend
+        else None,
+    )
 
 
 def _dash(df: pd.DataFrame, legend: bool = True) -> alt.StrokeDash:
     bns = [b for b in BN_LABEL if b in set(df["bn"])]
-    return alt.StrokeDash("BN:N", title="BatchNorm", scale=alt.Scale(
-        domain=[BN_LABEL[b] for b in bns], range=[BN_DASH[b] for b in bns]), legend=alt.Legend(
-        orient="top", symbolType="stroke", symbolStrokeColor=MUTED) if legend else None)
+    return alt.StrokeDash(
+        "BN:N",
+        title="BatchNorm",
+        scale=alt.Scale(domain=[BN_LABEL[b] for b in bns], range=[BN_DASH[b] for b in bns]),
+        legend=alt.Legend(orient="top", symbolType="stroke", symbolStrokeColor=MUTED)
+        if legend
+        else None,
+    )
 
 
 def _y(field: str, title: str, log: bool, domain: list | None = None) -> alt.Y:
     kw = {"domain": domain} if domain else {}
-    return alt.Y(f"{field}:Q", title=title, scale=alt.Scale(type="log", **kw) if log else alt.Scale(zero=False, **kw))
+    return alt.Y(
+        f"{field}:Q",
+        title=title,
+        scale=alt.Scale(type="log", **kw) if log else alt.Scale(zero=False, **kw),
+    )
 
 
 def y_cap(bands: pd.DataFrame, value: str) -> list | None:
@@ -132,8 +173,10 @@ def _highlight():
 
 # ---------------------------------------------------------------- charts
 
-def loss_curves(bands: pd.DataFrame, log_y: bool = True, columns: int = 2, width: int = 440,
-                height: int = 220) -> alt.FacetChart:
+
+def loss_curves(
+    bands: pd.DataFrame, log_y: bool = True, columns: int = 2, width: int = 440, height: int = 220
+) -> alt.FacetChart:
     """Returns the article's small multiples: loss per epoch, one panel per lr (largest first).
 
     Args:
@@ -143,21 +186,52 @@ def loss_curves(bands: pd.DataFrame, log_y: bool = True, columns: int = 2, width
     """
     params, opacity = _highlight()
     base = alt.Chart().encode(x=alt.X("epoch:Q", title="epoch"), color=_colour(bands))
-    tooltip = ["arch:N", alt.Tooltip("lr:Q", format="g"), "epoch:Q", alt.Tooltip("loss:Q", format=".4g"),
-               alt.Tooltip("lo:Q", format=".4g"), alt.Tooltip("hi:Q", format=".4g"), "n_finite:Q", "n_seeds:Q"]
+    tooltip = [
+        "arch:N",
+        alt.Tooltip("lr:Q", format="g"),
+        "epoch:Q",
+        alt.Tooltip("loss:Q", format=".4g"),
+        alt.Tooltip("lo:Q", format=".4g"),
+        alt.Tooltip("hi:Q", format=".4g"),
+        "n_finite:Q",
+        "n_seeds:Q",
+    ]
     band = base.mark_area(opacity=0.15).encode(y=alt.Y("lo:Q"), y2="hi:Q", opacity=alt.value(0.15))
-    line = base.mark_line().encode(y=_y("loss", "MSE loss", log_y), strokeDash=_dash(bands), opacity=opacity,
-                                   tooltip=tooltip).add_params(*params)
-    cross = base.mark_point(shape="cross", size=140, filled=True).encode(
-        y="loss:Q", tooltip=tooltip).transform_filter("datum.diverges_after")
+    line = (
+        base.mark_line()
+        .encode(
+            y=_y("loss", "MSE loss", log_y),
+            strokeDash=_dash(bands),
+            opacity=opacity,
+            tooltip=tooltip,
+        )
+        .add_params(*params)
+    )
+    cross = (
+        base.mark_point(shape="cross", size=140, filled=True)
+        .encode(y="loss:Q", tooltip=tooltip)
+        .transform_filter("datum.diverges_after")
+    )
     panels = [f"lr = {lr:g}" for lr in sorted(bands["lr"].unique(), reverse=True)]
-    return alt.layer(band, line, cross).properties(width=width, height=height).facet(
-        facet=alt.Facet("panel:N", sort=panels, title=None), columns=columns,
-        data=bands.assign(panel=[f"lr = {lr:g}" for lr in bands["lr"]]))
+    return (
+        alt.layer(band, line, cross)
+        .properties(width=width, height=height)
+        .facet(
+            facet=alt.Facet("panel:N", sort=panels, title=None),
+            columns=columns,
+            data=bands.assign(panel=[f"lr = {lr:g}" for lr in bands["lr"]]),
+        )
+    )
 
 
-def lr_curve(bands: pd.DataFrame, value: str = "final_loss", y_title: str = "final MSE loss",
-             log_y: bool = True, width: int = 580, height: int = 340) -> alt.LayerChart:
+def lr_curve(
+    bands: pd.DataFrame,
+    value: str = "final_loss",
+    y_title: str = "final MSE loss",
+    log_y: bool = True,
+    width: int = 580,
+    height: int = 340,
+) -> alt.LayerChart:
     """Returns the U-curve: a run metric against lr (log x), a band over seeds, the best lr per
     architecture marked with a large diamond, the region where runs diverged shaded grey.
 
@@ -167,28 +241,59 @@ def lr_curve(bands: pd.DataFrame, value: str = "final_loss", y_title: str = "fin
     """
     params, opacity = _highlight()
     lrs = bands["lr"]
-    x = alt.X("lr:Q", title="learning rate", scale=alt.Scale(type="log", domain=[lrs.min(), lrs.max()]))
+    x = alt.X(
+        "lr:Q", title="learning rate", scale=alt.Scale(type="log", domain=[lrs.min(), lrs.max()])
+    )
     base = alt.Chart(bands).encode(x=x, color=_colour(bands))
-    tooltip = ["arch:N", alt.Tooltip("lr:Q", format="g"), alt.Tooltip(f"{value}:Q", format=".4g"),
-               alt.Tooltip("lo:Q", format=".4g"), alt.Tooltip("hi:Q", format=".4g"), "n_finite:Q", "diverged:Q"]
+    tooltip = [
+        "arch:N",
+        alt.Tooltip("lr:Q", format="g"),
+        alt.Tooltip(f"{value}:Q", format=".4g"),
+        alt.Tooltip("lo:Q", format=".4g"),
+        alt.Tooltip("hi:Q", format=".4g"),
+        "n_finite:Q",
+        "diverged:Q",
+    ]
     band = base.mark_area(opacity=0.15, clip=True).encode(y="lo:Q", y2="hi:Q")
-    line = base.mark_line(point=True, clip=True).encode(y=_y(value, y_title, log_y, y_cap(bands, value)),
-                                                        strokeDash=_dash(bands),
-                                             opacity=opacity, tooltip=tooltip).add_params(*params)
-    best = alt.Chart(best_lr(bands, value)).mark_point(shape="diamond", size=320, filled=True, stroke=MUTED, clip=True,
-                                                       strokeWidth=1).encode(
-        x="best_lr:Q", y=f"{value}:Q", color=_colour(bands, legend=False),
-        tooltip=["arch:N", alt.Tooltip("best_lr:Q", format="g", title="best lr"),
-                 alt.Tooltip(f"{value}:Q", format=".4g")])
+    line = (
+        base.mark_line(point=True, clip=True)
+        .encode(
+            y=_y(value, y_title, log_y, y_cap(bands, value)),
+            strokeDash=_dash(bands),
+            opacity=opacity,
+            tooltip=tooltip,
+        )
+        .add_params(*params)
+    )
+    best = (
+        alt.Chart(best_lr(bands, value))
+        .mark_point(shape="diamond", size=320, filled=True, stroke=MUTED, clip=True, strokeWidth=1)
+        .encode(
+            x="best_lr:Q",
+            y=f"{value}:Q",
+            color=_colour(bands, legend=False),
+            tooltip=[
+                "arch:N",
+                alt.Tooltip("best_lr:Q", format="g", title="best lr"),
+                alt.Tooltip(f"{value}:Q", format=".4g"),
+            ],
+        )
+    )
     layers = [band, line, best]
     region = diverged_region(bands)
     if len(region):
-        shade = alt.Chart(region).mark_rect(color="#888", opacity=0.18, clip=True).encode(
-            x="lo:Q", x2="hi:Q", tooltip=["label:N"])
+        shade = (
+            alt.Chart(region)
+            .mark_rect(color="#888", opacity=0.18, clip=True)
+            .encode(x="lo:Q", x2="hi:Q", tooltip=["label:N"])
+        )
         # at the plot's top right corner, inside it (the shade runs past the last lr; a label at its
         # left edge ran out of the plot)
-        text = alt.Chart(region.assign(at=float(lrs.max()))).mark_text(
-            align="right", baseline="top", dx=-4, dy=4, color=MUTED).encode(x="at:Q", y=alt.value(0), text="label:N")
+        text = (
+            alt.Chart(region.assign(at=float(lrs.max())))
+            .mark_text(align="right", baseline="top", dx=-4, dy=4, color=MUTED)
+            .encode(x="at:Q", y=alt.value(0), text="label:N")
+        )
         layers = [shade, text, *layers]
     return alt.layer(*layers).properties(width=width, height=height)
 
@@ -198,16 +303,31 @@ def sensitivity_bars(sens: pd.DataFrame, width: int = 420) -> alt.LayerChart:
     sens = label(sens)
     order = sens.sort_values(["net", "bn"])["arch"].tolist()
     y = alt.Y("arch:N", sort=order, title=None)
-    bars = alt.Chart(sens).mark_bar(strokeWidth=2).encode(
-        x=alt.X("sensitivity:Q", title="LR sensitivity (decades of final loss)"),
-        # no legends: the axis labels name each bar's network and BN (a legend here was cut off)
-        y=y, color=_colour(sens, legend=False), stroke=alt.Stroke("net:N", legend=None, scale=_colour_scale(sens)),
-        strokeDash=_dash(sens, legend=False),
-        fillOpacity=alt.condition("datum.bn == 'none'", alt.value(0.9), alt.value(0.35)),
-        tooltip=["arch:N", alt.Tooltip("sensitivity:Q", format=".3f"), alt.Tooltip("sensitivity_std:Q", format=".3f"),
-                 "diverged_lrs:Q", "n_lrs:Q"])
-    text = alt.Chart(sens).mark_text(align="left", dx=4, color=MUTED).encode(
-        x="sensitivity:Q", y=y, text=alt.Text("sensitivity:Q", format=".2f"))
+    bars = (
+        alt.Chart(sens)
+        .mark_bar(strokeWidth=2)
+        .encode(
+            x=alt.X("sensitivity:Q", title="LR sensitivity (decades of final loss)"),
+            # no legends: the axis labels name each bar's network and BN (a legend here was cut off)
+            y=y,
+            color=_colour(sens, legend=False),
+            stroke=alt.Stroke("net:N", legend=None, scale=_colour_scale(sens)),
+            strokeDash=_dash(sens, legend=False),
+            fillOpacity=alt.condition("datum.bn == 'none'", alt.value(0.9), alt.value(0.35)),
+            tooltip=[
+                "arch:N",
+                alt.Tooltip("sensitivity:Q", format=".3f"),
+                alt.Tooltip("sensitivity_std:Q", format=".3f"),
+                "diverged_lrs:Q",
+                "n_lrs:Q",
+            ],
+        )
+    )
+    text = (
+        alt.Chart(sens)
+        .mark_text(align="left", dx=4, color=MUTED)
+        .encode(x="sensitivity:Q", y=y, text=alt.Text("sensitivity:Q", format=".2f"))
+    )
     return alt.layer(bars, text).properties(width=width, height=alt.Step(34))
 
 
@@ -217,49 +337,104 @@ def run_grid(metrics: pd.DataFrame) -> alt.LayerChart:
     m = label(metrics)
     cell = m.groupby(["arch", "net", "bn", "lr"], as_index=False).agg(
         instability=("instability", "mean"),
-        final_loss=("final_loss", lambda s: float(10 ** np.log10(s).mean()) if s.notna().all() else np.nan),
+        final_loss=(
+            "final_loss",
+            lambda s: float(10 ** np.log10(s).mean()) if s.notna().all() else np.nan,
+        ),
         diverged=("diverged_epoch", lambda s: int(s.notna().sum())),
-        first_div=("diverged_epoch", "min"))
-    cell["text"] = [f"✕ ep {int(e)}" if d else f"{f:.3g}" for f, d, e in
-                    zip(cell["final_loss"], cell["diverged"], cell["first_div"])]
+        first_div=("diverged_epoch", "min"),
+    )
+    cell["text"] = [
+        f"✕ ep {int(e)}" if d else f"{f:.3g}"
+        for f, d, e in zip(cell["final_loss"], cell["diverged"], cell["first_div"])
+    ]
     order = cell.sort_values(["net", "bn"])["arch"].unique().tolist()
-    base = alt.Chart(cell).encode(x=alt.X("lr:O", sort="descending", title="learning rate"),
-                                  y=alt.Y("arch:N", sort=order, title=None))
+    base = alt.Chart(cell).encode(
+        x=alt.X("lr:O", sort="descending", title="learning rate"),
+        y=alt.Y("arch:N", sort=order, title=None),
+    )
     rect = base.mark_rect().encode(
-        color=alt.Color("instability:Q", title="instability (decades)", scale=alt.Scale(scheme="oranges")),
-        tooltip=["arch:N", alt.Tooltip("lr:Q", format="g"), alt.Tooltip("final_loss:Q", format=".4g"),
-                 alt.Tooltip("instability:Q", format=".3f"), "diverged:Q"])
+        color=alt.Color(
+            "instability:Q", title="instability (decades)", scale=alt.Scale(scheme="oranges")
+        ),
+        tooltip=[
+            "arch:N",
+            alt.Tooltip("lr:Q", format="g"),
+            alt.Tooltip("final_loss:Q", format=".4g"),
+            alt.Tooltip("instability:Q", format=".3f"),
+            "diverged:Q",
+        ],
+    )
     # black on the light cells, white on the dark ones (the oranges scheme runs light to dark)
     mid = float(cell["instability"].min() + cell["instability"].max()) / 2
-    text = base.mark_text(fontWeight="bold").encode(text="text:N", color=alt.condition(
-        f"datum.instability > {mid!r}", alt.value("white"), alt.value("black")))
+    text = base.mark_text(fontWeight="bold").encode(
+        text="text:N",
+        color=alt.condition(f"datum.instability > {mid!r}", alt.value("white"), alt.value("black")),
+    )
     return alt.layer(rect, text).properties(height=alt.Step(34), width=alt.Step(90))
 
 
-def range_test_chart(curves: pd.DataFrame, suggested: pd.DataFrame, best: pd.DataFrame | None = None,
-                     width: int = 580, height: int = 340) -> alt.LayerChart:
+def range_test_chart(
+    curves: pd.DataFrame,
+    suggested: pd.DataFrame,
+    best: pd.DataFrame | None = None,
+    width: int = 580,
+    height: int = 340,
+) -> alt.LayerChart:
     """Returns the LR range test: smoothed loss against the rising lr (log x, log y), each
     suggestion rule's lr as a marker on its curve, and the full sweep's best lr as a thin rule."""
     curves, suggested = label(curves), label(suggested)
     params, opacity = _highlight()
     x = alt.X("lr:Q", title="learning rate (rising every batch)", scale=alt.Scale(type="log"))
     low = float(curves["smooth_loss"].min())
-    y = alt.Y("smooth_loss:Q", title="smoothed batch loss", scale=alt.Scale(type="log", domain=[low / 1.2, low * 5]))
-    line = alt.Chart(curves).mark_line(clip=True).encode(
-        x=x, y=y,
-        color=_colour(curves), strokeDash=_dash(curves), opacity=opacity,
-        tooltip=["arch:N", alt.Tooltip("lr:Q", format=".3g"), "iteration:Q",
-                 alt.Tooltip("smooth_loss:Q", format=".4g")]).add_params(*params)
-    marks = alt.Chart(suggested.dropna(subset=["lr"])).mark_point(size=200, filled=True, stroke=MUTED,
-                                                                  strokeWidth=1).encode(
-        x="lr:Q", y="smooth_loss:Q", color=_colour(curves, legend=False),
-        shape=alt.Shape("rule:N", title="suggestion", scale=alt.Scale(
-            domain=list(RULE_SHAPE), range=list(RULE_SHAPE.values())), legend=alt.Legend(
-            orient="bottom", symbolFillColor=MUTED, symbolStrokeColor=MUTED)),
-        tooltip=["arch:N", "rule:N", alt.Tooltip("lr:Q", format=".3g")])
+    y = alt.Y(
+        "smooth_loss:Q",
+        title="smoothed batch loss",
+        scale=alt.Scale(type="log", domain=[low / 1.2, low * 5]),
+    )
+    line = (
+        alt.Chart(curves)
+        .mark_line(clip=True)
+        .encode(
+            x=x,
+            y=y,
+            color=_colour(curves),
+            strokeDash=_dash(curves),
+            opacity=opacity,
+            tooltip=[
+                "arch:N",
+                alt.Tooltip("lr:Q", format=".3g"),
+                "iteration:Q",
+                alt.Tooltip("smooth_loss:Q", format=".4g"),
+            ],
+        )
+        .add_params(*params)
+    )
+    marks = (
+        alt.Chart(suggested.dropna(subset=["lr"]))
+        .mark_point(size=200, filled=True, stroke=MUTED, strokeWidth=1)
+        .encode(
+            x="lr:Q",
+            y="smooth_loss:Q",
+            color=_colour(curves, legend=False),
+            shape=alt.Shape(
+                "rule:N",
+                title="suggestion",
+                scale=alt.Scale(domain=list(RULE_SHAPE), range=list(RULE_SHAPE.values())),
+                legend=alt.Legend(orient="bottom", symbolFillColor=MUTED, symbolStrokeColor=MUTED),
+            ),
+            tooltip=["arch:N", "rule:N", alt.Tooltip("lr:Q", format=".3g")],
+        )
+    )
     layers = [line, marks]
     if best is not None and len(best):
-        layers.append(alt.Chart(label(best)).mark_rule(strokeDash=[1, 3], opacity=0.8).encode(
-            x="best_lr:Q", color=_colour(curves, legend=False),
-            tooltip=["arch:N", alt.Tooltip("best_lr:Q", format="g", title="sweep's best lr")]))
+        layers.append(
+            alt.Chart(label(best))
+            .mark_rule(strokeDash=[1, 3], opacity=0.8)
+            .encode(
+                x="best_lr:Q",
+                color=_colour(curves, legend=False),
+                tooltip=["arch:N", alt.Tooltip("best_lr:Q", format="g", title="sweep's best lr")],
+            )
+        )
     return alt.layer(*layers).properties(width=width, height=height)

@@ -5,9 +5,10 @@ link reproduces what the sender saw. A bad value raises ``ValueError`` in ``bnlr
 as one message under the control and the page keeps drawing its last good result
 (``st.session_state``). Training goes through ``ui.runner.run`` (cached, capped).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 import streamlit as st
@@ -20,9 +21,19 @@ from ui.style import BN_LABEL
 
 # The article's setup (brief §1): the default of every training control.
 ARTICLE = {
-    "depths": [3, 4], "width": 4, "act": ["tanh"], "bn": ["none", "pre"], "bn_mom": 0.1,
-    "epochs": 40, "batch": 50, "opt": "sgd", "mom": 0.0, "seeds": 1,
-    "n": 1000, "noise": 0.01, "degree": 2,
+    "depths": [3, 4],
+    "width": 4,
+    "act": ["tanh"],
+    "bn": ["none", "pre"],
+    "bn_mom": 0.1,
+    "epochs": 40,
+    "batch": 50,
+    "opt": "sgd",
+    "mom": 0.0,
+    "seeds": 1,
+    "n": 1000,
+    "noise": 0.01,
+    "degree": 2,
 }
 FIRST_SEED = 929  # the article's seed; more seeds are 930, 931, ...
 BIND = {"bind": "query-params"}
@@ -30,9 +41,11 @@ BIND = {"bind": "query-params"}
 
 def reset_button(defaults: dict) -> None:
     """Draws the 'reset to the article's setup' button: every control back to ``defaults``."""
+
     def reset():
         for key, value in defaults.items():
             st.session_state[key] = value
+
     st.button("↺ Reset to the article's setup", on_click=reset, use_container_width=True)
 
 
@@ -42,8 +55,13 @@ def _error(message: str) -> None:
 
 def lr_list(default: str) -> tuple[float, ...] | None:
     """Returns the learning rates typed as a free list, or None after showing what is wrong."""
-    text = st.text_input("Learning rates", default, key="lrs", **BIND,
-                         help="A comma-separated list, e.g. 0.1, 0.03, 0.01, 0.005 (one chart panel each).")
+    text = st.text_input(
+        "Learning rates",
+        default,
+        key="lrs",
+        **BIND,
+        help="A comma-separated list, e.g. 0.1, 0.03, 0.01, 0.005 (one chart panel each).",
+    )
     try:
         return parse_lrs(text)
     except ValueError as e:
@@ -59,20 +77,26 @@ def parse_lrs(text: str) -> tuple[float, ...]:
     """
     parts = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
     if not parts:
-        raise ValueError("the learning-rate list is empty; type at least one number > 0, e.g. 0.1, 0.01")
+        raise ValueError(
+            "the learning-rate list is empty; type at least one number > 0, e.g. 0.1, 0.01"
+        )
     lrs = []
     for p in parts:
         try:
             lr = float(p)
         except ValueError:
-            raise ValueError(f"learning rate {p!r} is not a number; type numbers > 0 separated by commas") from None
+            raise ValueError(
+                f"learning rate {p!r} is not a number; type numbers > 0 separated by commas"
+            ) from None
         if not (lr > 0 and lr < float("inf")):
             raise ValueError(f"learning rate {p} must be a finite number > 0")
         lrs.append(lr)
     if len(set(lrs)) != len(lrs):
         raise ValueError(f"learning rate list {text!r} repeats a value; give each lr once")
     if len(lrs) > 12:
-        raise ValueError(f"{len(lrs)} learning rates: at most 12 panels fit one page (use the LR learning curve page for a sweep)")
+        raise ValueError(
+            f"{len(lrs)} learning rates: at most 12 panels fit one page (use the LR learning curve page for a sweep)"
+        )
     return tuple(lrs)
 
 
@@ -86,7 +110,9 @@ def lr_range(low: str, high: str, count: int) -> tuple[float, ...] | None:
         try:
             lo_f, hi_f = float(lo), float(hi)
         except ValueError:
-            raise ValueError(f"lr range {lo!r} … {hi!r}: type two numbers, e.g. 1e-4 and 1") from None
+            raise ValueError(
+                f"lr range {lo!r} … {hi!r}: type two numbers, e.g. 1e-4 and 1"
+            ) from None
         return bnlr.log_grid(lo_f, hi_f, int(n))
     except ValueError as e:
         _error(str(e))
@@ -95,39 +121,76 @@ def lr_range(low: str, high: str, count: int) -> tuple[float, ...] | None:
 
 def architecture() -> dict | None:
     """Draws the network controls; returns Grid keyword arguments, or None after showing what is missing."""
-    depths = st.multiselect("Hidden layers (depth)", list(range(1, 9)), ARTICLE["depths"], key="depths", **BIND)
+    depths = st.multiselect(
+        "Hidden layers (depth)", list(range(1, 9)), ARTICLE["depths"], key="depths", **BIND
+    )
     width = st.number_input("Units per hidden layer", 1, 64, ARTICLE["width"], key="width", **BIND)
     acts = st.multiselect("Activation", list(ACTIVATIONS), ARTICLE["act"], key="act", **BIND)
-    bns = st.pills("BatchNorm placement", list(BN_LABEL), selection_mode="multi", default=ARTICLE["bn"],
-                   format_func=BN_LABEL.get, key="bn", **BIND,
-                   help="pre = Linear → BN → activation; post = Linear → activation → BN")
+    bns = st.pills(
+        "BatchNorm placement",
+        list(BN_LABEL),
+        selection_mode="multi",
+        default=ARTICLE["bn"],
+        format_func=BN_LABEL.get,
+        key="bn",
+        **BIND,
+        help="pre = Linear → BN → activation; post = Linear → activation → BN",
+    )
     mom = st.number_input("BN momentum", 0.0, 1.0, ARTICLE["bn_mom"], 0.05, key="bn_mom", **BIND)
-    missing = [name for name, v in (("a depth", depths), ("an activation", acts), ("a BN placement", bns)) if not v]
+    missing = [
+        name
+        for name, v in (("a depth", depths), ("an activation", acts), ("a BN placement", bns))
+        if not v
+    ]
     if missing:
         _error("Pick at least " + " and ".join(missing) + ".")
         return None
-    return {"depths": tuple(sorted(depths)), "width": int(width), "activations": tuple(acts),
-            "bns": tuple(b for b in BN_LABEL if b in bns), "bn_momentum": float(mom)}
+    return {
+        "depths": tuple(sorted(depths)),
+        "width": int(width),
+        "activations": tuple(acts),
+        "bns": tuple(b for b in BN_LABEL if b in bns),
+        "bn_momentum": float(mom),
+    }
 
 
 def training(seeds_default: int = 1) -> dict:
     """Draws the optimizer, epochs, batch, seeds and data controls; returns Grid keyword arguments."""
     epochs = st.number_input("Epochs", 1, 2000, ARTICLE["epochs"], key="epochs", **BIND)
     batch = st.number_input("Batch size", 1, 20000, ARTICLE["batch"], key="batch", **BIND)
-    opt = st.selectbox("Optimizer", list(OPTIMIZERS), 0, key="opt", **BIND,
-                       format_func={"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}.get)
-    mom = st.number_input("SGD momentum", 0.0, 0.99, ARTICLE["mom"], 0.1, key="mom", **BIND,
-                          disabled=opt != "sgd")
-    seeds = st.number_input("Seeds (929, 930, …)", 1, 10, seeds_default, key="seeds", **BIND,
-                            help="Each seed draws new initial weights and batch order; the band spans them.")
+    opt = st.selectbox(
+        "Optimizer",
+        list(OPTIMIZERS),
+        0,
+        key="opt",
+        **BIND,
+        format_func={"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}.get,
+    )
+    mom = st.number_input(
+        "SGD momentum", 0.0, 0.99, ARTICLE["mom"], 0.1, key="mom", **BIND, disabled=opt != "sgd"
+    )
+    seeds = st.number_input(
+        "Seeds (929, 930, …)",
+        1,
+        10,
+        seeds_default,
+        key="seeds",
+        **BIND,
+        help="Each seed draws new initial weights and batch order; the band spans them.",
+    )
     with st.expander("Data: y = (X ** degree) @ w + noise"):
         n = st.number_input("Samples (70 % train)", 20, 20000, ARTICLE["n"], 100, key="n", **BIND)
-        noise = st.number_input("Noise std", 0.0, 10.0, ARTICLE["noise"], 0.01, key="noise", format="%.3f", **BIND)
+        noise = st.number_input(
+            "Noise std", 0.0, 10.0, ARTICLE["noise"], 0.01, key="noise", format="%.3f", **BIND
+        )
         degree = st.number_input("Degree", 1, 6, ARTICLE["degree"], key="degree", **BIND)
-    return {"epochs": int(epochs), "batch_size": int(batch),
-            "optimizer": bnlr.OptimizerConfig(opt, momentum=float(mom) if opt == "sgd" else 0.0),
-            "seeds": tuple(range(FIRST_SEED, FIRST_SEED + int(seeds))),
-            "data": bnlr.DataConfig(n=int(n), noise=float(noise), degree=int(degree))}
+    return {
+        "epochs": int(epochs),
+        "batch_size": int(batch),
+        "optimizer": bnlr.OptimizerConfig(opt, momentum=float(mom) if opt == "sgd" else 0.0),
+        "seeds": tuple(range(FIRST_SEED, FIRST_SEED + int(seeds))),
+        "data": bnlr.DataConfig(n=int(n), noise=float(noise), degree=int(degree)),
+    }
 
 
 def grid(**kwargs) -> bnlr.Grid | None:
@@ -147,8 +210,10 @@ def grid(**kwargs) -> bnlr.Grid | None:
 def work_cap_note(g: bnlr.Grid | None) -> None:
     """States the per-request cap (runs × epochs × training samples) and where this setting stands."""
     used = f"this setting: {g.experiment.work:,} · " if g is not None else ""
-    st.caption(f"Work cap per request: {used}limit {runner.WORK_CAP:,} sample-steps "
-               "(runs × epochs × training samples), so a public demo stays up.")
+    st.caption(
+        f"Work cap per request: {used}limit {runner.WORK_CAP:,} sample-steps "
+        "(runs × epochs × training samples), so a public demo stays up."
+    )
 
 
 def last_good(page: str, g: bnlr.Grid | None, compute: Callable[[bnlr.Grid], object]):
@@ -168,27 +233,52 @@ def last_good(page: str, g: bnlr.Grid | None, compute: Callable[[bnlr.Grid], obj
         st.info("Fix the setting marked in the sidebar to see the charts.")
         st.stop()
     if g is None:
-        st.warning("The settings in the sidebar are not valid: the charts below are from the last valid ones.")
+        st.warning(
+            "The settings in the sidebar are not valid: the charts below are from the last valid ones."
+        )
     return st.session_state[key]
 
 
 def display(finals: bool = False) -> dict:
     """Draws the display controls (they never retrain); returns split, log_y, band (and final, k)."""
-    cols = st.columns([2, 2, 4, 4, 2] if finals else 3)  # the band control needs room for its labels
+    cols = st.columns(
+        [2, 2, 4, 4, 2] if finals else 3
+    )  # the band control needs room for its labels
     out = {
-        "split": cols[0].segmented_control("Loss on", ["train", "test"], default="train", key="split",
-                                           required=True, **BIND),
+        "split": cols[0].segmented_control(
+            "Loss on", ["train", "test"], default="train", key="split", required=True, **BIND
+        ),
         "log_y": cols[1].toggle("Log loss axis", True, key="logy", **BIND),
-        "band": cols[2].segmented_control("Band over seeds", ["spread", "minmax"], default="spread", key="band",
-                                          required=True, format_func={"spread": "mean ± sd (log)", "minmax": "min–max"}.get, **BIND),
+        "band": cols[2].segmented_control(
+            "Band over seeds",
+            ["spread", "minmax"],
+            default="spread",
+            key="band",
+            required=True,
+            format_func={"spread": "mean ± sd (log)", "minmax": "min–max"}.get,
+            **BIND,
+        ),
     }
     if finals:
         out["final"] = cols[3].segmented_control(
-            "Final loss", list(metrics.FINALS),
-            default="last", key="final", required=True, **BIND,
-            format_func={"last": "last", "mean_last_k": "mean last k", "best": "best"}.get)
-        out["k"] = cols[4].number_input("k", 1, 50, 5, key="k", **BIND, help="epochs averaged by 'mean last k'",
-                                        disabled=out["final"] != "mean_last_k")
+            "Final loss",
+            list(metrics.FINALS),
+            default="last",
+            key="final",
+            required=True,
+            **BIND,
+            format_func={"last": "last", "mean_last_k": "mean last k", "best": "best"}.get,
+        )
+        out["k"] = cols[4].number_input(
+            "k",
+            1,
+            50,
+            5,
+            key="k",
+            **BIND,
+            help="epochs averaged by 'mean last k'",
+            disabled=out["final"] != "mean_last_k",
+        )
     return out
 
 
@@ -199,8 +289,11 @@ def diverged_note(runs: pd.DataFrame) -> None:
         items = "; ".join(
             f"{arch}: lr {', '.join(f'{lr:.3g}' for lr in sorted(part['lr'].unique()))} "
             f"({len(part)} run{'s' * (len(part) > 1)}, from epoch {int(part['diverged_epoch'].min())})"
-            for arch, part in bad.groupby("arch", sort=False))
-        st.caption(f"✕ Diverged (loss not finite; curves drawn up to there, left out of final loss): {items}.")
+            for arch, part in bad.groupby("arch", sort=False)
+        )
+        st.caption(
+            f"✕ Diverged (loss not finite; curves drawn up to there, left out of final loss): {items}."
+        )
 
 
 def download(df: pd.DataFrame, label: str, file_name: str) -> None:
@@ -211,8 +304,10 @@ def code(experiment: bnlr.Experiment) -> None:
     """An expander with the plain PyTorch script that reproduces ``experiment`` (bnlr.codegen)."""
     with st.expander("Plain PyTorch code for these runs"):
         st.code(codegen.script(experiment), language="python")
-        st.caption("Self-contained (torch only); prints run, epoch, train_loss, test_loss as CSV, "
-                   "the same numbers as bnlr's reference engine.")
+        st.caption(
+            "Self-contained (torch only); prints run, epoch, train_loss, test_loss as CSV, "
+            "the same numbers as bnlr's reference engine."
+        )
 
 
 @st.cache_data(max_entries=runner.CACHE_ENTRIES, show_spinner="Running the LR range test…")

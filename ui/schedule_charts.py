@@ -5,6 +5,7 @@ torch scheduler on a bare optimizer (``bnlr.trajectory``) for every schedule who
 depend on the loss, and per run from training for ReduceLROnPlateau. Colour = the schedule (the
 constant baseline in grey), dash = BatchNorm placement (``ui.style``).
 """
+
 from __future__ import annotations
 
 import altair as alt
@@ -20,8 +21,14 @@ BASELINE_COLOUR = "#888888"  # grey: a reference line, readable on light and dar
 ALL_MODELS = "all models"  # the arch of an lr curve that does not depend on the model
 
 
-def lr_frame(schedules: tuple[str, ...], lr: float, epochs: int, steps_per_epoch: int,
-             optimizer: bnlr.OptimizerConfig, result: bnlr.Result | None = None) -> pd.DataFrame:
+def lr_frame(
+    schedules: tuple[str, ...],
+    lr: float,
+    epochs: int,
+    steps_per_epoch: int,
+    optimizer: bnlr.OptimizerConfig,
+    result: bnlr.Result | None = None,
+) -> pd.DataFrame:
     """Returns one row per schedule (per run for ReduceLROnPlateau) × optimizer step.
 
     Columns: schedule, curve (what one line is), arch, bn, step (1-based), epoch (1-based),
@@ -34,15 +41,35 @@ def lr_frame(schedules: tuple[str, ...], lr: float, epochs: int, steps_per_epoch
         traj = bnlr.trajectory(spec, lr, epochs, S, optimizer)
         if traj is not None:
             step = np.arange(1, len(traj.lr) + 1)
-            parts.append(pd.DataFrame({"schedule": spec, "curve": spec, "arch": ALL_MODELS, "bn": "none",
-                                       "step": step, "lr": traj.lr, "momentum": traj.momentum, "every": every}))
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "schedule": spec,
+                        "curve": spec,
+                        "arch": ALL_MODELS,
+                        "bn": "none",
+                        "step": step,
+                        "lr": traj.lr,
+                        "momentum": traj.momentum,
+                        "every": every,
+                    }
+                )
+            )
         elif result is not None:  # ReduceLROnPlateau: each run's own lr, from training
             runs = result.runs[result.runs["schedule"] == spec][["run", "arch", "bn"]]
             steps = result.steps.merge(runs, on="run")
-            parts.append(steps.assign(schedule=spec, curve=spec + " · " + steps["arch"], every=every)
-                         [["schedule", "curve", "arch", "bn", "step", "lr", "momentum", "every"]])
-    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
-        columns=["schedule", "curve", "arch", "bn", "step", "lr", "momentum", "every"])
+            parts.append(
+                steps.assign(schedule=spec, curve=spec + " · " + steps["arch"], every=every)[
+                    ["schedule", "curve", "arch", "bn", "step", "lr", "momentum", "every"]
+                ]
+            )
+    df = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame(
+            columns=["schedule", "curve", "arch", "bn", "step", "lr", "momentum", "every"]
+        )
+    )
     df["epoch"] = (df["step"] - 1) // S + 1
     df["x"] = 1 + (df["step"] - 1) / S
     return df.dropna(subset=["lr"])
@@ -68,12 +95,24 @@ def colours(schedules: list[str], shown: list[str] | None = None) -> alt.Scale:
 
 def _dash(df: pd.DataFrame) -> alt.StrokeDash:
     bns = [b for b in BN_DASH if b in set(df["bn"])]
-    return alt.StrokeDash("BN:N", title="BatchNorm", scale=alt.Scale(
-        domain=[BN_LABEL[b] for b in bns], range=[BN_DASH[b] for b in bns]), legend=alt.Legend(orient="top"))
+    return alt.StrokeDash(
+        "BN:N",
+        title="BatchNorm",
+        scale=alt.Scale(domain=[BN_LABEL[b] for b in bns], range=[BN_DASH[b] for b in bns]),
+        legend=alt.Legend(orient="top"),
+    )
 
 
-def lr_chart(lr: pd.DataFrame, schedules: list[str], log_y: bool = False, per_batch: bool = False,
-             field: str = "lr", title: str = "learning rate", width: int = 700, height: int = 260) -> alt.Chart:
+def lr_chart(
+    lr: pd.DataFrame,
+    schedules: list[str],
+    log_y: bool = False,
+    per_batch: bool = False,
+    field: str = "lr",
+    title: str = "learning rate",
+    width: int = 700,
+    height: int = 260,
+) -> alt.Chart:
     """Returns the lr (or momentum) per epoch, or per batch, one line per curve.
 
     Per epoch, each value holds for its whole epoch (a step line); per batch, x advances by
@@ -86,17 +125,31 @@ def lr_chart(lr: pd.DataFrame, schedules: list[str], log_y: bool = False, per_ba
     # headroom: the constant baseline (and every schedule's peak) sits at the top; without it the
     # line lay on the plot's edge and was hidden
     pad = 0.1 * (hi - lo) if hi > lo else 0.01
-    scale = alt.Scale(type="log") if log_y else alt.Scale(domain=[max(0.0, lo - pad), hi + pad], nice=False)
-    return alt.Chart(df, width=width, height=height).mark_line(
-        interpolate="linear" if per_batch else "step-after", clip=True).encode(
-        x=alt.X("x:Q", title="epoch" + (" (each batch a step)" if per_batch else ""),
-                scale=alt.Scale(domainMin=1, nice=False)),
-        y=alt.Y(f"{field}:Q", title=title, scale=scale),
-        color=alt.Color("schedule:N", title="schedule", scale=colours(schedules, drawn),
-                        legend=alt.Legend(orient="top", labelLimit=320, columns=2)),
-        strokeDash=_dash(df),
-        detail="curve:N",
-        tooltip=["schedule", "arch", "epoch", "step", alt.Tooltip(f"{field}:Q", format=".4g")],
+    scale = (
+        alt.Scale(type="log")
+        if log_y
+        else alt.Scale(domain=[max(0.0, lo - pad), hi + pad], nice=False)
+    )
+    return (
+        alt.Chart(df, width=width, height=height)
+        .mark_line(interpolate="linear" if per_batch else "step-after", clip=True)
+        .encode(
+            x=alt.X(
+                "x:Q",
+                title="epoch" + (" (each batch a step)" if per_batch else ""),
+                scale=alt.Scale(domainMin=1, nice=False),
+            ),
+            y=alt.Y(f"{field}:Q", title=title, scale=scale),
+            color=alt.Color(
+                "schedule:N",
+                title="schedule",
+                scale=colours(schedules, drawn),
+                legend=alt.Legend(orient="top", labelLimit=320, columns=2),
+            ),
+            strokeDash=_dash(df),
+            detail="curve:N",
+            tooltip=["schedule", "arch", "epoch", "step", alt.Tooltip(f"{field}:Q", format=".4g")],
+        )
     )
 
 
@@ -105,8 +158,14 @@ def loss_frame(bands: pd.DataFrame) -> pd.DataFrame:
     return bands.assign(BN=bands["bn"].map(BN_LABEL), model=bands["arch"])
 
 
-def loss_chart(bands: pd.DataFrame, schedules: list[str], log_y: bool = True, columns: int = 2,
-               width: int = 340, height: int = 230) -> alt.FacetChart:
+def loss_chart(
+    bands: pd.DataFrame,
+    schedules: list[str],
+    log_y: bool = True,
+    columns: int = 2,
+    width: int = 340,
+    height: int = 230,
+) -> alt.FacetChart:
     """Returns the loss per epoch, one panel per model, one line per schedule (the baseline in grey).
 
     ``bands`` has one row per arch × bn × schedule × epoch with loss, lo, hi (the seed band) and
@@ -114,26 +173,55 @@ def loss_chart(bands: pd.DataFrame, schedules: list[str], log_y: bool = True, co
     """
     df = loss_frame(bands)
     y_scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
-    colour = alt.Color("schedule:N", title="schedule", scale=colours(schedules),
-                       legend=alt.Legend(orient="top", labelLimit=320, columns=2))
+    colour = alt.Color(
+        "schedule:N",
+        title="schedule",
+        scale=colours(schedules),
+        legend=alt.Legend(orient="top", labelLimit=320, columns=2),
+    )
     base = alt.Chart(width=width, height=height)
     line = base.mark_line().encode(
-        x=alt.X("epoch:Q", title="epoch"), y=alt.Y("loss:Q", title="MSE loss", scale=y_scale),
-        color=colour, strokeDash=_dash(df),
-        tooltip=["model", "schedule", "epoch", alt.Tooltip("loss:Q", format=".4g")])
+        x=alt.X("epoch:Q", title="epoch"),
+        y=alt.Y("loss:Q", title="MSE loss", scale=y_scale),
+        color=colour,
+        strokeDash=_dash(df),
+        tooltip=["model", "schedule", "epoch", alt.Tooltip("loss:Q", format=".4g")],
+    )
     layers = [line]
     if (df["n_seeds"] > 1).any():
-        layers.insert(0, base.mark_area(opacity=0.15).encode(x="epoch:Q", y=alt.Y("lo:Q", scale=y_scale), y2="hi:Q",
-                                                               color=colour))
-    return alt.layer(*layers, data=df).facet(facet=alt.Facet("model:N", title=None), columns=columns)
+        layers.insert(
+            0,
+            base.mark_area(opacity=0.15).encode(
+                x="epoch:Q", y=alt.Y("lo:Q", scale=y_scale), y2="hi:Q", color=colour
+            ),
+        )
+    return alt.layer(*layers, data=df).facet(
+        facet=alt.Facet("model:N", title=None), columns=columns
+    )
 
 
 def epoch_table(history: pd.DataFrame) -> pd.DataFrame:
     """Returns the CSV table: one row per run × epoch with its lr and its train and test loss."""
     keys = ["run", "arch", "bn", "optimizer", "schedule", "lr", "seed", "epoch"]
-    wide = history.pivot_table(index=keys, columns="split", values="loss", dropna=False).reset_index()
+    wide = history.pivot_table(
+        index=keys, columns="split", values="loss", dropna=False
+    ).reset_index()
     lrs = history[history["split"] == "train"][["run", "epoch", "epoch_lr"]]
-    out = wide.merge(lrs, on=["run", "epoch"]).rename(columns={"train": "train_loss", "test": "test_loss",
-                                                               "lr": "initial_lr"})
-    return out[["run", "arch", "bn", "optimizer", "schedule", "initial_lr", "seed", "epoch", "epoch_lr",
-                "train_loss", "test_loss"]]
+    out = wide.merge(lrs, on=["run", "epoch"]).rename(
+        columns={"train": "train_loss", "test": "test_loss", "lr": "initial_lr"}
+    )
+    return out[
+        [
+            "run",
+            "arch",
+            "bn",
+            "optimizer",
+            "schedule",
+            "initial_lr",
+            "seed",
+            "epoch",
+            "epoch_lr",
+            "train_loss",
+            "test_loss",
+        ]
+    ]

@@ -6,6 +6,7 @@ default and a line saying what it does. The widgets' values become a schedule sp
 rejects is shown under the column in plain words, and the column keeps its last good schedule.
 Every widget is bound to the URL. Presets fill the columns with the article's families.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,42 +25,56 @@ SHOWN = 4  # arguments shown in a column; the rest fold into "more arguments"
 FIRST = {"plateau": ("monitor", "factor", "patience")}  # shown before the family's other keys
 
 TITLES = {
-    "constant": "constant", "power": "power (Géron)", "exponential": "exponential (Géron)",
-    "step": "piecewise · StepLR", "multistep": "piecewise · MultiStepLR",
-    "plateau": "performance · ReduceLROnPlateau", "cyclic": "cyclic · CyclicLR", "onecycle": "1cycle · OneCycleLR",
-    "cosine": "cosine · CosineAnnealingLR", "cosine_restarts": "cosine · warm restarts",
-    "warmup_cosine": "warmup + cosine", "lambda": "LambdaLR · your expression",
+    "constant": "constant",
+    "power": "power (Géron)",
+    "exponential": "exponential (Géron)",
+    "step": "piecewise · StepLR",
+    "multistep": "piecewise · MultiStepLR",
+    "plateau": "performance · ReduceLROnPlateau",
+    "cyclic": "cyclic · CyclicLR",
+    "onecycle": "1cycle · OneCycleLR",
+    "cosine": "cosine · CosineAnnealingLR",
+    "cosine_restarts": "cosine · warm restarts",
+    "warmup_cosine": "warmup + cosine",
+    "lambda": "LambdaLR · your expression",
 }
 TORCH = {
-    "constant": "no scheduler", "power": "LambdaLR(lambda t: (1 + t/s) ** -c)",
-    "exponential": "ExponentialLR(gamma = 0.1 ** (1/s))", "step": "StepLR", "multistep": "MultiStepLR",
-    "plateau": "ReduceLROnPlateau", "cyclic": "CyclicLR", "onecycle": "OneCycleLR", "cosine": "CosineAnnealingLR",
-    "cosine_restarts": "CosineAnnealingWarmRestarts", "warmup_cosine": "SequentialLR(LinearLR, CosineAnnealingLR)",
+    "constant": "no scheduler",
+    "power": "LambdaLR(lambda t: (1 + t/s) ** -c)",
+    "exponential": "ExponentialLR(gamma = 0.1 ** (1/s))",
+    "step": "StepLR",
+    "multistep": "MultiStepLR",
+    "plateau": "ReduceLROnPlateau",
+    "cyclic": "CyclicLR",
+    "onecycle": "OneCycleLR",
+    "cosine": "CosineAnnealingLR",
+    "cosine_restarts": "CosineAnnealingWarmRestarts",
+    "warmup_cosine": "SequentialLR(LinearLR, CosineAnnealingLR)",
     "lambda": "LambdaLR(lambda epoch: …)",
 }
 # The formula of each family; t counts scheduler steps (epochs, or batches when stepped per batch).
 FORMULAS = {
     "constant": r"\eta_t = \eta_0",
     "power": r"\eta_t = \frac{\eta_0}{(1 + t/s)^{c}} \qquad c = 1:\ \eta_0,\ \tfrac{\eta_0}{2},\ \tfrac{\eta_0}{3},\ \dots"
-             r"\ (s = 1)",
+    r"\ (s = 1)",
     "exponential": r"\eta_t = \eta_0 \cdot 0.1^{\,t/s} = \eta_0 \cdot \gamma^{t}, \quad \gamma = 0.1^{1/s}",
     "step": r"\eta_t = \eta_0 \cdot \gamma^{\lfloor t / \mathrm{step\_size} \rfloor}",
     "multistep": r"\eta_t = \eta_0 \cdot \gamma^{\#\{m \in \mathrm{milestones}\,:\, m \le t\}}"
-                 r"\qquad \text{(Géron: } \eta_0 \text{ until } t_1,\ \eta_1 \text{ until } t_2, \dots)",
+    r"\qquad \text{(Géron: } \eta_0 \text{ until } t_1,\ \eta_1 \text{ until } t_2, \dots)",
     "plateau": r"\text{if the loss has not improved by threshold for patience epochs: } "
-               r"\eta \leftarrow \max(\eta \cdot \mathrm{factor},\ \mathrm{min\_lr})",
+    r"\eta \leftarrow \max(\eta \cdot \mathrm{factor},\ \mathrm{min\_lr})",
     "cyclic": r"\eta_t = \mathrm{base\_lr} + (\mathrm{max\_lr} - \mathrm{base\_lr}) \cdot "
-              r"\max\!\left(0,\ 1 - \left|\tfrac{t}{\mathrm{step\_size\_up}} - 2k - 1\right|\right) \cdot "
-              r"\mathrm{scale}(k), \quad k = \text{cycle}",
+    r"\max\!\left(0,\ 1 - \left|\tfrac{t}{\mathrm{step\_size\_up}} - 2k - 1\right|\right) \cdot "
+    r"\mathrm{scale}(k), \quad k = \text{cycle}",
     "onecycle": r"\eta:\ \tfrac{\mathrm{max\_lr}}{\mathrm{div\_factor}} \nearrow \mathrm{max\_lr} "
-                r"\text{ over pct\_start} \cdot T,\ \text{then} \searrow "
-                r"\tfrac{\mathrm{max\_lr}}{\mathrm{div\_factor} \cdot \mathrm{final\_div\_factor}},"
-                r"\quad T = \text{epochs} \times \text{batches per epoch}",
+    r"\text{ over pct\_start} \cdot T,\ \text{then} \searrow "
+    r"\tfrac{\mathrm{max\_lr}}{\mathrm{div\_factor} \cdot \mathrm{final\_div\_factor}},"
+    r"\quad T = \text{epochs} \times \text{batches per epoch}",
     "cosine": r"\eta_t = \eta_{min} + \tfrac12(\eta_0 - \eta_{min})\left(1 + \cos\tfrac{\pi t}{T_{max}}\right)",
     "cosine_restarts": r"\eta_t = \eta_{min} + \tfrac12(\eta_0 - \eta_{min})\left(1 + \cos\tfrac{\pi T_{cur}}{T_i}\right),"
-                       r"\quad T_i = T_0 \cdot T_{mult}^{\,i}",
+    r"\quad T_i = T_0 \cdot T_{mult}^{\,i}",
     "warmup_cosine": r"\eta_t = \eta_0\left(f + (1-f)\tfrac{t}{w}\right)\ (t < w),\quad "
-                     r"\eta_t = \eta_{min} + \tfrac12(\eta_0 - \eta_{min})\left(1 + \cos\tfrac{\pi (t-w)}{T - w}\right)",
+    r"\eta_t = \eta_{min} + \tfrac12(\eta_0 - \eta_{min})\left(1 + \cos\tfrac{\pi (t-w)}{T - w}\right)",
     "lambda": r"\eta_t = \mathrm{lr\_lambda}(t) \cdot \mathrm{initial\_lr}",
 }
 GERON = {
@@ -71,23 +86,54 @@ GERON = {
     "onecycle": "Géron's 1cycle: up to a peak, back down, then far below for the last steps.",
     "cyclic": "Smith's cyclical learning rates: the lr oscillates between two bounds.",
 }
-CHOICES = {"mode": ("triangular", "triangular2", "exp_range"), "anneal_strategy": ("cos", "linear"),
-           "monitor": ("train", "test")}
+CHOICES = {
+    "mode": ("triangular", "triangular2", "exp_range"),
+    "anneal_strategy": ("cos", "linear"),
+    "monitor": ("train", "test"),
+}
 DEFAULT_SLOTS = ("step:step_size=10,gamma=0.5", "onecycle", "lambda:0.5 ** epoch")
 
 # name: (button label, specs of the columns, initial lr or None to keep it)
 PRESETS = {
     "power": ("Power", ("power:s=1,c=1", "power:s=10,c=1", "power:s=10,c=2"), None),
-    "exponential": ("Exponential", ("exponential:s=10", "exponential:s=20", "exponential:s=40"), None),
-    "piecewise": ("Piecewise constant", ("multistep:milestones=20,gamma=0.01", "step:step_size=10,gamma=0.5",
-                                         "multistep:milestones=10|25,gamma=0.3"), None),
-    "performance": ("Performance", ("plateau:patience=2,factor=0.5", "plateau:patience=2,factor=0.5,monitor=test",
-                                    "plateau:patience=5,factor=0.1"), None),
-    "cyclic": ("Cyclic & 1cycle", ("onecycle", "cyclic:mode=triangular", "cyclic:mode=triangular2"), None),
-    "warmup_cosine": ("Warmup + cosine", ("warmup_cosine:warmup=5", "cosine", "cosine_restarts:T_0=4,T_mult=2"),
-                      None),
-    "lambda": ("Article's LambdaLR", ("lambda:0.5 ** epoch", "lambda:1 / (1 + epoch)",
-                                                  "exponential:gamma=0.5"), 0.05),
+    "exponential": (
+        "Exponential",
+        ("exponential:s=10", "exponential:s=20", "exponential:s=40"),
+        None,
+    ),
+    "piecewise": (
+        "Piecewise constant",
+        (
+            "multistep:milestones=20,gamma=0.01",
+            "step:step_size=10,gamma=0.5",
+            "multistep:milestones=10|25,gamma=0.3",
+        ),
+        None,
+    ),
+    "performance": (
+        "Performance",
+        (
+            "plateau:patience=2,factor=0.5",
+            "plateau:patience=2,factor=0.5,monitor=test",
+            "plateau:patience=5,factor=0.1",
+        ),
+        None,
+    ),
+    "cyclic": (
+        "Cyclic & 1cycle",
+        ("onecycle", "cyclic:mode=triangular", "cyclic:mode=triangular2"),
+        None,
+    ),
+    "warmup_cosine": (
+        "Warmup + cosine",
+        ("warmup_cosine:warmup=5", "cosine", "cosine_restarts:T_0=4,T_mult=2"),
+        None,
+    ),
+    "lambda": (
+        "Article's LambdaLR",
+        ("lambda:0.5 ** epoch", "lambda:1 / (1 + epoch)", "exponential:gamma=0.5"),
+        0.05,
+    ),
 }
 
 
@@ -106,7 +152,9 @@ def _state_values(slot: int, spec: str) -> tuple[dict, dict]:
     explicit = dict(out)
     for key, (kind, default, _, _) in FAMILIES[parsed.name].items():
         value = parsed.get(key)
-        out[widget_key(slot, parsed.name, key)] = "|".join(map(str, value)) if kind == "ints" else value
+        out[widget_key(slot, parsed.name, key)] = (
+            "|".join(map(str, value)) if kind == "ints" else value
+        )
         if value != default:
             explicit[widget_key(slot, parsed.name, key)] = out[widget_key(slot, parsed.name, key)]
     out[f"s{slot}_{parsed.name}_every"] = parsed.every
@@ -150,21 +198,40 @@ def preset_buttons() -> None:
     items = list(PRESETS.items())
     for start in range(0, len(items), PRESETS_PER_ROW):
         cols = st.columns(PRESETS_PER_ROW)
-        for col, (name, (label, specs, _)) in zip(cols, items[start:start + PRESETS_PER_ROW]):
-            col.button(label, key=f"preset_{name}", on_click=apply_preset, args=(name,), use_container_width=True,
-                       help="Fills the columns with " + ", ".join(f"`{s}`" for s in specs))
+        for col, (name, (label, specs, _)) in zip(cols, items[start : start + PRESETS_PER_ROW]):
+            col.button(
+                label,
+                key=f"preset_{name}",
+                on_click=apply_preset,
+                args=(name,),
+                use_container_width=True,
+                help="Fills the columns with " + ", ".join(f"`{s}`" for s in specs),
+            )
 
 
 def initial_lr() -> float:
-    return float(st.number_input("Initial lr (the optimizer's lr)", min_value=1e-6, max_value=10.0,
-                                 step=0.01, format="%g", key="lr0", **_first("lr0", value=0.05), **BIND,
-                                 help="Every run starts from this lr; the constant baseline keeps it. For CyclicLR "
-                                      "and OneCycleLR it is max_lr unless you set max_lr."))
+    return float(
+        st.number_input(
+            "Initial lr (the optimizer's lr)",
+            min_value=1e-6,
+            max_value=10.0,
+            step=0.01,
+            format="%g",
+            key="lr0",
+            **_first("lr0", value=0.05),
+            **BIND,
+            help="Every run starts from this lr; the constant baseline keeps it. For CyclicLR "
+            "and OneCycleLR it is max_lr unless you set max_lr.",
+        )
+    )
 
 
 def slot_count() -> int:
-    return int(st.number_input("Schedules to compare", 1, MAX_SLOTS, key="nslots", **_first("nslots", value=3),
-                               **BIND))
+    return int(
+        st.number_input(
+            "Schedules to compare", 1, MAX_SLOTS, key="nslots", **_first("nslots", value=3), **BIND
+        )
+    )
 
 
 def _first(key: str, **initial) -> dict:
@@ -174,9 +241,15 @@ def _first(key: str, **initial) -> dict:
 
 
 def _number(label: str, key: str, kind: str, default):
-    return st.number_input(label, step=1 if kind == "int" else None, format="%d" if kind == "int" else "%g",
-                           key=key, placeholder="default (see below)" if default is None else None,
-                           **_first(key, value=default), **BIND)
+    return st.number_input(
+        label,
+        step=1 if kind == "int" else None,
+        format="%d" if kind == "int" else "%g",
+        key=key,
+        placeholder="default (see below)" if default is None else None,
+        **_first(key, value=default),
+        **BIND,
+    )
 
 
 def _param_widget(slot: int, family: str, key: str, spec: tuple, initial):
@@ -186,12 +259,15 @@ def _param_widget(slot: int, family: str, key: str, spec: tuple, initial):
     if kind in ("float", "int"):
         value = _number(label, wkey, kind, initial)
     elif kind == "ints":
-        value = st.text_input(label, key=wkey, **_first(wkey, value="|".join(map(str, initial))), **BIND)
+        value = st.text_input(
+            label, key=wkey, **_first(wkey, value="|".join(map(str, initial))), **BIND
+        )
     elif kind == "bool":
         value = st.checkbox(label, key=wkey, **_first(wkey, value=initial), **BIND)
     else:
-        value = st.selectbox(label, CHOICES[key], key=wkey, **_first(wkey, index=CHOICES[key].index(initial)),
-                             **BIND)
+        value = st.selectbox(
+            label, CHOICES[key], key=wkey, **_first(wkey, index=CHOICES[key].index(initial)), **BIND
+        )
     st.caption(what)
     return value
 
@@ -208,14 +284,29 @@ def slot_spec(slot: int, default: str) -> str:
     """Draws one column's controls; returns the schedule spec they describe (not yet checked)."""
     families = list(FAMILIES)
     default = parse_schedule(default)
-    family = st.selectbox(f"Schedule {slot}", families, format_func=TITLES.get, key=f"s{slot}",
-                          **_first(f"s{slot}", index=families.index(default.name)), **BIND)
-    st.caption(f"`torch.optim.lr_scheduler.{TORCH[family]}`" if family != "constant" else "no scheduler")
+    family = st.selectbox(
+        f"Schedule {slot}",
+        families,
+        format_func=TITLES.get,
+        key=f"s{slot}",
+        **_first(f"s{slot}", index=families.index(default.name)),
+        **BIND,
+    )
+    st.caption(
+        f"`torch.optim.lr_scheduler.{TORCH[family]}`" if family != "constant" else "no scheduler"
+    )
     if family == "lambda":
-        expr = st.text_input("`lr_lambda = lambda epoch:`", key=f"s{slot}_lambda", max_chars=400,
-                             **_first(f"s{slot}_lambda", value=default.expression or "0.5 ** epoch"), **BIND,
-                             help=f"A factor in `epoch`: LambdaLR sets lr = factor × initial_lr. Accepted: {ACCEPTED}.")
-        st.caption("returns a **factor** of the initial lr, not an lr: `0.5 ** epoch` halves it each epoch")
+        expr = st.text_input(
+            "`lr_lambda = lambda epoch:`",
+            key=f"s{slot}_lambda",
+            max_chars=400,
+            **_first(f"s{slot}_lambda", value=default.expression or "0.5 ** epoch"),
+            **BIND,
+            help=f"A factor in `epoch`: LambdaLR sets lr = factor × initial_lr. Accepted: {ACCEPTED}.",
+        )
+        st.caption(
+            "returns a **factor** of the initial lr, not an lr: `0.5 ** epoch` halves it each epoch"
+        )
         return "lambda:" + expr
     parts = []
     keys = sorted(FAMILIES[family].items(), key=lambda kv: kv[0] not in FIRST.get(family, ()))
@@ -230,7 +321,11 @@ def slot_spec(slot: int, default: str) -> str:
         kind, default_value = spec[0], spec[1]
         if value is None or value == "":
             continue
-        if kind == "ints" and default_value is not None and _fmt(kind, value) == "|".join(map(str, default_value)):
+        if (
+            kind == "ints"
+            and default_value is not None
+            and _fmt(kind, value) == "|".join(map(str, default_value))
+        ):
             continue
         if kind != "ints" and value == default_value:
             continue
@@ -240,11 +335,17 @@ def slot_spec(slot: int, default: str) -> str:
         if family == "plateau":
             st.caption("steps once per **epoch**, on that epoch's loss: `scheduler.step(loss)`")
         else:
-            every = st.segmented_control("step the scheduler every", ["epoch", "batch"], required=True,
-                                         key=f"s{slot}_{family}_every",
-                                         **_first(f"s{slot}_{family}_every",
-                                                  default=default.every if default.name == family else natural),
-                                         **BIND)
+            every = st.segmented_control(
+                "step the scheduler every",
+                ["epoch", "batch"],
+                required=True,
+                key=f"s{slot}_{family}_every",
+                **_first(
+                    f"s{slot}_{family}_every",
+                    default=default.every if default.name == family else natural,
+                ),
+                **BIND,
+            )
             if every != natural:
                 parts.append(f"every={every}")
     return family + (":" + ",".join(parts) if parts else "")
@@ -255,8 +356,14 @@ def plain(text: str) -> str:
     return "".join("\\" + c if c in "\\`*_{}[]<>()#+-.!|$~" else c for c in text)
 
 
-def checked_spec(slot: int, spec: str, lr: float, epochs: int, steps_per_epoch: int,
-                 optimizer: bnlr.OptimizerConfig) -> str | None:
+def checked_spec(
+    slot: int,
+    spec: str,
+    lr: float,
+    epochs: int,
+    steps_per_epoch: int,
+    optimizer: bnlr.OptimizerConfig,
+) -> str | None:
     """Returns ``spec`` if bnlr and torch accept it for this run, else the column's last good spec
     (or None), after showing why under the column."""
     key = f"good_s{slot}"
@@ -272,36 +379,53 @@ def checked_spec(slot: int, spec: str, lr: float, epochs: int, steps_per_epoch: 
                 check_schedule(good, lr, epochs, steps_per_epoch, optimizer)
             except ValueError:
                 good = None
-        st.caption(f"Showing the last valid schedule of this column: `{good}`." if good else
-                   "This column is left out until it is fixed.")
+        st.caption(
+            f"Showing the last valid schedule of this column: `{good}`."
+            if good
+            else "This column is left out until it is fixed."
+        )
         return good
 
 
-def notes(spec: str, optimizer: bnlr.OptimizerConfig, epochs: int, steps_per_epoch: int) -> list[str]:
+def notes(
+    spec: str, optimizer: bnlr.OptimizerConfig, epochs: int, steps_per_epoch: int
+) -> list[str]:
     """Returns what PyTorch does here that a user may not expect (the pitfalls), for one schedule."""
     p = parse_schedule(spec)
     out = []
     if p.name == "lambda":
-        out.append("`LambdaLR` multiplies the **initial** lr by what your lambda returns: return a factor "
-                   "(`0.5 ** epoch`), not an lr (`0.05 * 0.5 ** epoch` would give 0.0025 at epoch 0).")
+        out.append(
+            "`LambdaLR` multiplies the **initial** lr by what your lambda returns: return a factor "
+            "(`0.5 ** epoch`), not an lr (`0.05 * 0.5 ** epoch` would give 0.0025 at epoch 0)."
+        )
     if p.name == "plateau":
-        out.append("`ReduceLROnPlateau.step(loss)` needs the metric; the page feeds each run its own "
-                   f"**{p.get('monitor')}** loss once per epoch, so every run gets its own lr curve.")
+        out.append(
+            "`ReduceLROnPlateau.step(loss)` needs the metric; the page feeds each run its own "
+            f"**{p.get('monitor')}** loss once per epoch, so every run gets its own lr curve."
+        )
     if p.name == "onecycle":
         n = epochs * steps_per_epoch if p.every == "batch" else epochs
-        out.append(f"`OneCycleLR(total_steps={n})` = {epochs} epochs"
-                   + (f" × {steps_per_epoch} batches" if p.every == "batch" else "")
-                   + ": one more `scheduler.step()` and torch raises *Tried to step … times*; "
-                     "the page computes it so it cannot overrun.")
+        out.append(
+            f"`OneCycleLR(total_steps={n})` = {epochs} epochs"
+            + (f" × {steps_per_epoch} batches" if p.every == "batch" else "")
+            + ": one more `scheduler.step()` and torch raises *Tried to step … times*; "
+            "the page computes it so it cannot overrun."
+        )
     if p.cycles_momentum:
         if optimizer.name == "sgd" and optimizer.momentum == 0:
-            out.append(f"`cycle_momentum=True` with plain SGD: PyTorch **turns momentum on** and cycles it "
-                       f"between {p.get('base_momentum')} and {p.get('max_momentum')} (see the momentum chart). "
-                       "Untick `cycle_momentum` for plain SGD.")
+            out.append(
+                f"`cycle_momentum=True` with plain SGD: PyTorch **turns momentum on** and cycles it "
+                f"between {p.get('base_momentum')} and {p.get('max_momentum')} (see the momentum chart). "
+                "Untick `cycle_momentum` for plain SGD."
+            )
         elif optimizer.name != "sgd":
-            out.append("`cycle_momentum=True` with Adam: PyTorch cycles **beta1** (`betas[0]`) between "
-                       f"{p.get('base_momentum')} and {p.get('max_momentum')}, as it would SGD's momentum.")
-    if p.name in PER_BATCH and p.every == "epoch" or p.name not in PER_BATCH and p.every == "batch":
-        out.append(f"Stepped once per **{p.every}**: its step counts ({'batches' if p.every == 'batch' else 'epochs'}) "
-                   "change meaning accordingly.")
+            out.append(
+                "`cycle_momentum=True` with Adam: PyTorch cycles **beta1** (`betas[0]`) between "
+                f"{p.get('base_momentum')} and {p.get('max_momentum')}, as it would SGD's momentum."
+            )
+    if (p.name in PER_BATCH and p.every == "epoch") or (p.name not in PER_BATCH and p.every == "batch"):
+        out.append(
+            f"Stepped once per **{p.every}**: its step counts ({'batches' if p.every == 'batch' else 'epochs'}) "
+            "change meaning accordingly."
+        )
     return out

@@ -10,6 +10,7 @@ Colours are left to Streamlit's chart theme, which follows light and dark (its d
 palette is Okabe & Ito's, set in .streamlit/config.toml); this theme
 sets fonts, sizes and strokes (https://altair-viz.github.io/user_guide/customization.html).
 """
+
 from __future__ import annotations
 
 import altair as alt
@@ -43,25 +44,46 @@ html { font-size: 20px; }
 def chart_config(present: bool = False) -> dict:
     """Returns the Altair theme dict (``{"config": ...}``) for normal or presentation mode."""
     s = {name: pair[int(present)] for name, pair in SIZES.items()}
-    axis = {"labelFontSize": s["label"], "titleFontSize": s["title"], "labelFont": FONT, "titleFont": FONT,
-            "titleFontWeight": "normal", "tickWidth": s["rule"], "domainWidth": s["rule"],
-            "labelLimit": s["label_limit"]}
-    header = {"labelFontSize": s["title"], "titleFontSize": s["title"], "labelFont": FONT, "titleFont": FONT}
-    return {"config": {
-        "font": FONT,
-        "axis": axis,
-        "legend": {"labelFontSize": s["label"], "titleFontSize": s["title"], "labelFont": FONT,
-                   "titleFont": FONT, "symbolSize": s["legend_symbol"], "symbolStrokeWidth": s["line"],
-                   "labelLimit": s["label_limit"], "titleLimit": s["label_limit"]},
-        "header": header,
-        "title": {"fontSize": s["chart_title"], "font": FONT, "subtitleFontSize": s["label"]},
-        "line": {"strokeWidth": s["line"]},
-        "trail": {"size": s["line"]},
-        "rule": {"strokeWidth": s["rule"]},
-        "point": {"size": s["point"], "strokeWidth": s["rule"]},
-        "circle": {"size": s["point"]},
-        "text": {"fontSize": s["label"], "font": FONT},
-    }}
+    axis = {
+        "labelFontSize": s["label"],
+        "titleFontSize": s["title"],
+        "labelFont": FONT,
+        "titleFont": FONT,
+        "titleFontWeight": "normal",
+        "tickWidth": s["rule"],
+        "domainWidth": s["rule"],
+        "labelLimit": s["label_limit"],
+    }
+    header = {
+        "labelFontSize": s["title"],
+        "titleFontSize": s["title"],
+        "labelFont": FONT,
+        "titleFont": FONT,
+    }
+    return {
+        "config": {
+            "font": FONT,
+            "axis": axis,
+            "legend": {
+                "labelFontSize": s["label"],
+                "titleFontSize": s["title"],
+                "labelFont": FONT,
+                "titleFont": FONT,
+                "symbolSize": s["legend_symbol"],
+                "symbolStrokeWidth": s["line"],
+                "labelLimit": s["label_limit"],
+                "titleLimit": s["label_limit"],
+            },
+            "header": header,
+            "title": {"fontSize": s["chart_title"], "font": FONT, "subtitleFontSize": s["label"]},
+            "line": {"strokeWidth": s["line"]},
+            "trail": {"size": s["line"]},
+            "rule": {"strokeWidth": s["rule"]},
+            "point": {"size": s["point"], "strokeWidth": s["rule"]},
+            "circle": {"size": s["point"]},
+            "text": {"fontSize": s["label"], "font": FONT},
+        }
+    }
 
 
 def presenting() -> bool:

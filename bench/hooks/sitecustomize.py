@@ -5,14 +5,17 @@ this file at start-up. It wraps ``bnlr.train`` to print one line per call to the
 ``bnlr-bench train <runs>x<epochs> <id of the experiment>``. Streamlit's cache calls ``bnlr.train``
 only on a miss, so the number of lines is the number of trainings the server actually ran.
 """
+
 import functools
 import hashlib
 import sys
 import threading
 from pathlib import Path
 
-sys.path.append(str(Path(__file__).resolve().parents[2]))  # the repo, for bnlr (site runs before the app's path is set)
-import bnlr  # noqa: E402
+sys.path.append(
+    str(Path(__file__).resolve().parents[2])
+)  # the repo, for bnlr (site runs before the app's path is set)
+import bnlr
 
 _train = bnlr.train
 _lock = threading.Lock()
@@ -23,7 +26,11 @@ def train(what, *args, **kwargs):
     experiment = getattr(what, "experiment", what)
     ident = hashlib.sha1(repr(experiment).encode()).hexdigest()[:12]
     with _lock:
-        print(f"bnlr-bench train {len(experiment.runs)}x{experiment.epochs} {ident}", file=sys.stderr, flush=True)
+        print(
+            f"bnlr-bench train {len(experiment.runs)}x{experiment.epochs} {ident}",
+            file=sys.stderr,
+            flush=True,
+        )
     return _train(what, *args, **kwargs)
 
 

@@ -1,6 +1,7 @@
 """Browser fixtures: one app server per test session (the README's command on 127.0.0.1), one
 Chromium, a fresh browser context per test. Without Chromium the tests skip, except in CI (CI=true),
 where a missing browser is a failure."""
+
 import os
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-import harness  # noqa: E402
+import harness
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -21,6 +22,7 @@ def browser():
             pytest.fail(f"CI=true but the browser tests cannot run: {missing}")
         pytest.skip(f"browser tests skipped: {missing}")
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as pw:
         b = harness.launch(pw)
         yield b

@@ -6,6 +6,7 @@ A chart is "drawn" when its Vega-Lite element holds an SVG (Streamlit renders Ve
 with marks in it; a chart's *signature* is the geometry and text of its marks, so two equal
 signatures mean the same picture and a changed signature means the chart changed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,9 +20,18 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("BNLR_CHROMIUM", "/usr/bin/chromium")  # Debian's; override for another system
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM = os.environ.get(
+    "BNLR_CHROMIUM", "/usr/bin/chromium"
+)  # Debian's; override for another system
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 CHART = '[data-testid="stVegaLiteChart"]'
 EXCEPTION = '[data-testid="stException"]'
 
@@ -45,8 +55,19 @@ def free_port() -> int:
 
 def server_command(port: int) -> list[str]:
     """The README's `streamlit run streamlit_app.py`, bound to 127.0.0.1 on the given port."""
-    return [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
-            "--server.address", "127.0.0.1", "--server.port", str(port)]
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "streamlit_app.py",
+        "--server.headless",
+        "true",
+        "--server.address",
+        "127.0.0.1",
+        "--server.port",
+        str(port),
+    ]
 
 
 @contextlib.contextmanager
@@ -54,14 +75,21 @@ def serve(env: dict | None = None, timeout: float = 60):
     """Yields (base_url, process, log_path) of a fresh server; stops it on exit."""
     port = free_port()
     log = tempfile.NamedTemporaryFile("w+", prefix="bnlr-server-", suffix=".log", delete=False)
-    proc = subprocess.Popen(server_command(port), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(
+        server_command(port),
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{Path(log.name).read_text()}")
+                raise RuntimeError(
+                    f"server exited with {proc.returncode}:\n{Path(log.name).read_text()}"
+                )
             try:
                 with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
                     if r.status == 200:
@@ -69,7 +97,9 @@ def serve(env: dict | None = None, timeout: float = 60):
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"server not healthy after {timeout}s:\n{Path(log.name).read_text()}")
+                raise RuntimeError(
+                    f"server not healthy after {timeout}s:\n{Path(log.name).read_text()}"
+                )
             time.sleep(0.2)
         yield url, proc, Path(log.name)
     finally:
@@ -134,11 +164,15 @@ def charts(page) -> list[dict]:
 
 def wait_idle(page, timeout: float = 60_000) -> None:
     """Waits until the app is connected, its script is not running and nothing is stale."""
-    page.wait_for_selector('[data-testid="stApp"][data-test-connection-state="CONNECTED"]', timeout=timeout)
+    page.wait_for_selector(
+        '[data-testid="stApp"][data-test-connection-state="CONNECTED"]', timeout=timeout
+    )
     page.wait_for_function(
         """() => { const a = document.querySelector('[data-testid="stApp"]');
                    return a && a.getAttribute('data-test-script-state') === 'notRunning'
-                          && !document.querySelector('[data-stale="true"]'); }""", timeout=timeout)
+                          && !document.querySelector('[data-stale="true"]'); }""",
+        timeout=timeout,
+    )
 
 
 def wait_drawn(page, at_least: int = 1, timeout: float = 180_000) -> list[dict]:
@@ -153,8 +187,10 @@ def wait_drawn(page, at_least: int = 1, timeout: float = 180_000) -> list[dict]:
             if [c["sig"] for c in again] == [c["sig"] for c in got]:
                 return again
         if time.monotonic() > deadline:
-            raise AssertionError(f"charts not drawn after {timeout / 1000:.0f}s: "
-                                 f"{[c['drawn'] for c in got]} (wanted at least {at_least})")
+            raise AssertionError(
+                f"charts not drawn after {timeout / 1000:.0f}s: "
+                f"{[c['drawn'] for c in got]} (wanted at least {at_least})"
+            )
         page.wait_for_timeout(200)
 
 
@@ -176,7 +212,9 @@ def fit_to_content(page, width: int, min_height: int = 900, max_height: int = 60
     full-page screenshot of a short viewport would cut the page off."""
     height = page.evaluate("""() => Math.max(...['[data-testid="stMain"]', '[data-testid="stMainBlockContainer"]',
         '[data-testid="stSidebarContent"]'].map(s => document.querySelector(s)).filter(Boolean).map(e => e.scrollHeight))""")
-    page.set_viewport_size({"width": width, "height": max(min_height, min(max_height, height + 40))})
+    page.set_viewport_size(
+        {"width": width, "height": max(min_height, min(max_height, height + 40))}
+    )
 
 
 def exceptions(page) -> list[str]:

@@ -1,10 +1,11 @@
 """What the browser tests do on each page: where it lives, how many charts it draws, which training
 and display control to change, and which URL parameters to open it with. Labels and keys come from
 the pages themselves (pages/*.py, ui/controls.py)."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from playwright.sync_api import Page, expect
 
@@ -27,6 +28,7 @@ def type_text(label: str, value: str):
         box = page.get_by_role("textbox", name=label, exact=True)
         box.fill(value)
         box.press("Enter")
+
     return act
 
 
@@ -35,6 +37,7 @@ def type_number(label: str, value):
         box = page.get_by_role("spinbutton", name=label, exact=True)
         box.fill(str(value))
         box.press("Enter")
+
     return act
 
 
@@ -48,36 +51,64 @@ def flip(label: str):
     return lambda page: page.get_by_text(label, exact=True).click()
 
 
-def shows(numbers: dict | None = None, chosen: tuple[str, ...] = (), texts: dict | None = None,
-          switched_on: tuple[str, ...] = ()):
+def shows(
+    numbers: dict | None = None,
+    chosen: tuple[str, ...] = (),
+    texts: dict | None = None,
+    switched_on: tuple[str, ...] = (),
+):
     """Asserts the page's widgets show these values (number inputs, segmented options, text inputs, toggles)."""
+
     def check(page: Page):
         for label in switched_on:
             expect(page.get_by_role("switch", name=label, exact=True)).to_be_checked()
         for label, value in (numbers or {}).items():
             expect(page.get_by_role("spinbutton", name=label, exact=True)).to_have_value(str(value))
         for option in chosen:
-            expect(page.get_by_role("radio", name=option, exact=True)).to_have_attribute("aria-checked", "true")
+            expect(page.get_by_role("radio", name=option, exact=True)).to_have_attribute(
+                "aria-checked", "true"
+            )
         for label, value in (texts or {}).items():
             expect(page.get_by_role("textbox", name=label, exact=True)).to_have_value(value)
+
     return check
 
 
 PAGES = [
     PageSpec("home", "", "How the learning rate shapes training", 0),
-    PageSpec("lr_sensitivity", "lr-sensitivity", "LR sensitivity", 3,
-             training=type_text("Learning rates", "0.1, 0.01"),
-             display=choose("test"),
-             query="epochs=20&split=test", query_keys=("epochs", "split"),
-             shows_query=shows({"Epochs": 20}, ("test",))),
-    PageSpec("lr_curve", "lr-curve", "LR learning curve", 2,
-             training=type_number("Range test: batches at most", 50),  # retrains the range test only: fast
-             display=flip("Log loss axis"),
-             query="num_it=60&split=test", query_keys=("num_it", "split"),
-             shows_query=shows({"Range test: batches at most": 60}, ("test",))),
-    PageSpec("schedules", "schedules", "Scheduler playground", 2,
-             training=type_number("Initial lr (the optimizer's lr)", 0.1),
-             display=flip("Log lr axis"),
-             query="lr0=0.1&lr_log=true", query_keys=("lr0", "lr_log"),
-             shows_query=shows({"Initial lr (the optimizer's lr)": 0.1}, switched_on=("Log lr axis",))),
+    PageSpec(
+        "lr_sensitivity",
+        "lr-sensitivity",
+        "LR sensitivity",
+        3,
+        training=type_text("Learning rates", "0.1, 0.01"),
+        display=choose("test"),
+        query="epochs=20&split=test",
+        query_keys=("epochs", "split"),
+        shows_query=shows({"Epochs": 20}, ("test",)),
+    ),
+    PageSpec(
+        "lr_curve",
+        "lr-curve",
+        "LR learning curve",
+        2,
+        training=type_number(
+            "Range test: batches at most", 50
+        ),  # retrains the range test only: fast
+        display=flip("Log loss axis"),
+        query="num_it=60&split=test",
+        query_keys=("num_it", "split"),
+        shows_query=shows({"Range test: batches at most": 60}, ("test",)),
+    ),
+    PageSpec(
+        "schedules",
+        "schedules",
+        "Scheduler playground",
+        2,
+        training=type_number("Initial lr (the optimizer's lr)", 0.1),
+        display=flip("Log lr axis"),
+        query="lr0=0.1&lr_log=true",
+        query_keys=("lr0", "lr_log"),
+        shows_query=shows({"Initial lr (the optimizer's lr)": 0.1}, switched_on=("Log lr axis",)),
+    ),
 ]

@@ -1,11 +1,11 @@
 """Every page in a real browser: it loads, every chart is drawn, no exception appears, one training
 control and one display control each change the chart, and a URL with parameters opens the page in
 that state. Plus presentation mode, per session."""
+
 from __future__ import annotations
 
-import pytest
-
 import harness
+import pytest
 from pages_spec import PAGES, PageSpec
 
 PRESENT_FONT = "20px"  # ui.theme: axis labels in presentation mode, and the root font size
@@ -30,8 +30,11 @@ def test_page_loads_with_every_chart_drawn(page, app, spec):
     assert page.get_by_role("heading", level=1).first.inner_text().startswith(spec.heading)
 
 
-@pytest.mark.parametrize("spec, control", [(s, c) for c in ("training", "display") for s in PAGES if getattr(s, c)],
-                         ids=lambda v: v if isinstance(v, str) else v.name)
+@pytest.mark.parametrize(
+    "spec, control",
+    [(s, c) for c in ("training", "display") for s in PAGES if getattr(s, c)],
+    ids=lambda v: v if isinstance(v, str) else v.name,
+)
 def test_control_changes_the_chart(page, app, spec, control):
     before = open_page(page, app, spec)
     getattr(spec, control)(page)
@@ -50,8 +53,10 @@ def test_url_opens_the_page_in_that_state(page, app, spec):
 
 
 def axis_label_sizes(page) -> set[str]:
-    return set(page.evaluate("""() => [...document.querySelectorAll(
-        '[data-testid="stVegaLiteChart"] svg .role-axis-label text')].map(t => t.getAttribute('font-size'))"""))
+    return set(
+        page.evaluate("""() => [...document.querySelectorAll(
+        '[data-testid="stVegaLiteChart"] svg .role-axis-label text')].map(t => t.getAttribute('font-size'))""")
+    )
 
 
 def root_font(page) -> str:
