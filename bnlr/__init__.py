@@ -2,15 +2,19 @@
 
 Pure torch; never imports Streamlit. The public surface:
 
-- configs: ``DataConfig``, ``ModelConfig``, ``OptimizerConfig``, ``RunConfig``, ``Experiment``, ``Grid``
+- configs: ``DataConfig``, ``ModelConfig``, ``OptimizerConfig``, ``RunConfig``, ``Experiment``,
+  ``Grid`` (defaults: the article's setup, ``bnlr.article``)
 - ``train(experiment, engine="batched"|"reference")`` → ``Result`` (tidy pandas tables)
-- schedules: ``parse_schedule``, ``build_scheduler``, ``trajectory``, ``make_optimizer``
-- metrics: ``run_metrics``, ``lr_sensitivity``
+- schedules: ``FAMILIES`` (``bnlr.families``), ``parse_schedule``, ``build_scheduler``,
+  ``trajectory``; optimizers: ``make_optimizer`` (``bnlr.optimizers``)
+- analysis: ``bnlr.metrics`` (per run), ``bnlr.analysis`` (over seeds, per page)
 """
 
-from .config import DataConfig, Experiment, Grid, ModelConfig, OptimizerConfig, RunConfig, log_grid
+from .config import DataConfig, Experiment, Grid, ModelConfig, RunConfig, log_grid
+from .families import FAMILIES
 from .history import Cancelled
-from .schedules import FAMILIES, build_scheduler, make_optimizer, parse_schedule, trajectory
+from .optimizers import OptimizerConfig, make_optimizer
+from .schedules import build_scheduler, parse_schedule, trajectory
 from .train import Result, train
 
 __all__ = [

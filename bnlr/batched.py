@@ -3,14 +3,14 @@
 Runs are grouped by (model, optimizer settings). A group of R runs keeps each Linear as one
 stacked block (R, out, in + 1) — the weight with the bias as its last column, so that a single
 ``bmm`` against the input with a row of ones appended does the whole layer — and trains all R
-with one forward/backward. Activations are feature-major, (R, F, B). Each run keeps its own initial weights, batch order,
-lr, optimizer state and schedule. BatchNorm treats every (run, feature) pair as one channel of
+with one forward/backward. Activations are feature-major, (R, F, B). Each run keeps its own
+initial weights and batch order (``bnlr.protocol.start``), lr, optimizer state and schedule. BatchNorm treats every (run, feature) pair as one channel of
 ``native_batch_norm`` over a (1, R·F, B) view, so batch statistics, affine parameters and running
 statistics are exactly ``nn.BatchNorm1d``'s, per run. The backward pass is written out with
 ATen's own backward kernels (the ones autograd calls), which halves the per-step overhead.
 The lr and momentum of every step come from the real torch scheduler
 (``schedules.trajectory``); ``ReduceLROnPlateau`` runs live per run on its own loss. The update
-rules are torch.optim's SGD / Adam / AdamW with a learning rate and momentum per run.
+rules are torch.optim's, per run (``bnlr.optimizers``).
 Tested against ``bnlr.reference`` in ``tests/test_engines.py``.
 """
 
@@ -23,11 +23,13 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .config import Experiment, OptimizerConfig, RunConfig
-from .data import Dataset, batch_order
+from .config import Experiment, RunConfig
+from .data import Dataset
 from .history import Cancelled, RunHistory
-from .models import ACTIVATION_FNS, initial_parameters
-from .schedules import build_scheduler, make_optimizer, parse_schedule, trajectory
+from .models import ACTIVATION_FNS
+from .optimizers import Rule, bare_optimizer
+from .protocol import start
+from .schedules import Stepper, trajectory
 
 BN_EPS = 1e-5  # nn.BatchNorm1d's default
 LEAKY_SLOPE = 0.01  # F.leaky_relu's default
@@ -66,14 +68,10 @@ class _Group:
         self.exp, self.runs, self.data = exp, runs, data
         self.dtype = getattr(torch, exp.dtype)
         self.model, self.opt_cfg = runs[0].model, runs[0].optimizer
-        R, (n_train, n_features) = len(runs), data.X_train.shape
-        self.R = R
-        inits, orders = [], []
-        for run in runs:  # same draws, in the same order, as the reference engine
-            gen = torch.Generator().manual_seed(run.seed)
-            inits.append(initial_parameters(run.model, n_features, gen, self.dtype))
-            orders.append(batch_order(n_train, exp.epochs, gen))
-        self.order = torch.stack(orders)  # (R, E, N_train)
+        self.R = R = len(runs)
+        starts = [start(run, data, exp.epochs) for run in runs]  # the reference engine's draws
+        inits = [layers for layers, _ in starts]
+        self.order = torch.stack([order for _, order in starts])  # (R, E, N_train)
         # Every parameter lives in one flat tensor theta, block by block; each block holds one
         # tensor of all R runs contiguously, (R, ...), so layers are free views and the optimizer
         # update is a few elementwise ops over theta with a per-element lr.
@@ -225,24 +223,22 @@ class _Group:
     def train(self, tick, cancel) -> list[RunHistory]:
         exp, R, S = self.exp, self.R, self.exp.steps_per_epoch
         E, bs = exp.epochs, exp.batch_size
-        specs = [parse_schedule(r.schedule) for r in self.runs]
         trajs = [trajectory(r.schedule, r.lr, E, S, r.optimizer) for r in self.runs]
-        # Runs whose lr depends on their loss (ReduceLROnPlateau) get a live scheduler on a bare optimizer.
+        # Runs whose lr depends on their loss (ReduceLROnPlateau) get a live scheduler on a bare
+        # optimizer, stepped after each epoch's evaluation with the run's own losses.
         live = {
-            i: build_scheduler(
-                spec, make_optimizer([torch.zeros(1, requires_grad=True)], r.optimizer, r.lr), E, S
-            )
-            for i, (r, spec) in enumerate(zip(self.runs, specs))
+            i: Stepper(r.schedule, bare_optimizer(r.optimizer, r.lr), E, S)
+            for i, r in enumerate(self.runs)
             if trajs[i] is None
         }
         lr_table = np.array(
             [t.lr if t else [r.lr] * (E * S) for r, t in zip(self.runs, trajs)]
         ).reshape(R, E, S)
-        default_mom = self.opt_cfg.betas[0] if self.opt_cfg.name != "sgd" else self.opt_cfg.momentum
+        default_mom = self.opt_cfg.momentum_or_beta1
         mom_table = np.array([t.momentum if t else [default_mom] * (E * S) for t in trajs]).reshape(
             R, E, S
         )
-        optimizer = _BatchedOptimizer(self.opt_cfg, self.theta)
+        optimizer = self.opt_cfg.rule(self.opt_cfg, self.theta)
         hists = [RunHistory.empty(E, S) for _ in range(R)]
         alive = np.ones(R, dtype=bool)
         d = self.data
@@ -292,15 +288,14 @@ class _Group:
                         alive[r] = False
                         tick(E - epoch)
                     elif r in live and epoch + 1 < E:
-                        sched = live[r]
-                        sched.step(train_l[r] if specs[r].get("monitor") == "train" else test_l[r])
-                        lr_table[r, epoch + 1 :] = sched.optimizer.param_groups[0]["lr"]
+                        live[r].after_epoch(train_l[r], test_l[r])
+                        lr_table[r, epoch + 1 :] = live[r].lr
                 if not alive.all():
                     self._quarantine(~alive, optimizer)
                 tick(int(alive.sum()))
         return hists
 
-    def _quarantine(self, dead: np.ndarray, optimizer: _BatchedOptimizer) -> None:
+    def _quarantine(self, dead: np.ndarray, optimizer: Rule) -> None:
         """Zero a diverged run's weights and state so its NaNs stay out of every later step."""
         mask = torch.from_numpy(dead)
         elements = mask[self.run_of]
@@ -309,70 +304,3 @@ class _Group:
             mean[mask] = 0
             var[mask] = 1
         optimizer.reset(elements)
-
-
-class _BatchedOptimizer:
-    """torch.optim's SGD / Adam / AdamW update rules on theta, with a learning rate (and momentum)
-    per run, given spread to every element of that run's parameters (float64, as torch's Python
-    scalars are)."""
-
-    def __init__(self, cfg: OptimizerConfig, theta: torch.Tensor):
-        self.cfg, self.theta = cfg, theta
-        self.dtype = theta.dtype
-        self.wd = cfg.decay
-        self.step_count = 0
-        self.buf: torch.Tensor | None = None  # SGD momentum buffer / Adam exp_avg
-        self.sq = torch.zeros_like(theta) if cfg.name != "sgd" else None  # Adam exp_avg_sq
-        self.has_buf: torch.Tensor | None = (
-            None  # SGD: torch creates a run's buffer on its first use
-        )
-
-    def reset(self, elements: torch.Tensor) -> None:
-        for t in (self.buf, self.sq):
-            if t is not None:
-                t[elements] = 0
-
-    def step(
-        self, grad: torch.Tensor, lr: torch.Tensor, momentum: torch.Tensor, any_momentum: bool
-    ) -> None:
-        if self.cfg.name == "sgd":
-            self._sgd(grad, lr, momentum, any_momentum)
-        else:
-            self._adam(grad, lr, momentum)
-
-    def _sgd(self, g, lr, momentum, any_momentum):
-        p, cfg = self.theta, self.cfg
-        if self.wd:
-            g = g.add(p, alpha=self.wd)
-        if any_momentum:
-            if self.buf is None:
-                self.buf, self.has_buf = torch.zeros_like(p), torch.zeros(p.shape, dtype=torch.bool)
-            m, use = momentum.to(self.dtype), momentum != 0
-            new = torch.where(
-                use & ~self.has_buf, g, self.buf * m + (1 - cfg.dampening) * g
-            )  # first use: buf = grad
-            self.buf.copy_(torch.where(use, new, self.buf))
-            direction = g + m * self.buf if cfg.nesterov else self.buf
-            g = torch.where(use, direction, g)
-            self.has_buf |= use
-        p.sub_(lr.to(self.dtype) * g)
-
-    def _adam(self, g, lr, beta1):
-        p, cfg = self.theta, self.cfg
-        self.step_count += 1
-        t = self.step_count
-        beta2, eps = cfg.betas[1], cfg.eps
-        if self.buf is None:
-            self.buf = torch.zeros_like(p)
-        if self.wd:
-            if cfg.name == "adamw":
-                p.mul_((1 - lr * self.wd).to(self.dtype))
-            else:
-                g = g.add(p, alpha=self.wd)
-        self.buf.lerp_(g, (1 - beta1).to(self.dtype))
-        self.sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        step_size = (lr / (1 - beta1**t)).to(
-            self.dtype
-        )  # computed in float64, as torch does in Python
-        denom = (self.sq.sqrt() / math.sqrt(1 - beta2**t)).add_(eps)
-        p.sub_(step_size * (self.buf / denom))

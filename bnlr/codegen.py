@@ -20,69 +20,13 @@ import textwrap
 import warnings
 from collections.abc import Sequence
 
-import torch
+import pandas as pd
 
-from .config import Experiment, OptimizerConfig, RunConfig
-from .safe_expr import CONSTANTS, parse_factor
-from .schedules import (
-    ScheduleSpec,
-    build_scheduler,
-    group_momentum,
-    make_optimizer,
-    parse_schedule,
-    scheduler_arguments,
-)
-
-_ACTIVATION_CLASSES = {
-    "tanh": "nn.Tanh",
-    "relu": "nn.ReLU",
-    "sigmoid": "nn.Sigmoid",
-    "leaky_relu": "nn.LeakyReLU",
-}
-_MATH_NAMES = {
-    "exp",
-    "log",
-    "sqrt",
-    "cos",
-    "sin",
-    "floor",
-    "ceil",
-    *CONSTANTS,
-}  # the rest are builtins
-
-# What each scheduler class does, as a comment above its construction.
-_EXPLAIN = {
-    "LambdaLR": "LambdaLR: lr = lr_lambda(epoch) * initial_lr. lr_lambda returns a FACTOR, not an lr.",
-    "power": (
-        "Power scheduling (Geron): lr = lr0 / (1 + t / s) ** c, written as a LambdaLR factor:\n"
-        "# LambdaLR sets lr = lr_lambda(epoch) * initial_lr."
-    ),
-    "ExponentialLR": "ExponentialLR: lr = initial_lr * gamma ** epoch (Geron's lr0 * 0.1 ** (t / s) is gamma = 0.1 ** (1 / s)).",
-    "StepLR": "StepLR: lr = initial_lr * gamma ** (epoch // step_size).",
-    "MultiStepLR": "MultiStepLR: lr is multiplied by gamma at each milestone (piecewise constant).",
-    "ReduceLROnPlateau": (
-        "ReduceLROnPlateau: lr *= factor once the watched loss has not improved for\n"
-        "# `patience` epochs. Its step() NEEDS that loss: scheduler.step(loss)."
-    ),
-    "CyclicLR": (
-        "CyclicLR: lr goes base_lr -> max_lr -> base_lr, step_size_up steps up. Stepped per\n"
-        "# batch, so step sizes count batches. cycle_momentum=True also cycles SGD's momentum\n"
-        "# (Adam's beta1) the other way, from max_momentum down to base_momentum at the lr peak:\n"
-        "# with plain SGD (momentum=0) this turns momentum ON."
-    ),
-    "OneCycleLR": (
-        "OneCycleLR: lr rises from max_lr / div_factor to max_lr, then anneals far below.\n"
-        "# total_steps = epochs * batches per epoch, because it is stepped per batch: calling\n"
-        "# step() once more than total_steps raises ValueError. It also cycles momentum\n"
-        "# (Adam's beta1) inversely when cycle_momentum=True."
-    ),
-    "CosineAnnealingLR": "CosineAnnealingLR: lr = eta_min + (initial_lr - eta_min) * (1 + cos(pi * t / T_max)) / 2.",
-    "CosineAnnealingWarmRestarts": (
-        "CosineAnnealingWarmRestarts: a cosine from initial_lr to eta_min over T_0 steps,\n"
-        "# then back to initial_lr; each period is T_mult times the last."
-    ),
-    "SequentialLR": "Warmup + cosine: LinearLR for `warmup` steps, then CosineAnnealingLR (SequentialLR).",
-}
+from .config import Experiment, RunConfig
+from .families import FAMILIES
+from .optimizers import OptimizerConfig, bare_optimizer, source
+from .safe_expr import MATH_NAMES, parse_factor
+from .schedules import ScheduleSpec, Stepper, parse_schedule, scheduler_arguments
 
 
 def script(experiment: Experiment, runs: Sequence[int] | None = None) -> str:
@@ -167,11 +111,10 @@ def _resolved(run: RunConfig, exp: Experiment) -> tuple:
     """Returns a hashable (class, kwargs source, every, monitor) for the run's scheduler."""
     spec = parse_schedule(run.schedule)
     args = scheduler_arguments(spec, run.lr, exp.epochs, exp.steps_per_epoch)
-    monitor = spec.get("monitor") if spec.name == "plateau" else None
     if args is None:
         return (None, "", spec.every, None)
     cls, kwargs = args
-    return (cls, _kwargs_source(spec, cls, kwargs), spec.every, monitor)
+    return (cls, _kwargs_source(spec, cls, kwargs), spec.every, spec.monitor)
 
 
 def _kwargs_source(spec: ScheduleSpec, cls: str, kwargs: dict) -> tuple[str, ...]:
@@ -191,7 +134,7 @@ def _lambda_source(spec: ScheduleSpec, source: str) -> str:
 
     class _Qualify(ast.NodeTransformer):
         def visit_Name(self, node: ast.Name):
-            if node.id in _MATH_NAMES:
+            if node.id in MATH_NAMES:
                 return ast.copy_location(
                     ast.Attribute(ast.Name("math", ast.Load()), node.id, ast.Load()), node
                 )
@@ -209,15 +152,10 @@ def _scheduler_name(family: str) -> str:
 
 
 def _optimizer_source(name: str, cfg: OptimizerConfig) -> str:
-    if cfg.name == "sgd":
-        call = (
-            f"torch.optim.SGD(params, lr=lr, momentum={cfg.momentum!r}, dampening={cfg.dampening!r}, "
-            f"nesterov={cfg.nesterov!r}, weight_decay={cfg.decay!r})"
-        )
-    else:
-        cls = "Adam" if cfg.name == "adam" else "AdamW"
-        call = f"torch.optim.{cls}(params, lr=lr, betas={cfg.betas!r}, eps={cfg.eps!r}, weight_decay={cfg.decay!r})"
-    return f'def {name}(params, lr):\n    """Returns the optimizer ({cfg.label})."""\n    return {call}'
+    return (
+        f'def {name}(params, lr):\n    """Returns the optimizer ({cfg.label})."""\n'
+        f"    return {source(cfg)}"
+    )
 
 
 def _scheduler_source(name: str, key: tuple, family: str) -> str:
@@ -228,7 +166,7 @@ def _scheduler_source(name: str, key: tuple, family: str) -> str:
             "    return None"
         )
     doc = f'    """Returns the {cls}, stepped once per {every}."""\n'
-    comment = "    # " + _EXPLAIN.get(family, _EXPLAIN[cls]).replace("\n# ", "\n    # ") + "\n"
+    comment = "    # " + FAMILIES[family].explain.replace("\n", "\n    # ") + "\n"
     if cls == "SequentialLR":
         kwargs = ast.literal_eval(source[0])
         (c1, k1), (c2, k2) = kwargs["schedulers"]
@@ -267,37 +205,43 @@ def optimizer_states(
     without a gradient (so nothing moves but the schedule). ReduceLROnPlateau is fed ``metric``
     every time: a loss that never improves.
 
-    >>> [s["param_group"]["lr"] for s in optimizer_states("lambda:0.5**epoch", 0.05, 3, 14, steps=2)]
+    >>> states = optimizer_states("lambda:0.5**epoch", 0.05, 3, 14, steps=2)
+    >>> [s["param_group"]["lr"] for s in states]
     [0.05, 0.025, 0.0125]
     """
-    spec = parse_schedule(schedule)
-    opt = make_optimizer([torch.zeros(1, requires_grad=True)], optimizer, lr)
-    sched = build_scheduler(spec, opt, epochs, steps_per_epoch)
+    opt = bare_optimizer(optimizer, lr)
+    stepper = Stepper(schedule, opt, epochs, steps_per_epoch)
 
     def snapshot(k: int) -> dict:
         group = dict(opt.state_dict()["param_groups"][0])
+        sched = stepper.scheduler
         last = sched.get_last_lr() if sched is not None else [group["lr"]]
         return {
             "step": k,
             "get_last_lr": [float(v) for v in last],
             "param_group": group,
-            "momentum": float(group_momentum(group)),
+            "momentum": stepper.momentum,
         }
 
     states = [snapshot(0)]
-    limit = min(steps, epochs * steps_per_epoch if spec.every == "batch" else epochs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for k in range(1, limit + 1):
+        for k in range(1, min(steps, stepper.spec.steps(epochs, steps_per_epoch)) + 1):
             opt.step()
-            if sched is None:
-                pass
-            elif spec.name == "plateau":
-                sched.step(metric)
-            else:
-                sched.step()
+            stepper.step(metric)
             states.append(snapshot(k))
     return states
+
+
+def state_table(states: list[dict]) -> pd.DataFrame:
+    """Returns ``optimizer_states`` as a table: one row per ``scheduler.step()`` call."""
+    return pd.DataFrame({
+        "after scheduler.step() #": [s["step"] for s in states],
+        "param_groups[0]['lr']": [s["param_group"]["lr"] for s in states],
+        "get_last_lr()": [s["get_last_lr"][0] for s in states],
+        "initial_lr": [s["param_group"].get("initial_lr") for s in states],
+        "momentum / beta1": [s["momentum"] for s in states],
+    })
 
 
 _HEADER = '''

@@ -11,9 +11,13 @@ import math
 from dataclasses import dataclass, field
 from itertools import product
 
+from . import article
+from .optimizers import OptimizerConfig
+from .schedules import check_schedule, parse_schedule
+
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "leaky_relu")
 BN_PLACEMENTS = ("none", "pre", "post")
-OPTIMIZERS = ("sgd", "adam", "adamw")
+BN_LABEL = {"none": "no BN", "pre": "BN pre", "post": "BN post"}
 DTYPES = ("float32", "float64")
 
 
@@ -41,13 +45,13 @@ def _int_at_least(name: str, value: int, low: int) -> None:
 class DataConfig:
     """The article's regression data: y = (X ** degree) @ w (+ 1 if bias) + noise · N(0, 1)."""
 
-    n: int = 1000  # samples in all, before the split
-    w: tuple[float, ...] = (2.0, -1.0, 3.0, 1.0, 2.0)  # true weights; len(w) = number of features
-    degree: int = 2  # the power applied to X elementwise
+    n: int = article.N  # samples in all, before the split
+    w: tuple[float, ...] = article.W  # true weights; len(w) = number of features
+    degree: int = article.DEGREE  # the power applied to X elementwise
     bias: bool = False  # add 1 to every target (the article's bias=True)
-    noise: float = 0.01  # std of the Gaussian noise added to y
-    train_fraction: float = 0.7  # the rest is the test split
-    seed: int = 929  # seeds the data and the split, nothing else
+    noise: float = article.NOISE  # std of the Gaussian noise added to y
+    train_fraction: float = article.TRAIN_FRACTION  # the rest is the test split
+    seed: int = article.SEED  # seeds the data and the split, nothing else
 
     def __post_init__(self):
         object.__setattr__(self, "w", tuple(float(v) for v in self.w))
@@ -79,9 +83,9 @@ class ModelConfig:
     """An MLP: hidden Linear layers of the given widths, then Linear(width, 1)."""
 
     widths: tuple[int, ...] = (4, 4, 4)  # hidden layer widths; depth = len(widths)
-    activation: str = "tanh"  # one of ACTIVATIONS
+    activation: str = article.ACTIVATION  # one of ACTIVATIONS
     bn: str = "none"  # none | pre (Linear→BN→act) | post (Linear→act→BN)
-    bn_momentum: float = 0.1  # nn.BatchNorm1d's momentum for the running statistics
+    bn_momentum: float = article.BN_MOMENTUM  # nn.BatchNorm1d's momentum for running statistics
 
     def __post_init__(self):
         object.__setattr__(self, "widths", tuple(self.widths))
@@ -107,55 +111,7 @@ class ModelConfig:
         """A short name for charts, e.g. ``3×4 tanh · BN pre``."""
         w = self.widths
         shape = f"{len(w)}×{w[0]}" if len(set(w)) == 1 else "-".join(map(str, w))
-        return f"{shape} {self.activation} · " + ("no BN" if self.bn == "none" else f"BN {self.bn}")
-
-
-@dataclass(frozen=True)
-class OptimizerConfig:
-    """A torch.optim optimizer (all but lr), with torch's defaults."""
-
-    name: str = "sgd"  # sgd | adam | adamw
-    momentum: float = 0.0  # SGD only
-    dampening: float = 0.0  # SGD only
-    nesterov: bool = False  # SGD only
-    weight_decay: float | None = None  # None = torch's default: 0, or 0.01 for AdamW
-    betas: tuple[float, float] = (0.9, 0.999)  # Adam / AdamW
-    eps: float = 1e-8  # Adam / AdamW
-
-    def __post_init__(self):
-        _choice("optimizer", self.name, OPTIMIZERS)
-        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
-        if not (0 <= self.momentum < 1):
-            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum!r}")
-        if not (0 <= self.dampening <= 1):
-            raise ValueError(f"dampening must lie in [0, 1], got {self.dampening!r}")
-        if self.nesterov and (self.name != "sgd" or self.momentum <= 0 or self.dampening != 0):
-            raise ValueError(
-                "nesterov needs SGD with momentum > 0 and dampening = 0 (as torch.optim.SGD)"
-            )
-        if self.weight_decay is not None and not (
-            math.isfinite(self.weight_decay) and self.weight_decay >= 0
-        ):
-            raise ValueError(f"weight_decay must be a finite number ≥ 0, got {self.weight_decay!r}")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
-        _positive_finite("eps", self.eps)
-
-    @property
-    def decay(self) -> float:
-        if self.weight_decay is not None:
-            return float(self.weight_decay)
-        return 0.01 if self.name == "adamw" else 0.0
-
-    @property
-    def label(self) -> str:
-        if self.name == "sgd":
-            return (
-                "SGD"
-                + (f" m={self.momentum:g}" if self.momentum else "")
-                + (" nesterov" if self.nesterov else "")
-            )
-        return {"adam": "Adam", "adamw": "AdamW"}[self.name]
+        return f"{shape} {self.activation} · {BN_LABEL[self.bn]}"
 
 
 @dataclass(frozen=True)
@@ -164,15 +120,13 @@ class RunConfig:
 
     model: ModelConfig = ModelConfig()
     lr: float = 0.01  # the optimizer's initial lr (for cyclic / onecycle: the peak, unless given)
-    seed: int = 929  # seeds the initial weights and the batch order
+    seed: int = article.SEED  # seeds the initial weights and the batch order
     schedule: str = "constant"  # a schedule spec, see bnlr.schedules
     optimizer: OptimizerConfig = OptimizerConfig()
 
     def __post_init__(self):
         _positive_finite("lr", self.lr)
         _int_at_least("seed", self.seed, 0)
-        from .schedules import parse_schedule
-
         parse_schedule(self.schedule)
 
 
@@ -182,8 +136,8 @@ class Experiment:
 
     runs: tuple[RunConfig, ...]
     data: DataConfig = DataConfig()
-    epochs: int = 40  # passes over the training split
-    batch_size: int = 50  # mini-batch size; batches are reshuffled every epoch
+    epochs: int = article.EPOCHS  # passes over the training split
+    batch_size: int = article.BATCH_SIZE  # mini-batch size; batches reshuffled every epoch
     dtype: str = "float32"  # float32 | float64
 
     def __post_init__(self):
@@ -211,8 +165,6 @@ class Experiment:
                 f"{self.data.n_train}; BatchNorm needs at least 2 (pick another batch size)"
             )
         for run in self.runs:
-            from .schedules import check_schedule
-
             check_schedule(run.schedule, run.lr, self.epochs, self.steps_per_epoch, run.optimizer)
 
     @property
@@ -229,19 +181,19 @@ class Experiment:
 class Grid:
     """A grid of runs: every depth × activation × BN × schedule × lr × seed."""
 
-    depths: tuple[int, ...] = (3, 4)  # hidden layers
-    width: int = 4  # units per hidden layer
-    activations: tuple[str, ...] = ("tanh",)
-    bns: tuple[str, ...] = ("none", "pre")
-    bn_momentum: float = 0.1
-    lrs: tuple[float, ...] = (0.1, 0.03, 0.01, 0.005)
-    seeds: tuple[int, ...] = (929,)
+    depths: tuple[int, ...] = article.DEPTHS  # hidden layers
+    width: int = article.WIDTH  # units per hidden layer
+    activations: tuple[str, ...] = (article.ACTIVATION,)
+    bns: tuple[str, ...] = article.BNS  # BatchNorm placements
+    bn_momentum: float = article.BN_MOMENTUM
+    lrs: tuple[float, ...] = article.LRS
+    seeds: tuple[int, ...] = (article.SEED,)  # one run per seed: its initial weights, batch order
     schedules: tuple[str, ...] = ("constant",)
-    optimizer: OptimizerConfig = OptimizerConfig()
+    optimizer: OptimizerConfig = OptimizerConfig(article.OPTIMIZER)
     data: DataConfig = DataConfig()
-    epochs: int = 40
-    batch_size: int = 50
-    dtype: str = "float32"
+    epochs: int = article.EPOCHS
+    batch_size: int = article.BATCH_SIZE
+    dtype: str = "float32"  # float32 | float64
     experiment: Experiment = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self):

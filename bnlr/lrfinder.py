@@ -15,7 +15,7 @@ for Training Neural Networks" (2017), §3.3; fastai ``LRFinder`` and ``Suggestio
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -23,9 +23,8 @@ import torch
 from torch import nn
 
 from .config import Experiment, RunConfig
-from .data import batch_order, make_data
-from .models import MLP, initial_parameters
-from .schedules import make_optimizer
+from .data import make_data
+from .protocol import torch_run
 
 
 @dataclass(frozen=True)
@@ -134,46 +133,40 @@ def trim(n: int, num_it: int, skip_end: int = 5) -> slice:
 
 
 def run_range_test(
-    run: RunConfig, experiment: Experiment, test: RangeTest = RangeTest()
+    run: RunConfig,
+    experiment: Experiment,
+    test: RangeTest = RangeTest(),
 ) -> pd.DataFrame:
     """Returns the range test of one run: iteration, lr, loss (of that batch) and smooth_loss.
 
-    The model starts from the run's initial weights and sees the run's batch order (both
-    drawn from ``run.seed`` exactly as ``bnlr.train`` draws them); ``run.lr`` is ignored.
+    The run's protocol (``bnlr.protocol``), with the lr rising: the model starts from the run's
+    initial weights and sees the run's batch order, and the schedule is an ``ExponentialLR``
+    from ``start_lr`` stepped after every batch (``run.lr`` and ``run.schedule`` are replaced).
     """
-    dtype = getattr(torch, experiment.dtype)
-    data = make_data(experiment.data, dtype)
-    n_train, n_features = data.X_train.shape
-    gen = torch.Generator().manual_seed(run.seed)
-    model = MLP(run.model, n_features, dtype).load_initial(
-        initial_parameters(run.model, n_features, gen, dtype)
-    )
+    rising = replace(run, lr=test.start_lr, schedule=f"exponential:gamma={test.gamma!r},every=batch")
+    data = make_data(experiment.data, getattr(torch, experiment.dtype))
     epochs = math.ceil(test.num_it / experiment.steps_per_epoch)
-    batches = [
-        idx
-        for epoch in batch_order(n_train, epochs, gen)
-        for idx in epoch.split(experiment.batch_size)
-    ]
-    optimizer = make_optimizer(model.parameters(), run.optimizer, test.start_lr)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=test.gamma)
+    r = torch_run(rising, data, epochs, experiment.steps_per_epoch)
+    batches = [idx for order in r.order for idx in order.split(experiment.batch_size)]
     loss_fn = nn.MSELoss()
-    model.train()
-    rows, avg, best = [], 0.0, math.inf
-    for i, idx in enumerate(batches[: test.num_it]):
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.zero_grad()
-        loss = loss_fn(model(data.X_train[idx]), data.y_train[idx])
+    r.model.train()
+    lrs, losses = [], []
+    for idx in batches[: test.num_it]:
+        lrs.append(r.stepper.lr)
+        r.optimizer.zero_grad()
+        loss = loss_fn(r.model(data.X_train[idx]), data.y_train[idx])
         loss.backward()
-        optimizer.step()
-        scheduler.step()
-        value = loss.item()
-        avg = test.beta * avg + (1 - test.beta) * value
-        smoothed = avg / (1 - test.beta ** (i + 1))
-        rows.append((i + 1, lr, value, smoothed))
-        if not math.isfinite(smoothed) or smoothed > test.stop_factor * best:
+        r.optimizer.step()
+        r.stepper.after_batch()
+        losses.append(loss.item())
+        if stop_index(smooth(losses, test.beta), test.stop_factor) is not None:
             break
-        best = min(best, smoothed)
-    return pd.DataFrame(rows, columns=["iteration", "lr", "loss", "smooth_loss"])
+    return pd.DataFrame({
+        "iteration": np.arange(1, len(losses) + 1),
+        "lr": lrs,
+        "loss": losses,
+        "smooth_loss": smooth(losses, test.beta),
+    })
 
 
 def range_test(experiment: Experiment, test: RangeTest = RangeTest()) -> pd.DataFrame:
@@ -240,3 +233,12 @@ def against_sweep(suggested: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
     out["ratio"] = out["lr"] / out["best_lr"]
     out["decades"] = np.log10(out["ratio"])
     return out
+
+
+def median_decades(against: pd.DataFrame) -> pd.Series:
+    """Returns per rule the median distance (decades) of its suggestion from the sweep's best lr.
+
+    Args:
+        against: from ``against_sweep`` (rule, decades), one row per architecture and rule.
+    """
+    return against.groupby("rule", sort=False)["decades"].median()

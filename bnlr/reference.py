@@ -15,10 +15,9 @@ import torch
 from torch import nn
 
 from .config import Experiment, RunConfig
-from .data import Dataset, batch_order
+from .data import Dataset
 from .history import Cancelled, RunHistory
-from .models import MLP, initial_parameters
-from .schedules import build_scheduler, group_momentum, make_optimizer, parse_schedule
+from .protocol import torch_run
 
 
 def train_reference(
@@ -32,32 +31,22 @@ def train_reference(
 
 
 def _train_one(exp: Experiment, run: RunConfig, data: Dataset, tick, cancel) -> RunHistory:
-    dtype = getattr(torch, exp.dtype)
-    gen = torch.Generator().manual_seed(run.seed)
-    n_train, n_features = data.X_train.shape
-    model = MLP(run.model, n_features, dtype).load_initial(
-        initial_parameters(run.model, n_features, gen, dtype)
-    )
-    order = batch_order(n_train, exp.epochs, gen)  # (E, N_train)
-    optimizer = make_optimizer(model.parameters(), run.optimizer, run.lr)
-    spec = parse_schedule(run.schedule)
-    scheduler = build_scheduler(spec, optimizer, exp.epochs, exp.steps_per_epoch)
+    r = torch_run(run, data, exp.epochs, exp.steps_per_epoch)
+    model, optimizer, stepper = r.model, r.optimizer, r.stepper
     loss_fn = nn.MSELoss()
-    group = optimizer.param_groups[0]
     hist = RunHistory.empty(exp.epochs, exp.steps_per_epoch)
     for epoch in range(exp.epochs):
         if cancel is not None and cancel():
             raise Cancelled()
         model.train()
-        for b, idx in enumerate(order[epoch].split(exp.batch_size)):
-            hist.step_lr[epoch, b] = group["lr"]
-            hist.step_momentum[epoch, b] = group_momentum(group)
+        for b, idx in enumerate(r.order[epoch].split(exp.batch_size)):
+            hist.step_lr[epoch, b] = stepper.lr
+            hist.step_momentum[epoch, b] = stepper.momentum
             optimizer.zero_grad()
             loss = loss_fn(model(data.X_train[idx]), data.y_train[idx])
             loss.backward()
             optimizer.step()
-            if scheduler is not None and spec.every == "batch":
-                scheduler.step()
+            stepper.after_batch()
         model.eval()
         with torch.no_grad():
             train_loss = loss_fn(model(data.X_train), data.y_train).item()
@@ -68,9 +57,5 @@ def _train_one(exp: Experiment, run: RunConfig, data: Dataset, tick, cancel) -> 
             hist.diverged_epoch = epoch + 1
             tick(exp.epochs - epoch - 1)
             break
-        if scheduler is not None and spec.every == "epoch":
-            if spec.name == "plateau":
-                scheduler.step(train_loss if spec.get("monitor") == "train" else test_loss)
-            else:
-                scheduler.step()
+        stepper.after_epoch(train_loss, test_loss)
     return hist

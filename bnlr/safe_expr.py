@@ -30,6 +30,10 @@ FUNCTIONS: dict[str, Callable[..., float]] = {
     "ceil": math.ceil,
 }
 CONSTANTS = {"pi": math.pi, "e": math.e}
+# The names a script spells ``math.NAME`` (the rest of FUNCTIONS are Python builtins)
+MATH_NAMES = frozenset(
+    {name for name, f in FUNCTIONS.items() if getattr(math, name, None) is f} | set(CONSTANTS)
+)
 _BINOPS = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,

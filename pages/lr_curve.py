@@ -1,9 +1,9 @@
-"""LR learning curve: final loss against the learning rate (the article's U), and Smith's range test beside it."""
+"""LR learning curve: final loss against the learning rate (the article's U), and Smith's range
+test beside it."""
 
-import numpy as np
 import streamlit as st
 
-from bnlr import lrfinder, metrics
+from bnlr import analysis
 from ui import charts, controls, runner
 
 DEFAULTS = {
@@ -27,84 +27,65 @@ with st.sidebar:
     lrs = controls.lr_range(DEFAULTS["lr_lo"], DEFAULTS["lr_hi"], DEFAULTS["lr_n"])
     arch = controls.architecture()
     grid = controls.grid(lrs=lrs, arch=arch, **controls.training(DEFAULTS["seeds"]))
-    num_it = st.number_input(
-        "Range test: batches at most",
-        20,
-        500,
-        DEFAULTS["num_it"],
-        10,
-        key="num_it",
-        bind="query-params",
-        help="lr rises exponentially from 1e-5 to 10 over these batches",
-    )
-    controls.work_cap_note(grid)
+    num_it = int(st.number_input(
+        "Range test: batches at most", 20, 500, DEFAULTS["num_it"], 10, key="num_it",
+        bind="query-params", help="lr rises exponentially from 1e-5 to 10 over these batches",
+    ))
+    controls.work_cap_note(grid, num_it)
 
 grid, (result, curves) = controls.last_good(
-    "lr_curve",
-    grid,
-    lambda g: (
-        runner.run(g.experiment, "Sweeping the learning rate"),
-        controls.range_test(g.experiment, int(num_it)),
-    ),
+    "lr_curve", grid, lambda g: runner.sweep_and_range_test(g.experiment, num_it)
 )
 show = controls.display(finals=True)
-
-m = metrics.run_metrics(result.history, show["split"], show["final"], int(show["k"]))
-bands = charts.metrics_band(m, "final_loss", show["band"])
-best = charts.best_lr(bands)
-suggested = lrfinder.against_sweep(lrfinder.suggestions(curves, int(num_it)), best)
+report = analysis.lr_curve_report(
+    result, curves, num_it, show["split"], show["final"], int(show["k"]), show["band"]
+)
 
 left, right = st.columns(2)
 with left:
     st.subheader("Final loss against learning rate")
-    st.altair_chart(
-        charts.lr_curve(
-            bands, y_title=f"final {show['split']} MSE ({show['final']})", log_y=show["log_y"]
-        )
-    )
+    y_title = f"final {show['split']} MSE ({show['final']})"
+    st.altair_chart(charts.lr_curve(report.bands, y_title=y_title, log_y=show["log_y"]))
     st.caption(
-        f"◆ best lr per network · grey: some run diverged · band: {charts.BANDS[show['band']]}."
+        "◆ best lr per network · grey: some run diverged · "
+        f"band: {analysis.BANDS[show['band']]}."
     )
 with right:
     st.subheader("LR range test (Smith)")
-    st.altair_chart(charts.range_test_chart(curves, suggested, best))
+    st.altair_chart(charts.range_test_chart(curves, report.suggested, report.best))
     st.caption(
-        "▼ steepest slope · ● valley · ■ minimum ÷ 10 · dotted rule: the sweep's best lr. Smoothed "
-        "(EMA 0.98, bias-corrected); stops when the loss passes 4× its best."
+        "▼ steepest slope · ● valley · ■ minimum ÷ 10 · dotted rule: the sweep's best lr. "
+        "Smoothed (EMA 0.98, bias-corrected); stops when the loss passes 4× its best."
     )
 
-by_rule = suggested.groupby("rule", sort=False)["decades"].agg(lambda d: float(np.median(d)))
 st.markdown(
     "**Range test vs full sweep** (median over networks): "
     + " · ".join(
         f"{rule} suggests **{10**d:.2g}×** the sweep's best lr ({d:+.1f} decades)"
-        for rule, d in by_rule.items()
+        for rule, d in report.medians.items()
     )
 )
 controls.diverged_note(result.runs)
 
 st.subheader("Best learning rate per network, BN vs no BN")
+number = st.column_config.NumberColumn
 st.dataframe(
-    best.drop(columns=["net", "bn"]).rename(columns={"final_loss": "final loss at best lr"}),
+    report.best.drop(columns=["net", "bn"]).rename(
+        columns={"final_loss": "final loss at best lr"}
+    ),
     hide_index=True,
-    column_config={
-        "best_lr": st.column_config.NumberColumn(format="%.3g"),
-        "final loss at best lr": st.column_config.NumberColumn(format="%.4g"),
-    },
+    column_config={"best_lr": number(format="%.3g"), "final loss at best lr": number(format="%.4g")},
 )
 st.dataframe(
-    suggested.pivot(index="arch", columns="rule", values="lr").join(
-        best.set_index("arch")["best_lr"]
+    report.suggested.pivot(index="arch", columns="rule", values="lr").join(
+        report.best.set_index("arch")["best_lr"]
     ),
-    column_config={
-        c: st.column_config.NumberColumn(format="%.3g")
-        for c in ("steep", "valley", "minimum", "best_lr")
-    },
+    column_config={c: number(format="%.3g") for c in ("steep", "valley", "minimum", "best_lr")},
 )
 
 c1, c2, c3 = st.columns(3)
 with c1:
-    controls.download(m, "Final loss per run", "bnlr_lr_curve_metrics.csv")
+    controls.download(report.metrics, "Final loss per run", "bnlr_lr_curve_metrics.csv")
 with c2:
     controls.download(curves, "Range test", "bnlr_lr_range_test.csv")
 with c3:

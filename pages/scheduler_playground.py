@@ -2,14 +2,13 @@
 
 import pprint
 
-import pandas as pd
 import streamlit as st
 
-from bnlr import codegen
-from bnlr import config as bnlr_config
+from bnlr import analysis, codegen
+from bnlr.config import steps_per_epoch
 from bnlr.safe_expr import parse_factor
 from bnlr.schedules import parse_schedule
-from ui import charts, controls, runner
+from ui import controls, runner
 from ui import schedule_charts as sc
 from ui import schedule_controls as scc
 
@@ -29,8 +28,7 @@ with st.sidebar:
 
 scc.preset_buttons()
 n_slots = scc.slot_count()
-n_train = training["data"].n_train
-steps_per_epoch = bnlr_config.steps_per_epoch(n_train, training["batch_size"])
+S = steps_per_epoch(training["data"].n_train, training["batch_size"])
 specs = []
 for slot, col in enumerate(st.columns(n_slots), 1):
     with col, st.container(border=True):
@@ -39,22 +37,23 @@ for slot, col in enumerate(st.columns(n_slots), 1):
         )
         specs.append(
             scc.checked_spec(
-                slot, spec, lr, training["epochs"], steps_per_epoch, training["optimizer"]
+                slot, spec, lr, training["epochs"], S, training["optimizer"]
             )
         )
-schedules = tuple(dict.fromkeys([sc.BASELINE, *filter(None, specs)]))
+schedules = tuple(dict.fromkeys([analysis.BASELINE, *filter(None, specs)]))
 
 with st.sidebar:
     grid = controls.grid(lrs=(lr,), arch=arch, schedules=schedules, **training)
     controls.work_cap_note(grid)
-grid, result = controls.last_good("schedules", grid, lambda g: runner.run(g.experiment, "Training"))
+grid, result = controls.last_good("schedules", grid, lambda g: runner.run(g.experiment))
 E, S, lr0, order = grid.epochs, grid.experiment.steps_per_epoch, grid.lrs[0], list(grid.schedules)
+report = analysis.schedule_report(result, grid)
 
 # ---------------------------------------------------------------- learning rate
 st.subheader("The learning rate")
 log_lr = st.toggle("Log lr axis", False, key="lr_log", bind="query-params")
-lrs = sc.lr_frame(grid.schedules, lr0, E, S, grid.optimizer, result)
-st.altair_chart(sc.lr_chart(sc.per_epoch(lrs, S), order, log_lr))
+lrs = report.lrs
+st.altair_chart(sc.lr_chart(analysis.per_epoch(lrs, S), order, log_lr))
 st.caption(
     "The lr each epoch starts with (`optimizer.param_groups[0]['lr']` at its first batch), from the real "
     "torch scheduler on a bare optimizer. ReduceLROnPlateau's lr depends on each run's loss: one line per "
@@ -83,25 +82,23 @@ if cycling:
 # ---------------------------------------------------------------- loss
 st.subheader("The loss they buy")
 show = controls.display()
-part = result.history[result.history["split"] == show["split"]]
-bands = charts.seed_band(part, "loss", ["arch", "bn", "schedule", "epoch"], show["band"])
+bands = analysis.schedule_loss(result.history, show["split"], show["band"])
 st.altair_chart(sc.loss_chart(bands, order, show["log_y"]))
 st.caption(
     f"{show['split'].capitalize()} MSE after each epoch (eval mode), one panel per model; grey = constant "
-    f"lr {lr0:g}." + (f" Band: {charts.BANDS[show['band']]}." if len(grid.seeds) > 1 else "")
+    f"lr {lr0:g}." + (f" Band: {analysis.BANDS[show['band']]}." if len(grid.seeds) > 1 else "")
 )
 controls.diverged_note(result.runs)
 
 # ---------------------------------------------------------------- formulas and pitfalls
 st.subheader("The formulas, and what PyTorch does")
 for spec in order:
-    family = parse_schedule(spec).name
+    family = parse_schedule(spec).family
     with st.container(border=True):
         st.markdown(
-            f"**{scc.TITLES[family]}** · `{spec}`"
-            + (f" — {scc.GERON[family]}" if family in scc.GERON else "")
+            f"**{family.title}** · `{spec}`" + (f" — {family.geron}" if family.geron else "")
         )
-        st.latex(scc.FORMULAS[family])
+        st.latex(family.formula)
         for note in scc.notes(spec, grid.optimizer, E, S):
             st.caption("⚠️ " + note)
 
@@ -114,19 +111,11 @@ st.markdown(
     "after each `optimizer.step(); scheduler.step()`."
 )
 c1, c2 = st.columns(2)
-shown = [s for s in order if s != sc.BASELINE] or order
+shown = [s for s in order if s != analysis.BASELINE] or order
 pick = c1.selectbox("Schedule", shown, key="state_sched", bind="query-params")
 k = c2.number_input("scheduler.step() calls", 1, 50, 3, key="state_steps", bind="query-params")
 states = codegen.optimizer_states(pick, lr0, E, S, grid.optimizer, steps=int(k))
-table = pd.DataFrame(
-    {
-        "after scheduler.step() #": [s["step"] for s in states],
-        "param_groups[0]['lr']": [s["param_group"]["lr"] for s in states],
-        "get_last_lr()": [s["get_last_lr"][0] for s in states],
-        "initial_lr": [s["param_group"].get("initial_lr") for s in states],
-        "momentum / beta1": [s["momentum"] for s in states],
-    }
-)
+table = codegen.state_table(states)
 left, right = st.columns(2)
 left.code(
     "# optimizer.state_dict()['param_groups'] before training\n"
@@ -179,4 +168,4 @@ st.caption(
     "Self-contained (torch and math only): the optimizer, every scheduler with its arguments resolved, and the "
     "loop with the step order right. It prints `run,epoch,train_loss,test_loss`: the numbers above."
 )
-controls.download(sc.epoch_table(result.history), "lr and loss per epoch", "bnlr_schedules.csv")
+controls.download(report.table, "lr and loss per epoch", "bnlr_schedules.csv")

@@ -19,8 +19,7 @@ from streamlit.testing.v1 import AppTest
 from torch.optim import lr_scheduler
 
 import bnlr
-from bnlr.schedules import FAMILIES
-from ui import schedule_controls
+from bnlr.families import FAMILIES
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "scheduler_playground.py")
 STEPS = 14  # batches per epoch: ceil(700 / 50)
@@ -88,7 +87,7 @@ def test_each_family_renders_with_its_formula():
     for family in FAMILIES:
         at.selectbox(key="s1").set_value(family).run()
         ok(at)
-        assert any(schedule_controls.FORMULAS[family] in el.value for el in at.latex), family
+        assert any(FAMILIES[family].formula in el.value for el in at.latex), family
         assert len(charts(at)) >= 2, family  # lr per epoch and the loss panels
         if family != "constant":
             assert family in set(chart(at, "lr", per_batch=False)["schedule"].str.split(":").str[0])

@@ -5,6 +5,7 @@ import math
 import pandas as pd
 import pytest
 
+from bnlr import analysis
 from ui import charts
 from ui.style import BN_DASH, PALETTE
 
@@ -42,14 +43,14 @@ H = history(
 
 
 def test_seed_band_is_geometric_in_log_space():
-    b = charts.history_band(H, band="spread").set_index(["arch", "lr", "epoch"])
+    b = analysis.history_band(H, band="spread").set_index(["arch", "lr", "epoch"])
     row = b.loc[("3×4 tanh · no BN", 0.1, 1)]
     # log10: 1 and 3 → mean 2, sample sd √2
     assert row["loss"] == pytest.approx(100.0)
     assert row["lo"] == pytest.approx(10 ** (2 - math.sqrt(2)))
     assert row["hi"] == pytest.approx(10 ** (2 + math.sqrt(2)))
     mm = (
-        charts.history_band(H, band="minmax")
+        analysis.history_band(H, band="minmax")
         .set_index(["arch", "lr", "epoch"])
         .loc[("3×4 tanh · no BN", 0.1, 3)]
     )
@@ -59,7 +60,7 @@ def test_seed_band_is_geometric_in_log_space():
 
 
 def test_diverged_seeds_are_left_out_and_marked():
-    b = charts.history_band(H).set_index(["arch", "lr", "epoch"])
+    b = analysis.history_band(H).set_index(["arch", "lr", "epoch"])
     bn = b.loc["3×4 tanh · BN pre"].loc[0.1]
     assert bn["n_finite"].tolist() == [2, 1, 0]
     assert bn.loc[2, "loss"] == pytest.approx(5.0)  # only the seed still alive
@@ -67,11 +68,11 @@ def test_diverged_seeds_are_left_out_and_marked():
     assert bn["diverges_after"].tolist() == [True, True, False]
     assert not b.loc["3×4 tanh · no BN", "diverges_after"].any()
     with pytest.raises(ValueError, match="band"):
-        charts.seed_band(H, "loss", ["arch"], band="iqr")
+        analysis.seed_band(H, "loss", ["arch"], band="iqr")
 
 
 def test_loss_curves_facets_per_lr_with_colour_dash_band_and_log_y():
-    spec = charts.loss_curves(charts.history_band(H), log_y=True).to_dict()
+    spec = charts.loss_curves(analysis.history_band(H), log_y=True).to_dict()
     assert spec["facet"]["field"] == "panel"
     assert spec["facet"]["sort"] == ["lr = 0.1", "lr = 0.01"]  # largest lr first, as the article
     band, line, cross = spec["spec"]["layer"]
@@ -92,7 +93,7 @@ def test_loss_curves_facets_per_lr_with_colour_dash_band_and_log_y():
     ]
     assert (
         "type"
-        not in charts.loss_curves(charts.history_band(H), log_y=False).to_dict()["spec"]["layer"][
+        not in charts.loss_curves(analysis.history_band(H), log_y=False).to_dict()["spec"]["layer"][
             1
         ]["encoding"]["y"]["scale"]
     )
@@ -118,19 +119,19 @@ def metrics_table() -> pd.DataFrame:
 
 
 def test_best_lr_and_diverged_region():
-    bands = charts.metrics_band(metrics_table())
-    best = charts.best_lr(bands).set_index("arch")
+    bands = analysis.metrics_band(metrics_table())
+    best = analysis.best_lr(bands).set_index("arch")
     assert best.loc["3×4 tanh · no BN", "best_lr"] == 1e-2
     assert best.loc["3×4 tanh · BN pre", "final_loss"] == pytest.approx(20.0)
-    region = charts.diverged_region(bands)
+    region = analysis.diverged_region(bands)
     # from half-way (in log) between 0.1 and 1, to half a step past 1
     assert region["lo"].iloc[0] == pytest.approx(math.sqrt(0.1))
     assert region["hi"].iloc[0] == pytest.approx(math.sqrt(10))
-    assert charts.diverged_region(bands[bands["lr"] < 1]).empty
+    assert analysis.diverged_region(bands[bands["lr"] < 1]).empty
 
 
 def test_lr_curve_log_x_band_best_marker_and_shade():
-    bands = charts.metrics_band(metrics_table())
+    bands = analysis.metrics_band(metrics_table())
     layers = charts.lr_curve(bands).to_dict()["layer"]
     shade, text, band, line, best = layers
     assert shade["mark"]["type"] == "rect" and shade["encoding"]["x2"]["field"] == "hi"

@@ -3,10 +3,12 @@
 import math
 
 import pytest
+import torch
+from torch.optim import lr_scheduler
 
 import bnlr
-from bnlr import OptimizerConfig
-from bnlr.schedules import FAMILIES, parse_schedule, trajectory
+from bnlr import FAMILIES, OptimizerConfig
+from bnlr.schedules import parse_schedule, trajectory
 
 
 def per_epoch(spec, lr=0.05, epochs=6, spe=1, opt=OptimizerConfig()):
@@ -127,18 +129,68 @@ def test_bad_specs_name_the_bad_part(spec, words):
 
 
 def test_torch_rejections_become_plain_valueerrors():
-    with pytest.raises(ValueError, match="base_lr .* above max_lr"):
+    with pytest.raises(ValueError, match=r"base_lr .* above max_lr"):
         bnlr.schedules.check_schedule("cyclic:base_lr=0.5,max_lr=0.1", 0.1, 5, 3)
-    with pytest.raises(ValueError, match="negative factor .* at epoch 3"):
+    with pytest.raises(ValueError, match=r"negative factor .* at epoch 3"):
         bnlr.schedules.check_schedule("lambda:1-epoch/2.5", 0.1, 6, 3)
     with pytest.raises(ValueError, match="warmup=5 must be shorter"):
         bnlr.schedules.check_schedule("warmup_cosine:warmup=5", 0.1, 5, 3)
 
 
-def test_every_family_has_described_keys():
-    for name, keys in FAMILIES.items():
-        for key, (kind, default, (check, what), desc) in keys.items():
-            assert desc, (name, key)
-            if default is not None:
-                for v in default if kind == "ints" else (default,):
-                    assert check(v), (name, key)
+def test_every_family_is_one_complete_definition():
+    for name, family in FAMILIES.items():
+        assert family.name == name and family.title and family.formula and family.torch
+        assert family.explain or name == "constant"
+        for key, spec in family.keys.items():
+            assert spec.help and spec.accepted, (name, key)
+            if spec.default is not None:  # None: resolved when the scheduler is built
+                for v in spec.default if spec.kind == "ints" else (spec.default,):
+                    assert spec.check(v), (name, key)
+            if spec.kind == "choice":
+                assert spec.default in spec.choices
+        # the defaults resolve to a real torch scheduler that runs a whole run
+        traj = trajectory(name if name != "lambda" else "lambda:1", 0.1, 12, 3)
+        assert (traj is None) == (name == "plateau")  # its lr depends on the loss
+
+
+def by_hand(make, epochs, lr=0.1):
+    """The lr of each epoch from a torch scheduler on a bare SGD, stepped once per epoch."""
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    sched = make(opt)
+    out = []
+    for _ in range(epochs):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_polynomial_is_torchs_polynomiallr_and_its_formula():
+    got = per_epoch("polynomial:total_iters=10,power=2", 0.1, 15)
+    assert got == by_hand(lambda o: lr_scheduler.PolynomialLR(o, total_iters=10, power=2.0), 15)
+    assert got == pytest.approx([0.1 * (1 - min(t, 10) / 10) ** 2 for t in range(15)], abs=1e-15)
+    # default total_iters: the whole run (torch's own default, 5, would leave lr 0 from epoch 5)
+    whole = per_epoch("polynomial", 0.1, 8)
+    assert whole == pytest.approx([0.1 * (1 - t / 8) for t in range(8)], abs=1e-15)
+
+
+def test_linear_is_torchs_linearlr_and_its_formula():
+    got = per_epoch("linear:start_factor=1,end_factor=0.1,total_iters=4", 0.2, 7)
+    assert got == by_hand(
+        lambda o: lr_scheduler.LinearLR(o, start_factor=1.0, end_factor=0.1, total_iters=4), 7, 0.2
+    )
+    want = [0.2 * (1 + (0.1 - 1) * min(t, 4) / 4) for t in range(7)]
+    assert got == pytest.approx(want, abs=1e-15)
+    assert per_epoch("linear", 0.3, 3) == pytest.approx([0.1, 0.2, 0.3 * (1 / 3 + 2 / 3 * 2 / 3)])
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("linear:end_factor=1.5", "end_factor=1.5 is out of range; must be in [0, 1]"),
+    ("linear:start_factor=0", "start_factor=0 is out of range"),
+    ("polynomial:total_iters=0", "total_iters=0 is out of range; must be ≥ 1"),
+    ("polynomial:power=-1", "power=-1 is out of range; must be > 0"),
+])
+def test_new_families_check_their_keys(spec, words):
+    with pytest.raises(ValueError) as err:
+        parse_schedule(spec)
+    assert words in str(err.value)

@@ -1,4 +1,4 @@
-"""Chart builders for the LR pages: pure functions DataFrame -> alt.Chart, and the tidy tables they draw.
+"""Chart builders for the LR pages: pure functions DataFrame -> alt.Chart (tables: ``bnlr.analysis``).
 
 Every chart shares one visual grammar: colour = the network (depth × width, activation), dash =
 BatchNorm placement (``ui.style``), a band = the spread over seeds, log scales where the data
@@ -12,106 +12,11 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from bnlr.analysis import best_lr, diverged_region, label
 from ui.style import BN_DASH, BN_LABEL, PALETTE
 
-BANDS = {"spread": "mean ± 1 sd of log10 loss over seeds", "minmax": "min – max over seeds"}
 RULE_SHAPE = {"steep": "triangle-down", "valley": "circle", "minimum": "square"}
 MUTED = "#8c8c8c"  # mid grey for labels, outlines and neutral legend symbols: reads on light and dark themes
-
-
-# ---------------------------------------------------------------- tidy tables
-
-
-def label(df: pd.DataFrame) -> pd.DataFrame:
-    """Returns df with ``net`` (the arch without its BN part) and ``BN`` (a readable BN label)."""
-    return df.assign(net=df["arch"].str.split(" · ").str[0], BN=df["bn"].map(BN_LABEL))
-
-
-def seed_band(df: pd.DataFrame, value: str, keys: list[str], band: str = "spread") -> pd.DataFrame:
-    """Returns per ``keys`` the seed summary of ``value``: its geometric mean, lo, hi, n_seeds, n_finite.
-
-    Log space because losses span decades: the centre is 10 ** mean(log10 v); ``spread`` gives
-    10 ** (mean ± sd), ``minmax`` the smallest and largest seed. Non-finite values (diverged
-    seeds) are left out; ``n_finite`` says how many seeds remain.
-    """
-    if band not in BANDS:
-        raise ValueError(f"unknown band {band!r}; accepted: {', '.join(BANDS)}")
-
-    v = df[value].to_numpy(dtype=float)
-    ok = np.isfinite(v) & (v > 0)
-    logs = df[keys].assign(log=np.where(ok, np.log10(np.where(ok, v, 1.0)), np.nan), ok=ok)
-    g = logs.groupby(keys, sort=True)
-    out = (
-        g["log"]
-        .agg(["mean", "std", "min", "max"])
-        .join(g["ok"].agg(n_seeds="size", n_finite="sum"))
-    )
-    sd = out["std"].fillna(0.0)  # one seed: no spread
-    lo, hi = (out["mean"] - sd, out["mean"] + sd) if band == "spread" else (out["min"], out["max"])
-    out = pd.DataFrame(
-        {
-            value: 10 ** out["mean"],
-            "lo": 10**lo,
-            "hi": 10**hi,
-            "n_seeds": out["n_seeds"],
-            "n_finite": out["n_finite"],
-        }
-    ).reset_index()
-    return out.astype({"n_seeds": int, "n_finite": int})
-
-
-def history_band(history: pd.DataFrame, split: str = "train", band: str = "spread") -> pd.DataFrame:
-    """Returns the loss curves summarised over seeds, one row per arch × lr × epoch.
-
-    ``diverges_after`` marks the last epoch before some seed of that arch × lr diverged.
-    """
-    part = label(history[history["split"] == split])
-    out = seed_band(part, "loss", ["arch", "net", "BN", "bn", "lr", "epoch"], band)
-    nxt = out.groupby(["arch", "lr"])["n_finite"].shift(-1)
-    out["diverges_after"] = (out["n_finite"] > 0) & nxt.notna() & (nxt < out["n_finite"])
-    return out
-
-
-def metrics_band(
-    metrics: pd.DataFrame, value: str = "final_loss", band: str = "spread"
-) -> pd.DataFrame:
-    """Returns a run metric summarised over seeds per arch × lr, with ``diverged`` seeds counted."""
-    part = label(metrics)
-    out = seed_band(part, value, ["arch", "net", "BN", "bn", "lr"], band)
-    div = (
-        part.groupby(["arch", "lr"])["diverged_epoch"]
-        .agg(lambda s: int(s.notna().sum()))
-        .rename("diverged")
-    )
-    return out.merge(div.reset_index(), on=["arch", "lr"])
-
-
-def best_lr(bands: pd.DataFrame, value: str = "final_loss") -> pd.DataFrame:
-    """Returns per arch the lr of the lowest seed-mean ``value`` (best_lr) and that value."""
-    ok = bands[np.isfinite(bands[value])]
-    rows = ok.loc[ok.groupby("arch")[value].idxmin()]
-    return (
-        rows[["arch", "net", "BN", "bn", "lr", value]]
-        .rename(columns={"lr": "best_lr"})
-        .reset_index(drop=True)
-    )
-
-
-def diverged_region(bands: pd.DataFrame) -> pd.DataFrame:
-    """Returns the lr range to shade (lo, hi) from the smallest lr where some run diverged; empty if none.
-
-    The edges sit half-way (in log lr) to the neighbouring grid points, so the shade covers whole points.
-    """
-    lrs = np.sort(bands["lr"].unique())
-    bad = np.sort(bands.loc[bands["diverged"] > 0, "lr"].unique())
-    if len(bad) == 0:
-        return pd.DataFrame(columns=["lo", "hi", "label"])
-    step = np.sqrt(lrs[1] / lrs[0]) if len(lrs) > 1 else 2.0
-    i = int(np.searchsorted(lrs, bad[0]))
-    lo = np.sqrt(lrs[i - 1] * lrs[i]) if i > 0 else lrs[0] / step
-    return pd.DataFrame(
-        {"lo": [lo], "hi": [lrs[-1] * step], "label": [f"diverged (lr ≥ {bad[0]:.2g})"]}
-    )
 
 
 # ---------------------------------------------------------------- encodings

@@ -14,28 +14,29 @@ import pandas as pd
 import streamlit as st
 
 import bnlr
-from bnlr import codegen, lrfinder, metrics
-from bnlr.config import ACTIVATIONS, OPTIMIZERS
+from bnlr import article, codegen, metrics
+from bnlr.config import ACTIVATIONS
+from bnlr.optimizers import RULES
 from ui import runner
 from ui.style import BN_LABEL
 
-# The article's setup (brief §1): the default of every training control.
+# The article's setup (bnlr.article): the default of every training control, by widget key.
 ARTICLE = {
-    "depths": [3, 4],
-    "width": 4,
-    "act": ["tanh"],
-    "bn": ["none", "pre"],
-    "bn_mom": 0.1,
-    "epochs": 40,
-    "batch": 50,
-    "opt": "sgd",
+    "depths": list(article.DEPTHS),
+    "width": article.WIDTH,
+    "act": [article.ACTIVATION],
+    "bn": list(article.BNS),
+    "bn_mom": article.BN_MOMENTUM,
+    "epochs": article.EPOCHS,
+    "batch": article.BATCH_SIZE,
+    "opt": article.OPTIMIZER,
     "mom": 0.0,
     "seeds": 1,
-    "n": 1000,
-    "noise": 0.01,
-    "degree": 2,
+    "n": article.N,
+    "noise": article.NOISE,
+    "degree": article.DEGREE,
 }
-FIRST_SEED = 929  # the article's seed; more seeds are 930, 931, ...
+FIRST_SEED = article.SEED  # more seeds are 930, 931, ...
 BIND = {"bind": "query-params"}
 
 
@@ -160,11 +161,11 @@ def training(seeds_default: int = 1) -> dict:
     batch = st.number_input("Batch size", 1, 20000, ARTICLE["batch"], key="batch", **BIND)
     opt = st.selectbox(
         "Optimizer",
-        list(OPTIMIZERS),
+        list(RULES),
         0,
         key="opt",
         **BIND,
-        format_func={"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}.get,
+        format_func=lambda name: RULES[name].torch_class,
     )
     mom = st.number_input(
         "SGD momentum", 0.0, 0.99, ARTICLE["mom"], 0.1, key="mom", **BIND, disabled=opt != "sgd"
@@ -207,9 +208,9 @@ def grid(**kwargs) -> bnlr.Grid | None:
         return None
 
 
-def work_cap_note(g: bnlr.Grid | None) -> None:
+def work_cap_note(g: bnlr.Grid | None, range_test_batches: int = 0) -> None:
     """States the per-request cap (runs × epochs × training samples) and where this setting stands."""
-    used = f"this setting: {g.experiment.work:,} · " if g is not None else ""
+    used = f"this setting: {runner.work(g.experiment, range_test_batches):,} · " if g else ""
     st.caption(
         f"Work cap per request: {used}limit {runner.WORK_CAP:,} sample-steps "
         "(runs × epochs × training samples), so a public demo stays up."
@@ -308,9 +309,3 @@ def code(experiment: bnlr.Experiment) -> None:
             "Self-contained (torch only); prints run, epoch, train_loss, test_loss as CSV, "
             "the same numbers as bnlr's reference engine."
         )
-
-
-@st.cache_data(max_entries=runner.CACHE_ENTRIES, show_spinner="Running the LR range test…")
-def range_test(experiment: bnlr.Experiment, num_it: int) -> pd.DataFrame:
-    """Returns the LR range test of each architecture of ``experiment`` (cached like training)."""
-    return lrfinder.range_test(experiment, lrfinder.RangeTest(num_it=num_it))

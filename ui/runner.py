@@ -1,31 +1,49 @@
 """Cached, capped training for the pages: one place that turns a config into results on screen.
 
-``run(experiment)`` checks the work cap, trains through ``st.cache_data`` (keyed on the frozen
-config, bounded ``max_entries``, shared by every session of the server) and shows a progress bar
-while it trains. A second visit with the same settings is served from the cache.
+``run(experiment)`` and ``sweep_and_range_test(experiment, num_it)`` check the work cap, train
+through ``st.cache_data`` (keyed on the frozen config, bounded ``max_entries``, shared by every
+session of the server) and show a progress bar while they train. A second visit with the same
+settings is served from the cache.
 """
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 import torch
 
 import bnlr
+from bnlr import lrfinder
 
 # These networks are tiny: intra-op threads buy nothing, and on a busy 2-core server their
 # spin-waiting made training ~50x slower (measured: 93 s vs 1.8 s for the default grid).
 torch.set_num_threads(1)
 
-WORK_CAP = (
-    12_000_000  # runs × epochs × training samples in one request (a public demo must stay up)
-)
+WORK_CAP = 12_000_000  # sample-steps in one request (a public demo must stay up)
 CACHE_ENTRIES = 24  # trained results kept per server
 
 
+def work(experiment: bnlr.Experiment, range_test_batches: int = 0) -> int:
+    """Returns the sample-steps a request trains: runs × epochs × training samples, plus the
+    range test's batches × batch size for each network."""
+    networks = len({(r.model, r.optimizer) for r in experiment.runs})
+    return experiment.work + networks * range_test_batches * experiment.batch_size
+
+
+def check_work(experiment: bnlr.Experiment, range_test_batches: int = 0) -> None:
+    """Raises ValueError when the experiment is larger than one request may be."""
+    asked = work(experiment, range_test_batches)
+    if asked > WORK_CAP:
+        raise ValueError(
+            f"this setting asks for {asked:,} sample-steps ({len(experiment.runs)} runs × "
+            f"{experiment.epochs} epochs × {experiment.data.n_train} samples"
+            + (" + the range test" if range_test_batches else "")
+            + f"); the demo allows {WORK_CAP:,}. Use fewer learning rates, seeds, epochs or samples."
+        )
+
+
 @st.cache_data(max_entries=CACHE_ENTRIES, show_spinner=False)
-def _train(
-    experiment: bnlr.Experiment, engine: str = "batched", _label: str = "Training"
-) -> bnlr.Result:
+def _train(experiment: bnlr.Experiment, _label: str = "Training") -> bnlr.Result:
     # The bar is made in here: st.cache_data replays the elements a cached function drew, and
     # fails on a hit if they were drawn into a block made outside it (CacheReplayClosureError).
     # Updates are throttled to ~20 so the replay on a hit stays cheap; the bar ends emptied.
@@ -37,22 +55,25 @@ def _train(
             bar.progress(done / total, text=f"{_label}: {done}/{total} run-epochs")
 
     try:
-        return bnlr.train(experiment, engine=engine, progress=progress)
+        return bnlr.train(experiment, progress=progress)
     finally:
         bar.empty()
 
 
-def check_work(experiment: bnlr.Experiment) -> None:
-    """Raises ValueError when the experiment is larger than one request may be."""
-    if experiment.work > WORK_CAP:
-        raise ValueError(
-            f"this setting asks for {experiment.work:,} sample-steps ({len(experiment.runs)} runs × "
-            f"{experiment.epochs} epochs × {experiment.data.n_train} samples); the demo allows "
-            f"{WORK_CAP:,}. Use fewer learning rates, seeds, epochs or samples."
-        )
+@st.cache_data(max_entries=CACHE_ENTRIES, show_spinner="Running the LR range test…")
+def _range_test(experiment: bnlr.Experiment, num_it: int) -> pd.DataFrame:
+    return lrfinder.range_test(experiment, lrfinder.RangeTest(num_it=num_it))
 
 
 def run(experiment: bnlr.Experiment, label: str = "Training") -> bnlr.Result:
     """Returns the trained result, from the cache when these settings ran before."""
     check_work(experiment)
-    return _train(experiment, "batched", _label=label)
+    return _train(experiment, _label=label)
+
+
+def sweep_and_range_test(
+    experiment: bnlr.Experiment, num_it: int
+) -> tuple[bnlr.Result, pd.DataFrame]:
+    """Returns the trained sweep and the LR range test of each of its networks (both cached)."""
+    check_work(experiment, num_it)
+    return _train(experiment, _label="Sweeping the learning rate"), _range_test(experiment, num_it)

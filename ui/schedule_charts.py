@@ -1,83 +1,19 @@
-"""Tables and charts of the scheduler playground: pure functions, tidy DataFrame -> alt.Chart.
+"""Charts of the scheduler playground: pure functions, tidy DataFrame -> alt.Chart.
 
-``lr_frame`` lays out the lr (and momentum / Adam beta1) at every optimizer step: from the real
-torch scheduler on a bare optimizer (``bnlr.trajectory``) for every schedule whose lr does not
-depend on the loss, and per run from training for ReduceLROnPlateau. Colour = the schedule (the
-constant baseline in grey), dash = BatchNorm placement (``ui.style``).
+They draw ``bnlr.analysis.schedule_lrs`` (the lr and momentum / Adam beta1 at every optimizer
+step) and the loss over seeds. Colour = the schedule (the constant baseline in grey), dash =
+BatchNorm placement (``ui.style``).
 """
 
 from __future__ import annotations
 
 import altair as alt
-import numpy as np
 import pandas as pd
 
-import bnlr
-from bnlr.schedules import parse_schedule
+from bnlr.analysis import BASELINE
 from ui.style import BN_DASH, BN_LABEL, PALETTE
 
-BASELINE = "constant"
 BASELINE_COLOUR = "#888888"  # grey: a reference line, readable on light and dark themes
-ALL_MODELS = "all models"  # the arch of an lr curve that does not depend on the model
-
-
-def lr_frame(
-    schedules: tuple[str, ...],
-    lr: float,
-    epochs: int,
-    steps_per_epoch: int,
-    optimizer: bnlr.OptimizerConfig,
-    result: bnlr.Result | None = None,
-) -> pd.DataFrame:
-    """Returns one row per schedule (per run for ReduceLROnPlateau) × optimizer step.
-
-    Columns: schedule, curve (what one line is), arch, bn, step (1-based), epoch (1-based),
-    x (epoch + fraction of it, the x axis), lr, momentum, every (epoch | batch).
-    """
-    S = steps_per_epoch
-    parts = []
-    for spec in schedules:
-        every = parse_schedule(spec).every
-        traj = bnlr.trajectory(spec, lr, epochs, S, optimizer)
-        if traj is not None:
-            step = np.arange(1, len(traj.lr) + 1)
-            parts.append(
-                pd.DataFrame(
-                    {
-                        "schedule": spec,
-                        "curve": spec,
-                        "arch": ALL_MODELS,
-                        "bn": "none",
-                        "step": step,
-                        "lr": traj.lr,
-                        "momentum": traj.momentum,
-                        "every": every,
-                    }
-                )
-            )
-        elif result is not None:  # ReduceLROnPlateau: each run's own lr, from training
-            runs = result.runs[result.runs["schedule"] == spec][["run", "arch", "bn"]]
-            steps = result.steps.merge(runs, on="run")
-            parts.append(
-                steps.assign(schedule=spec, curve=spec + " · " + steps["arch"], every=every)[
-                    ["schedule", "curve", "arch", "bn", "step", "lr", "momentum", "every"]
-                ]
-            )
-    df = (
-        pd.concat(parts, ignore_index=True)
-        if parts
-        else pd.DataFrame(
-            columns=["schedule", "curve", "arch", "bn", "step", "lr", "momentum", "every"]
-        )
-    )
-    df["epoch"] = (df["step"] - 1) // S + 1
-    df["x"] = 1 + (df["step"] - 1) / S
-    return df.dropna(subset=["lr"])
-
-
-def per_epoch(lr: pd.DataFrame, steps_per_epoch: int) -> pd.DataFrame:
-    """Returns the rows of the first step of each epoch: the lr an epoch starts with."""
-    return lr[(lr["step"] - 1) % steps_per_epoch == 0]
 
 
 def colours(schedules: list[str], shown: list[str] | None = None) -> alt.Scale:
@@ -198,30 +134,3 @@ def loss_chart(
     return alt.layer(*layers, data=df).facet(
         facet=alt.Facet("model:N", title=None), columns=columns
     )
-
-
-def epoch_table(history: pd.DataFrame) -> pd.DataFrame:
-    """Returns the CSV table: one row per run × epoch with its lr and its train and test loss."""
-    keys = ["run", "arch", "bn", "optimizer", "schedule", "lr", "seed", "epoch"]
-    wide = history.pivot_table(
-        index=keys, columns="split", values="loss", dropna=False
-    ).reset_index()
-    lrs = history[history["split"] == "train"][["run", "epoch", "epoch_lr"]]
-    out = wide.merge(lrs, on=["run", "epoch"]).rename(
-        columns={"train": "train_loss", "test": "test_loss", "lr": "initial_lr"}
-    )
-    return out[
-        [
-            "run",
-            "arch",
-            "bn",
-            "optimizer",
-            "schedule",
-            "initial_lr",
-            "seed",
-            "epoch",
-            "epoch_lr",
-            "train_loss",
-            "test_loss",
-        ]
-    ]

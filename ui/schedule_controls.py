@@ -1,7 +1,7 @@
 """Controls of the scheduler playground: one column per schedule, each family's keys as widgets.
 
-Every key of ``bnlr.schedules.FAMILIES`` becomes a widget named as torch names it, with torch's
-default and a line saying what it does. The widgets' values become a schedule spec string
+Every key of a family in ``bnlr.families.FAMILIES`` becomes a widget named as torch names it, with
+torch's default and its line of help; titles, formulas and choices come from there too. The widgets' values become a schedule spec string
 (``step:step_size=10,gamma=0.5``), checked by ``bnlr`` itself: a bad value or a combination torch
 rejects is shown under the column in plain words, and the column keeps its last good schedule.
 Every widget is bound to the URL. Presets fill the columns with the article's families.
@@ -16,81 +16,14 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 import bnlr
+from bnlr.families import FAMILIES, Key
 from bnlr.safe_expr import ACCEPTED
-from bnlr.schedules import FAMILIES, PER_BATCH, check_schedule, parse_schedule
+from bnlr.schedules import check_schedule, parse_schedule
 
 BIND = {"bind": "query-params"}
 MAX_SLOTS = 4
-SHOWN = 4  # arguments shown in a column; the rest fold into "more arguments"
-FIRST = {"plateau": ("monitor", "factor", "patience")}  # shown before the family's other keys
+SHOWN = 4  # arguments shown in a column (the registry's first ones); the rest fold away
 
-TITLES = {
-    "constant": "constant",
-    "power": "power (Géron)",
-    "exponential": "exponential (Géron)",
-    "step": "piecewise · StepLR",
-    "multistep": "piecewise · MultiStepLR",
-    "plateau": "performance · ReduceLROnPlateau",
-    "cyclic": "cyclic · CyclicLR",
-    "onecycle": "1cycle · OneCycleLR",
-    "cosine": "cosine · CosineAnnealingLR",
-    "cosine_restarts": "cosine · warm restarts",
-    "warmup_cosine": "warmup + cosine",
-    "lambda": "LambdaLR · your expression",
-}
-TORCH = {
-    "constant": "no scheduler",
-    "power": "LambdaLR(lambda t: (1 + t/s) ** -c)",
-    "exponential": "ExponentialLR(gamma = 0.1 ** (1/s))",
-    "step": "StepLR",
-    "multistep": "MultiStepLR",
-    "plateau": "ReduceLROnPlateau",
-    "cyclic": "CyclicLR",
-    "onecycle": "OneCycleLR",
-    "cosine": "CosineAnnealingLR",
-    "cosine_restarts": "CosineAnnealingWarmRestarts",
-    "warmup_cosine": "SequentialLR(LinearLR, CosineAnnealingLR)",
-    "lambda": "LambdaLR(lambda epoch: …)",
-}
-# The formula of each family; t counts scheduler steps (epochs, or batches when stepped per batch).
-FORMULAS = {
-    "constant": r"\eta_t = \eta_0",
-    "power": r"\eta_t = \frac{\eta_0}{(1 + t/s)^{c}} \qquad c = 1:\ \eta_0,\ \tfrac{\eta_0}{2},\ \tfrac{\eta_0}{3},\ \dots"
-    r"\ (s = 1)",
-    "exponential": r"\eta_t = \eta_0 \cdot 0.1^{\,t/s} = \eta_0 \cdot \gamma^{t}, \quad \gamma = 0.1^{1/s}",
-    "step": r"\eta_t = \eta_0 \cdot \gamma^{\lfloor t / \mathrm{step\_size} \rfloor}",
-    "multistep": r"\eta_t = \eta_0 \cdot \gamma^{\#\{m \in \mathrm{milestones}\,:\, m \le t\}}"
-    r"\qquad \text{(Géron: } \eta_0 \text{ until } t_1,\ \eta_1 \text{ until } t_2, \dots)",
-    "plateau": r"\text{if the loss has not improved by threshold for patience epochs: } "
-    r"\eta \leftarrow \max(\eta \cdot \mathrm{factor},\ \mathrm{min\_lr})",
-    "cyclic": r"\eta_t = \mathrm{base\_lr} + (\mathrm{max\_lr} - \mathrm{base\_lr}) \cdot "
-    r"\max\!\left(0,\ 1 - \left|\tfrac{t}{\mathrm{step\_size\_up}} - 2k - 1\right|\right) \cdot "
-    r"\mathrm{scale}(k), \quad k = \text{cycle}",
-    "onecycle": r"\eta:\ \tfrac{\mathrm{max\_lr}}{\mathrm{div\_factor}} \nearrow \mathrm{max\_lr} "
-    r"\text{ over pct\_start} \cdot T,\ \text{then} \searrow "
-    r"\tfrac{\mathrm{max\_lr}}{\mathrm{div\_factor} \cdot \mathrm{final\_div\_factor}},"
-    r"\quad T = \text{epochs} \times \text{batches per epoch}",
-    "cosine": r"\eta_t = \eta_{min} + \tfrac12(\eta_0 - \eta_{min})\left(1 + \cos\tfrac{\pi t}{T_{max}}\right)",
-    "cosine_restarts": r"\eta_t = \eta_{min} + \tfrac12(\eta_0 - \eta_{min})\left(1 + \cos\tfrac{\pi T_{cur}}{T_i}\right),"
-    r"\quad T_i = T_0 \cdot T_{mult}^{\,i}",
-    "warmup_cosine": r"\eta_t = \eta_0\left(f + (1-f)\tfrac{t}{w}\right)\ (t < w),\quad "
-    r"\eta_t = \eta_{min} + \tfrac12(\eta_0 - \eta_{min})\left(1 + \cos\tfrac{\pi (t-w)}{T - w}\right)",
-    "lambda": r"\eta_t = \mathrm{lr\_lambda}(t) \cdot \mathrm{initial\_lr}",
-}
-GERON = {
-    "power": "Géron's power scheduling: the lr drops fast at first, then ever more slowly.",
-    "exponential": "Géron's exponential scheduling: the lr falls tenfold every s steps.",
-    "step": "Géron's piecewise constant scheduling, every step_size steps.",
-    "multistep": "Géron's piecewise constant scheduling: e.g. η₀ for 20 epochs, η₀/100 after.",
-    "plateau": "Géron's performance scheduling: watch the loss, lower the lr when it stalls.",
-    "onecycle": "Géron's 1cycle: up to a peak, back down, then far below for the last steps.",
-    "cyclic": "Smith's cyclical learning rates: the lr oscillates between two bounds.",
-}
-CHOICES = {
-    "mode": ("triangular", "triangular2", "exp_range"),
-    "anneal_strategy": ("cos", "linear"),
-    "monitor": ("train", "test"),
-}
 DEFAULT_SLOTS = ("step:step_size=10,gamma=0.5", "onecycle", "lambda:0.5 ** epoch")
 
 # name: (button label, specs of the columns, initial lr or None to keep it)
@@ -150,15 +83,15 @@ def _state_values(slot: int, spec: str) -> tuple[dict, dict]:
         out[f"s{slot}_lambda"] = parsed.expression
         return out, out
     explicit = dict(out)
-    for key, (kind, default, _, _) in FAMILIES[parsed.name].items():
+    for key, spec_key in FAMILIES[parsed.name].keys.items():
         value = parsed.get(key)
         out[widget_key(slot, parsed.name, key)] = (
-            "|".join(map(str, value)) if kind == "ints" else value
+            "|".join(map(str, value)) if spec_key.kind == "ints" else value
         )
-        if value != default:
+        if value != spec_key.default:
             explicit[widget_key(slot, parsed.name, key)] = out[widget_key(slot, parsed.name, key)]
     out[f"s{slot}_{parsed.name}_every"] = parsed.every
-    if parsed.every != ("batch" if parsed.name in PER_BATCH else "epoch"):
+    if parsed.every != ("batch" if parsed.family.per_batch else "epoch"):
         explicit[f"s{slot}_{parsed.name}_every"] = parsed.every
     return out, explicit
 
@@ -186,7 +119,7 @@ def _url_value(key: str, value) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if re.fullmatch(r"s\d+", key):
-        return TITLES[value]
+        return FAMILIES[value].title
     return repr(value) if isinstance(value, float) else str(value)
 
 
@@ -252,8 +185,8 @@ def _number(label: str, key: str, kind: str, default):
     )
 
 
-def _param_widget(slot: int, family: str, key: str, spec: tuple, initial):
-    kind, default, _, what = spec
+def _param_widget(slot: int, family: str, key: str, spec: Key, initial):
+    kind = spec.kind
     wkey = widget_key(slot, family, key)
     label = f"`{key}`"
     if kind in ("float", "int"):
@@ -266,9 +199,9 @@ def _param_widget(slot: int, family: str, key: str, spec: tuple, initial):
         value = st.checkbox(label, key=wkey, **_first(wkey, value=initial), **BIND)
     else:
         value = st.selectbox(
-            label, CHOICES[key], key=wkey, **_first(wkey, index=CHOICES[key].index(initial)), **BIND
+            label, spec.choices, key=wkey, **_first(wkey, index=spec.choices.index(initial)), **BIND
         )
-    st.caption(what)
+    st.caption(spec.help)
     return value
 
 
@@ -287,13 +220,15 @@ def slot_spec(slot: int, default: str) -> str:
     family = st.selectbox(
         f"Schedule {slot}",
         families,
-        format_func=TITLES.get,
+        format_func=lambda name: FAMILIES[name].title,
         key=f"s{slot}",
         **_first(f"s{slot}", index=families.index(default.name)),
         **BIND,
     )
     st.caption(
-        f"`torch.optim.lr_scheduler.{TORCH[family]}`" if family != "constant" else "no scheduler"
+        f"`torch.optim.lr_scheduler.{FAMILIES[family].torch}`"
+        if family != "constant"
+        else "no scheduler"
     )
     if family == "lambda":
         expr = st.text_input(
@@ -309,16 +244,16 @@ def slot_spec(slot: int, default: str) -> str:
         )
         return "lambda:" + expr
     parts = []
-    keys = sorted(FAMILIES[family].items(), key=lambda kv: kv[0] not in FIRST.get(family, ()))
+    keys = list(FAMILIES[family].keys.items())
     more = st.expander("more arguments") if len(keys) > SHOWN else None
     for i, (key, spec) in enumerate(keys):
-        initial = default.get(key) if default.name == family else spec[1]
+        initial = default.get(key) if default.name == family else spec.default
         if i < SHOWN or more is None:
             value = _param_widget(slot, family, key, spec, initial)
         else:
             with more:
                 value = _param_widget(slot, family, key, spec, initial)
-        kind, default_value = spec[0], spec[1]
+        kind, default_value = spec.kind, spec.default
         if value is None or value == "":
             continue
         if (
@@ -331,8 +266,8 @@ def slot_spec(slot: int, default: str) -> str:
             continue
         parts.append(f"{key}={_fmt(kind, value)}")
     if family != "constant":
-        natural = "batch" if family in PER_BATCH else "epoch"
-        if family == "plateau":
+        natural = "batch" if FAMILIES[family].per_batch else "epoch"
+        if FAMILIES[family].epoch_only:
             st.caption("steps once per **epoch**, on that epoch's loss: `scheduler.step(loss)`")
         else:
             every = st.segmented_control(
@@ -423,7 +358,7 @@ def notes(
                 "`cycle_momentum=True` with Adam: PyTorch cycles **beta1** (`betas[0]`) between "
                 f"{p.get('base_momentum')} and {p.get('max_momentum')}, as it would SGD's momentum."
             )
-    if (p.name in PER_BATCH and p.every == "epoch") or (p.name not in PER_BATCH and p.every == "batch"):
+    if p.every != ("batch" if p.family.per_batch else "epoch"):
         out.append(
             f"Stepped once per **{p.every}**: its step counts ({'batches' if p.every == 'batch' else 'epochs'}) "
             "change meaning accordingly."

@@ -1,0 +1,313 @@
+"""Analysis over seeds, for the pages and the command line: tidy DataFrame in, DataFrame or record out.
+
+The pages draw what these functions return, and ``python -m bnlr run --table ...`` prints it:
+
+- ``seed_band``: a value summarised over seeds in log space (losses span decades): the geometric
+  mean, and mean ± 1 sd of log10 or min–max as the band, diverged seeds left out and counted;
+  ``history_band`` / ``metrics_band`` apply it to the loss curves and to per-run metrics.
+- ``best_lr``: per network, the lr of the lowest seed-mean final loss; ``diverged_region``: the lr
+  range from the first lr where some run diverged.
+- ``bn_verdict``: does BatchNorm make a network react more to the lr (the article's claim 1)?
+- ``range_test_medians``: how far each LR range-test rule lands from the sweep's best lr.
+- ``schedule_lrs`` / ``epoch_table``: the scheduler playground's lr per step and per-epoch table.
+- ``sensitivity_report`` / ``lr_curve_report``: everything one page shows, in one call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from . import lrfinder, metrics
+from .config import BN_LABEL, Grid
+from .optimizers import OptimizerConfig
+from .schedules import parse_schedule, trajectory
+from .train import Result
+
+BANDS = {"spread": "mean ± 1 sd of log10 loss over seeds", "minmax": "min – max over seeds"}
+BASELINE = "constant"  # the playground's reference schedule
+ALL_MODELS = "all models"  # the arch of an lr curve that does not depend on the model
+
+
+def label(df: pd.DataFrame) -> pd.DataFrame:
+    """Returns df with ``net`` (the arch without its BN part) and ``BN`` (a readable BN label)."""
+    return df.assign(net=df["arch"].str.split(" · ").str[0], BN=df["bn"].map(BN_LABEL))
+
+
+def seed_band(df: pd.DataFrame, value: str, keys: list[str], band: str = "spread") -> pd.DataFrame:
+    """Returns per ``keys`` the seed summary of ``value``: its geometric mean, lo, hi, n_seeds, n_finite.
+
+    Log space because losses span decades: the centre is 10 ** mean(log10 v); ``spread`` gives
+    10 ** (mean ± sd), ``minmax`` the smallest and largest seed. Non-finite values (diverged
+    seeds) are left out; ``n_finite`` says how many seeds remain.
+    """
+    if band not in BANDS:
+        raise ValueError(f"unknown band {band!r}; accepted: {', '.join(BANDS)}")
+
+    v = df[value].to_numpy(dtype=float)
+    ok = np.isfinite(v) & (v > 0)
+    logs = df[keys].assign(log=np.where(ok, np.log10(np.where(ok, v, 1.0)), np.nan), ok=ok)
+    g = logs.groupby(keys, sort=True)
+    out = (
+        g["log"]
+        .agg(["mean", "std", "min", "max"])
+        .join(g["ok"].agg(n_seeds="size", n_finite="sum"))
+    )
+    sd = out["std"].fillna(0.0)  # one seed: no spread
+    lo, hi = (out["mean"] - sd, out["mean"] + sd) if band == "spread" else (out["min"], out["max"])
+    out = pd.DataFrame(
+        {
+            value: 10 ** out["mean"],
+            "lo": 10**lo,
+            "hi": 10**hi,
+            "n_seeds": out["n_seeds"],
+            "n_finite": out["n_finite"],
+        }
+    ).reset_index()
+    return out.astype({"n_seeds": int, "n_finite": int})
+
+
+def history_band(history: pd.DataFrame, split: str = "train", band: str = "spread") -> pd.DataFrame:
+    """Returns the loss curves summarised over seeds, one row per arch × lr × epoch.
+
+    ``diverges_after`` marks the last epoch before some seed of that arch × lr diverged.
+    """
+    part = label(history[history["split"] == split])
+    out = seed_band(part, "loss", ["arch", "net", "BN", "bn", "lr", "epoch"], band)
+    nxt = out.groupby(["arch", "lr"])["n_finite"].shift(-1)
+    out["diverges_after"] = (out["n_finite"] > 0) & nxt.notna() & (nxt < out["n_finite"])
+    return out
+
+
+def metrics_band(
+    metrics: pd.DataFrame, value: str = "final_loss", band: str = "spread"
+) -> pd.DataFrame:
+    """Returns a run metric summarised over seeds per arch × lr, with ``diverged`` seeds counted."""
+    part = label(metrics)
+    out = seed_band(part, value, ["arch", "net", "BN", "bn", "lr"], band)
+    div = (
+        part.groupby(["arch", "lr"])["diverged_epoch"]
+        .agg(lambda s: int(s.notna().sum()))
+        .rename("diverged")
+    )
+    return out.merge(div.reset_index(), on=["arch", "lr"])
+
+
+def best_lr(bands: pd.DataFrame, value: str = "final_loss") -> pd.DataFrame:
+    """Returns per arch the lr of the lowest seed-mean ``value`` (best_lr) and that value."""
+    ok = bands[np.isfinite(bands[value])]
+    rows = ok.loc[ok.groupby("arch")[value].idxmin()]
+    return (
+        rows[["arch", "net", "BN", "bn", "lr", value]]
+        .rename(columns={"lr": "best_lr"})
+        .reset_index(drop=True)
+    )
+
+
+def diverged_region(bands: pd.DataFrame) -> pd.DataFrame:
+    """Returns the lr range to shade (lo, hi) from the smallest lr where some run diverged; empty if none.
+
+    The edges sit half-way (in log lr) to the neighbouring grid points, so the shade covers whole points.
+    """
+    lrs = np.sort(bands["lr"].unique())
+    bad = np.sort(bands.loc[bands["diverged"] > 0, "lr"].unique())
+    if len(bad) == 0:
+        return pd.DataFrame(columns=["lo", "hi", "label"])
+    step = np.sqrt(lrs[1] / lrs[0]) if len(lrs) > 1 else 2.0
+    i = int(np.searchsorted(lrs, bad[0]))
+    lo = np.sqrt(lrs[i - 1] * lrs[i]) if i > 0 else lrs[0] / step
+    return pd.DataFrame(
+        {"lo": [lo], "hi": [lrs[-1] * step], "label": [f"diverged (lr ≥ {bad[0]:.2g})"]}
+    )
+
+
+
+def schedule_lrs(
+    schedules: tuple[str, ...],
+    lr: float,
+    epochs: int,
+    steps_per_epoch: int,
+    optimizer: OptimizerConfig,
+    result: Result | None = None,
+) -> pd.DataFrame:
+    """Returns one row per schedule (per run for ReduceLROnPlateau) × optimizer step.
+
+    Columns: schedule, curve (what one line is), arch, bn, step (1-based), epoch (1-based),
+    x (epoch + fraction of it, the x axis), lr, momentum, every (epoch | batch).
+    """
+    S = steps_per_epoch
+    parts = []
+    for spec in schedules:
+        every = parse_schedule(spec).every
+        traj = trajectory(spec, lr, epochs, S, optimizer)
+        if traj is not None:
+            step = np.arange(1, len(traj.lr) + 1)
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "schedule": spec,
+                        "curve": spec,
+                        "arch": ALL_MODELS,
+                        "bn": "none",
+                        "step": step,
+                        "lr": traj.lr,
+                        "momentum": traj.momentum,
+                        "every": every,
+                    }
+                )
+            )
+        elif result is not None:  # ReduceLROnPlateau: each run's own lr, from training
+            runs = result.runs[result.runs["schedule"] == spec][["run", "arch", "bn"]]
+            steps = result.steps.merge(runs, on="run")
+            parts.append(
+                steps.assign(schedule=spec, curve=spec + " · " + steps["arch"], every=every)[
+                    ["schedule", "curve", "arch", "bn", "step", "lr", "momentum", "every"]
+                ]
+            )
+    df = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame(
+            columns=["schedule", "curve", "arch", "bn", "step", "lr", "momentum", "every"]
+        )
+    )
+    df["epoch"] = (df["step"] - 1) // S + 1
+    df["x"] = 1 + (df["step"] - 1) / S
+    return df.dropna(subset=["lr"])
+
+
+def per_epoch(lr: pd.DataFrame, steps_per_epoch: int) -> pd.DataFrame:
+    """Returns the rows of the first step of each epoch: the lr an epoch starts with."""
+    return lr[(lr["step"] - 1) % steps_per_epoch == 0]
+
+
+
+def epoch_table(history: pd.DataFrame) -> pd.DataFrame:
+    """Returns the CSV table: one row per run × epoch with its lr and its train and test loss."""
+    keys = ["run", "arch", "bn", "optimizer", "schedule", "lr", "seed", "epoch"]
+    wide = history.pivot_table(
+        index=keys, columns="split", values="loss", dropna=False
+    ).reset_index()
+    lrs = history[history["split"] == "train"][["run", "epoch", "epoch_lr"]]
+    out = wide.merge(lrs, on=["run", "epoch"]).rename(
+        columns={"train": "train_loss", "test": "test_loss", "lr": "initial_lr"}
+    )
+    return out[
+        [
+            "run",
+            "arch",
+            "bn",
+            "optimizer",
+            "schedule",
+            "initial_lr",
+            "seed",
+            "epoch",
+            "epoch_lr",
+            "train_loss",
+            "test_loss",
+        ]
+    ]
+
+
+@dataclass(frozen=True)
+class BNVerdict:
+    """Does BatchNorm make a network react more to the learning rate (the article's claim 1)?"""
+
+    bn: float  # mean LR sensitivity of the BN models, decades (NaN: no answer)
+    plain: float  # the same for the models without BN
+    word: str | None  # "more" or "less"; None when the settings cannot answer
+    reason: str = ""  # why there is no answer
+
+    @property
+    def ratio(self) -> float:
+        """BN's spread over the plain models' (NaN when the plain spread is 0 or unknown)."""
+        return self.bn / self.plain if self.plain > 0 else float("nan")
+
+
+def bn_verdict(sensitivity: pd.DataFrame) -> BNVerdict:
+    """Returns the mean LR sensitivity of the BN and the plain models, and which is larger.
+
+    Args:
+        sensitivity: from ``metrics.lr_sensitivity`` (one row per architecture).
+    """
+    bn = sensitivity[sensitivity["bn"] != "none"]["sensitivity"]
+    plain = sensitivity[sensitivity["bn"] == "none"]["sensitivity"]
+    if not len(bn) or not len(plain) or sensitivity["sensitivity"].isna().any():
+        return BNVerdict(float("nan"), float("nan"), None, "it needs BN and plain models, each "
+                         "with at least two learning rates where no seed diverged")
+    a, b = float(bn.mean()), float(plain.mean())
+    return BNVerdict(a, b, "more" if a > b else "less")
+
+
+@dataclass(frozen=True)
+class SensitivityReport:
+    """What the LR sensitivity page shows."""
+
+    bands: pd.DataFrame  # history_band: loss per epoch over seeds, per arch × lr
+    metrics: pd.DataFrame  # metrics.run_metrics: one row per run
+    sensitivity: pd.DataFrame  # metrics.lr_sensitivity: one row per architecture
+    verdict: BNVerdict
+
+
+def sensitivity_report(result: Result, split: str = "train", band: str = "spread") -> SensitivityReport:
+    """Returns the LR sensitivity page's tables and verdict for ``result``."""
+    m = metrics.run_metrics(result.history, split)
+    sens = metrics.lr_sensitivity(m)
+    return SensitivityReport(history_band(result.history, split, band), m, sens, bn_verdict(sens))
+
+
+@dataclass(frozen=True)
+class LRCurveReport:
+    """What the LR learning curve page shows."""
+
+    metrics: pd.DataFrame  # one row per run, final_loss by the chosen rule
+    bands: pd.DataFrame  # metrics_band: final loss over seeds per arch × lr
+    best: pd.DataFrame  # best_lr per arch
+    suggested: pd.DataFrame  # each range-test rule's lr per arch, against the sweep's best
+    medians: pd.Series  # per rule: median distance from the sweep's best lr, decades
+
+
+def lr_curve_report(
+    result: Result,
+    curves: pd.DataFrame,
+    num_it: int,
+    split: str = "train",
+    final: str = "last",
+    k: int = 5,
+    band: str = "spread",
+) -> LRCurveReport:
+    """Returns the LR learning curve page's tables: the U over seeds and the range test against it.
+
+    Args:
+        result: the sweep (``bnlr.train`` over a grid of lrs).
+        curves: the range test of each network (``lrfinder.range_test``).
+        num_it: the range test's batches at most (its rules trim the curve by it).
+    """
+    m = metrics.run_metrics(result.history, split, final, k)
+    bands = metrics_band(m, "final_loss", band)
+    best = best_lr(bands)
+    suggested = lrfinder.against_sweep(lrfinder.suggestions(curves, num_it), best)
+    return LRCurveReport(m, bands, best, suggested, lrfinder.median_decades(suggested))
+
+
+@dataclass(frozen=True)
+class ScheduleReport:
+    """What the scheduler playground shows, but for the loss (``schedule_loss``: a display choice)."""
+
+    lrs: pd.DataFrame  # schedule_lrs: the lr and momentum at every optimizer step
+    table: pd.DataFrame  # epoch_table: lr and train / test loss per run and epoch
+
+
+def schedule_report(result: Result, grid: Grid) -> ScheduleReport:
+    """Returns the playground's tables for ``result``, trained from ``grid`` (one lr, schedules)."""
+    S = grid.experiment.steps_per_epoch
+    lrs = schedule_lrs(grid.schedules, grid.lrs[0], grid.epochs, S, grid.optimizer, result)
+    return ScheduleReport(lrs, epoch_table(result.history))
+
+
+def schedule_loss(history: pd.DataFrame, split: str = "train", band: str = "spread") -> pd.DataFrame:
+    """Returns the loss per epoch over seeds, one row per arch × schedule × epoch."""
+    part = history[history["split"] == split]
+    return seed_band(part, "loss", ["arch", "bn", "schedule", "epoch"], band)
