@@ -21,12 +21,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-import bnlr  # noqa: E402
+import bnlr
 
 PAGES = {"LR sensitivity": "pages/lr_sensitivity.py", "LR learning curve": "pages/lr_curve.py"}
 

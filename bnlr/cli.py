@@ -1,5 +1,6 @@
-"""The command line: ``python -m bnlr run ...`` writes the tidy table, ``python -m bnlr schedule ...``
-writes the lr of every epoch. Bad arguments exit with status 2 and one line naming the bad value.
+"""The command line: ``python -m bnlr run ...`` writes a tidy table (the history, or an analysis of
+it), ``python -m bnlr schedule ...`` the lr of every epoch. Defaults: the article's setup. Bad
+arguments exit with status 2 and one line naming the bad value.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import sys
 import pandas as pd
 import torch
 
-from .config import DataConfig, Grid, OptimizerConfig, log_grid
+from . import analysis, article, metrics
+from .config import DataConfig, Grid, log_grid
+from .optimizers import OptimizerConfig
 from .schedules import trajectory
 from .train import train
 
@@ -44,34 +47,79 @@ def _lr_grid(text: str):
         raise argparse.ArgumentTypeError(f"--lr-grid {text!r}: {msg}") from None
 
 
+def _run_options(command: argparse.ArgumentParser) -> None:
+    """The options that describe a grid of runs (defaults: the article's setup, bnlr.article)."""
+    command.add_argument("--depths", type=_list(int, "--depths"), default=article.DEPTHS)
+    command.add_argument("--width", type=int, default=article.WIDTH)
+    command.add_argument(
+        "--activation", type=_list(str, "--activation"), default=(article.ACTIVATION,)
+    )
+    command.add_argument("--bn", type=_list(str, "--bn"), default=article.BNS)
+    command.add_argument("--bn-momentum", type=float, default=article.BN_MOMENTUM)
+    lrs = command.add_mutually_exclusive_group()
+    lrs.add_argument("--lrs", type=_list(float, "--lrs"), default=article.LRS)
+    lrs.add_argument("--lr-grid", type=_lr_grid, help="LOW:HIGH:COUNT, log-spaced")
+    command.add_argument("--seeds", type=_list(int, "--seeds"), default=(article.SEED,))
+    command.add_argument("--epochs", type=int, default=article.EPOCHS)
+    command.add_argument("--batch-size", type=int, default=article.BATCH_SIZE)
+    command.add_argument("--optimizer", default=article.OPTIMIZER)
+    command.add_argument("--momentum", type=float, default=0.0)
+    command.add_argument("--weight-decay", type=float, default=None)
+    command.add_argument(
+        "--schedule", default="constant", help="one or more schedule specs separated by ';'"
+    )
+    command.add_argument("--dtype", default="float32")
+    command.add_argument("--n", type=int, default=article.N, help="samples")
+    command.add_argument("--noise", type=float, default=article.NOISE)
+    command.add_argument("--degree", type=int, default=article.DEGREE)
+    command.add_argument("--out", default="-", help="CSV path, or - for stdout")
+
+
+def _grid(args: argparse.Namespace) -> Grid:
+    schedules = tuple(s.strip() for s in args.schedule.split(";") if s.strip()) or ("constant",)
+    sgd = args.optimizer == "sgd"
+    return Grid(
+        depths=args.depths,
+        width=args.width,
+        activations=args.activation,
+        bns=args.bn,
+        bn_momentum=args.bn_momentum,
+        lrs=args.lr_grid or args.lrs,
+        seeds=args.seeds,
+        schedules=schedules,
+        optimizer=OptimizerConfig(
+            args.optimizer, momentum=args.momentum if sgd else 0.0, weight_decay=args.weight_decay
+        ),
+        data=DataConfig(n=args.n, noise=args.noise, degree=args.degree),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+    )
+
+
+# What `run --table` writes: the tidy history, or an analysis of it (bnlr.metrics, bnlr.analysis)
+TABLES = {
+    "history": lambda result, a: result.history,
+    "metrics": lambda result, a: metrics.run_metrics(result.history, a.split, a.final),
+    "sensitivity": lambda result, a: metrics.lr_sensitivity(TABLES["metrics"](result, a)),
+    "bands": lambda result, a: analysis.metrics_band(TABLES["metrics"](result, a)),
+    "best_lr": lambda result, a: analysis.best_lr(TABLES["bands"](result, a)),
+}
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m bnlr", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    run = sub.add_parser(
-        "run", help="train a grid of runs and write the tidy per-epoch table (CSV)"
-    )
-    run.add_argument("--depths", type=_list(int, "--depths"), default=(3, 4))
-    run.add_argument("--width", type=int, default=4)
-    run.add_argument("--activation", type=_list(str, "--activation"), default=("tanh",))
-    run.add_argument("--bn", type=_list(str, "--bn"), default=("none", "pre"))
-    run.add_argument("--bn-momentum", type=float, default=0.1)
-    lrs = run.add_mutually_exclusive_group()
-    lrs.add_argument("--lrs", type=_list(float, "--lrs"), default=(0.1, 0.03, 0.01, 0.005))
-    lrs.add_argument("--lr-grid", type=_lr_grid, help="LOW:HIGH:COUNT, log-spaced")
-    run.add_argument("--seeds", type=_list(int, "--seeds"), default=(929,))
-    run.add_argument("--epochs", type=int, default=40)
-    run.add_argument("--batch-size", type=int, default=50)
-    run.add_argument("--optimizer", default="sgd")
-    run.add_argument("--momentum", type=float, default=0.0)
-    run.add_argument(
-        "--schedule", default="constant", help="one or more schedule specs separated by ';'"
-    )
+    run = sub.add_parser("run", help="train a grid of runs and write a tidy table (CSV)")
+    _run_options(run)
     run.add_argument("--engine", default="batched")
-    run.add_argument("--dtype", default="float32")
-    run.add_argument("--n", type=int, default=1000, help="samples")
-    run.add_argument("--noise", type=float, default=0.01)
-    run.add_argument("--degree", type=int, default=2)
-    run.add_argument("--out", default="-", help="CSV path, or - for stdout")
+    run.add_argument(
+        "--table", default="history", choices=list(TABLES),
+        help="history: loss per run × epoch × split; metrics: per run; sensitivity: per "
+        "network; bands: final loss over seeds per network × lr; best_lr: per network",
+    )
+    run.add_argument("--split", default="train", choices=["train", "test"])
+    run.add_argument("--final", default="last", choices=list(metrics.FINALS))
     sched = sub.add_parser(
         "schedule", help="write the lr each training epoch runs at (CSV epoch,lr)"
     )
@@ -79,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     sched.add_argument("--lr", type=float, required=True)
     sched.add_argument("--epochs", type=int, required=True)
     sched.add_argument("--batches-per-epoch", type=int, default=14, help="for per-batch schedules")
-    sched.add_argument("--optimizer", default="sgd")
+    sched.add_argument("--optimizer", default=article.OPTIMIZER)
     sched.add_argument("--out", default="-")
     return p
 
@@ -118,23 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             lrs = traj.lr[:: args.batches_per_epoch]
             _write(pd.DataFrame({"epoch": range(1, args.epochs + 1), "lr": lrs}), args.out)
             return 0
-        schedules = tuple(s.strip() for s in args.schedule.split(";") if s.strip()) or ("constant",)
-        grid = Grid(
-            depths=args.depths,
-            width=args.width,
-            activations=args.activation,
-            bns=args.bn,
-            bn_momentum=args.bn_momentum,
-            lrs=args.lr_grid or args.lrs,
-            seeds=args.seeds,
-            schedules=schedules,
-            optimizer=OptimizerConfig(args.optimizer, momentum=args.momentum),
-            data=DataConfig(n=args.n, noise=args.noise, degree=args.degree),
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            dtype=args.dtype,
-        )
-        _write(train(grid, engine=args.engine).history, args.out)
+        result = train(_grid(args), engine=args.engine)
+        _write(TABLES[args.table](result, args), args.out)
         return 0
     except (ValueError, OSError) as err:
         print(f"bnlr: error: {err}", file=sys.stderr)

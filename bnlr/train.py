@@ -21,21 +21,6 @@ from .history import RunHistory
 from .reference import train_reference
 
 ENGINES = {"batched": train_batched, "reference": train_reference}
-RUN_COLUMNS = [
-    "run",
-    "arch",
-    "depth",
-    "width",
-    "activation",
-    "bn",
-    "bn_momentum",
-    "optimizer",
-    "schedule",
-    "lr",
-    "seed",
-]
-
-
 @dataclass(frozen=True)
 class Result:
     """What ``train`` returns: tidy per-epoch losses and per-step learning rates."""

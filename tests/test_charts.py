@@ -193,3 +193,62 @@ def test_sensitivity_bars_and_run_grid():
     cells = pd.DataFrame(charts.run_grid(m).to_dict()["datasets"].popitem()[1])
     assert set(cells.loc[cells["lr"] == 1.0, "text"]) == {"✕ ep 3"}
     assert cells.loc[(cells["lr"] == 0.01) & (cells["bn"] == "pre"), "text"].item() == "20"
+
+
+def _groups(layer: dict, facet: str | None) -> list[str]:
+    """The fields that split a mark's data into separate shapes: colour, detail, facet."""
+    enc = layer["encoding"]
+    fields = [enc[k]["field"] for k in ("color", "detail") if k in enc and "field" in enc[k]]
+    return fields + ([facet] if facet else [])
+
+
+def _one_area_per_series(spec: dict, data: pd.DataFrame, x: str, facet: str | None = None):
+    """Asserts the chart's band is one area per series: no group holds an x twice."""
+    layers = spec["spec"]["layer"] if "spec" in spec else spec["layer"]
+    (area,) = [ly for ly in layers if ly["mark"] == "area" or ly["mark"].get("type") == "area"]
+    keys = _groups(area, facet)
+    assert not data.duplicated([*keys, x]).any(), f"one band spans several series: {keys}"
+
+
+def two_seed_history() -> pd.DataFrame:
+    rows = []
+    for bn in ("none", "pre"):
+        for seed in (1, 2):
+            for lr in (0.1, 0.01):
+                for e in (1, 2, 3):
+                    loss = (10 if bn == "none" else 3) * seed / e * lr
+                    rows.append({"run": 0, "arch": f"3×4 tanh · {'no BN' if bn == 'none' else 'BN pre'}",
+                                 "bn": bn, "lr": lr, "seed": seed, "epoch": e, "split": "train",
+                                 "loss": loss, "schedule": "constant"})
+    return pd.DataFrame(rows)
+
+
+def test_seed_bands_are_one_area_per_series_on_every_chart():
+    # BN and no BN of one network share a colour: a band grouped by colour alone would zig-zag
+    # between their curves (the bug this guards against)
+    h = two_seed_history()
+    bands = analysis.history_band(h)
+    spec = charts.loss_curves(bands).to_dict()
+    _one_area_per_series(spec, label_frame(bands), "epoch", facet="lr")
+    m = metrics_table()
+    mb = analysis.metrics_band(m)
+    _one_area_per_series(charts.lr_curve(mb).to_dict(), label_frame(mb), "lr")
+    from ui import schedule_charts
+
+    sb = analysis.schedule_loss(h.assign(schedule=["constant", "step"] * (len(h) // 2)))
+    spec = schedule_charts.loss_chart(sb, ["constant", "step"]).to_dict()
+    _one_area_per_series(spec, schedule_charts.loss_frame(sb), "epoch", facet="model")
+
+
+def label_frame(bands: pd.DataFrame) -> pd.DataFrame:
+    return bands  # history_band / metrics_band already carry net and BN
+
+
+def test_best_marker_sits_at_each_networks_lowest_seed_mean():
+    bands = analysis.metrics_band(metrics_table())
+    best = charts.lr_curve(bands).to_dict()
+    data = {name: pd.DataFrame(rows) for name, rows in best["datasets"].items()}
+    (marker,) = [ly for ly in best["layer"] if ly["mark"].get("shape") == "diamond"]
+    rows = data[marker["data"]["name"]].set_index("arch")
+    assert rows.loc["3×4 tanh · no BN", "best_lr"] == 1e-2  # losses 50, 10, 20: lowest at 1e-2
+    assert rows.loc["3×4 tanh · BN pre", "final_loss"] == pytest.approx(20.0)

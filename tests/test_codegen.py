@@ -34,6 +34,8 @@ def experiment() -> bnlr.Experiment:
         bnlr.RunConfig(RELU_POST, 0.03, 929, "warmup_cosine:warmup=2", SGD),
         bnlr.RunConfig(RELU_POST, 0.03, 929, "power:s=2,c=1.5", ADAM),
         bnlr.RunConfig(TANH, 0.05, 929, "constant", SGD),
+        bnlr.RunConfig(BN_PRE, 0.05, 929, "polynomial:total_iters=3,power=2", MOMENTUM),
+        bnlr.RunConfig(TANH, 0.05, 930, "linear:start_factor=0.5,end_factor=0.1", ADAM),
     ]
     return bnlr.Experiment(tuple(runs), epochs=5, dtype="float64")
 
@@ -95,8 +97,9 @@ def test_script_imports_only_torch_and_math():
 
 
 def test_script_rejects_bad_run_indices():
-    with pytest.raises(ValueError, match="run index 9"):
-        script(experiment(), runs=[9])
+    exp = experiment()
+    with pytest.raises(ValueError, match=f"run index {len(exp.runs)} out of range"):
+        script(exp, runs=[len(exp.runs)])
 
 
 def test_optimizer_states_match_a_bare_torch_loop():

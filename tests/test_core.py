@@ -1,5 +1,6 @@
 """Data, models, configs, metrics, the CLI, and that bnlr stays free of Streamlit."""
 
+import io
 import math
 import subprocess
 import sys
@@ -161,6 +162,22 @@ def test_cli_schedule_writes_the_lr_of_each_epoch():
     out = cli("schedule", "--schedule", "lambda:0.5**epoch", "--lr", "0.05", "--epochs", "3")
     assert out.returncode == 0
     assert out.stdout.split() == ["epoch,lr", "1,0.05", "2,0.025", "3,0.0125"]
+
+
+def test_cli_schedule_prints_torchs_own_trajectory_for_a_new_family():
+    out = cli("schedule", "--schedule", "polynomial:total_iters=10,power=2", "--lr", "0.1",
+              "--epochs", "15")
+    assert out.returncode == 0, out.stderr
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=10, power=2.0)
+    want = []
+    for _ in range(15):
+        want.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    got = pd.read_csv(io.StringIO(out.stdout))
+    assert got["epoch"].tolist() == list(range(1, 16))
+    assert got["lr"].tolist() == want
 
 
 def test_cli_run_writes_the_tidy_table(tmp_path):

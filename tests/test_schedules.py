@@ -181,7 +181,8 @@ def test_linear_is_torchs_linearlr_and_its_formula():
     )
     want = [0.2 * (1 + (0.1 - 1) * min(t, 4) / 4) for t in range(7)]
     assert got == pytest.approx(want, abs=1e-15)
-    assert per_epoch("linear", 0.3, 3) == pytest.approx([0.1, 0.2, 0.3 * (1 / 3 + 2 / 3 * 2 / 3)])
+    # defaults: torch's factors (1/3 → 1), over the whole run
+    assert per_epoch("linear", 0.3, 3) == pytest.approx([0.3 * (1 / 3 + 2 / 3 * t / 3) for t in range(3)])
 
 
 @pytest.mark.parametrize("spec, words", [

@@ -60,8 +60,8 @@ def _y(field: str, title: str, log: bool, domain: list | None = None) -> alt.Y:
 
 
 def y_cap(bands: pd.DataFrame, value: str) -> list | None:
-    """Returns a y domain [lowest / 1.5, 10 × the seed-mean at the smallest lr] (the loss of a run
-    that barely moved), so the huge losses just before divergence don't flatten the U; None if unknown."""
+    """Returns a y domain [lowest / 3, 10 × the seed-mean at the smallest lr (a run that barely
+    moved)], so the huge losses just before divergence don't flatten the U; None if unknown."""
     ok = bands[np.isfinite(bands[value])]
     if ok.empty:
         return None
@@ -101,7 +101,10 @@ def loss_curves(
         "n_finite:Q",
         "n_seeds:Q",
     ]
-    band = base.mark_area(opacity=0.15).encode(y=alt.Y("lo:Q"), y2="hi:Q", opacity=alt.value(0.15))
+    # one area per series: colour tells networks apart, detail their BN placements
+    band = base.mark_area(opacity=0.15).encode(
+        y=alt.Y("lo:Q"), y2="hi:Q", detail="BN:N", opacity=alt.value(0.15)
+    )
     line = (
         base.mark_line()
         .encode(
@@ -159,7 +162,7 @@ def lr_curve(
         "n_finite:Q",
         "diverged:Q",
     ]
-    band = base.mark_area(opacity=0.15, clip=True).encode(y="lo:Q", y2="hi:Q")
+    band = base.mark_area(opacity=0.15, clip=True).encode(y="lo:Q", y2="hi:Q", detail="BN:N")
     line = (
         base.mark_line(point=True, clip=True)
         .encode(
