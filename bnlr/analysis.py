@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import lrfinder, metrics
+from . import claims, lrfinder, metrics
 from .config import BN_LABEL, Grid
+from .evidence import Verdict, bootstrap_interval, cannot, judge
 from .optimizers import OptimizerConfig
 from .schedules import parse_schedule, trajectory
 from .train import Result
@@ -123,7 +124,6 @@ def diverged_region(bands: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-
 def schedule_lrs(
     schedules: tuple[str, ...],
     lr: float,
@@ -183,7 +183,6 @@ def per_epoch(lr: pd.DataFrame, steps_per_epoch: int) -> pd.DataFrame:
     return lr[(lr["step"] - 1) % steps_per_epoch == 0]
 
 
-
 def epoch_table(history: pd.DataFrame) -> pd.DataFrame:
     """Returns the CSV table: one row per run × epoch with its lr and its train and test loss."""
     keys = ["run", "arch", "bn", "optimizer", "schedule", "lr", "seed", "epoch"]
@@ -211,34 +210,31 @@ def epoch_table(history: pd.DataFrame) -> pd.DataFrame:
     ]
 
 
-@dataclass(frozen=True)
-class BNVerdict:
-    """Does BatchNorm make a network react more to the learning rate (the article's claim 1)?"""
+def verdict_table(rows: list[tuple[dict, Verdict]]) -> pd.DataFrame:
+    """Returns one row per verdict: the given labels, then seeds_holding, seeds, effect, low,
+    high, verdict."""
+    return pd.DataFrame(
+        [
+            {
+                **labels,
+                "holds in": f"{v.seeds_holding} of {v.seeds}",
+                "effect": v.effect,
+                "low": v.low,
+                "high": v.high,
+                "verdict": v.word,
+            }
+            for labels, v in rows
+        ]
+    )
 
-    bn: float  # mean LR sensitivity of the BN models, decades (NaN: no answer)
-    plain: float  # the same for the models without BN
-    word: str | None  # "more" or "less"; None when the settings cannot answer
-    reason: str = ""  # why there is no answer
 
-    @property
-    def ratio(self) -> float:
-        """BN's spread over the plain models' (NaN when the plain spread is 0 or unknown)."""
-        return self.bn / self.plain if self.plain > 0 else float("nan")
-
-
-def bn_verdict(sensitivity: pd.DataFrame) -> BNVerdict:
-    """Returns the mean LR sensitivity of the BN and the plain models, and which is larger.
-
-    Args:
-        sensitivity: from ``metrics.lr_sensitivity`` (one row per architecture).
-    """
-    bn = sensitivity[sensitivity["bn"] != "none"]["sensitivity"]
-    plain = sensitivity[sensitivity["bn"] == "none"]["sensitivity"]
-    if not len(bn) or not len(plain) or sensitivity["sensitivity"].isna().any():
-        return BNVerdict(float("nan"), float("nan"), None, "it needs BN and plain models, each "
-                         "with at least two learning rates where no seed diverged")
-    a, b = float(bn.mean()), float(plain.mean())
-    return BNVerdict(a, b, "more" if a > b else "less")
+def _needs_both(m: pd.DataFrame, claim: str) -> Verdict | None:
+    """A verdict that cannot say, when the runs hold no BN model or no plain one; else None."""
+    kinds = set(m["bn"])
+    if "none" in kinds and kinds - {"none"}:
+        return None
+    missing = "a BN placement (pre or post)" if kinds == {"none"} else "no BN"
+    return cannot(claim, f"it compares BN and plain models; add {missing} in the sidebar")
 
 
 @dataclass(frozen=True)
@@ -248,14 +244,36 @@ class SensitivityReport:
     bands: pd.DataFrame  # history_band: loss per epoch over seeds, per arch × lr
     metrics: pd.DataFrame  # metrics.run_metrics: one row per run
     sensitivity: pd.DataFrame  # metrics.lr_sensitivity: one row per architecture
-    verdict: BNVerdict
+    verdict: Verdict  # claim 1 over the seeds of these runs
+    effects: pd.Series  # per seed: BN's mean sensitivity − the plain models', decades
+    pairs: pd.DataFrame  # the same per BN model against its plain twin (verdict_table)
 
 
-def sensitivity_report(result: Result, split: str = "train", band: str = "spread") -> SensitivityReport:
-    """Returns the LR sensitivity page's tables and verdict for ``result``."""
+def sensitivity_report(
+    result: Result, split: str = "train", band: str = "spread"
+) -> SensitivityReport:
+    """Returns the LR sensitivity page's tables and its verdict, judged over the runs' seeds."""
     m = metrics.run_metrics(result.history, split)
     sens = metrics.lr_sensitivity(m)
-    return SensitivityReport(history_band(result.history, split, band), m, sens, bn_verdict(sens))
+    statement = claims.STATEMENTS[1][0]
+    effects = claims.bn_sensitivity_effects(m)
+    missing = _needs_both(m, statement)
+    verdict = missing or claims.verdict(1, effects)
+    pairs = []
+    if missing is None:
+        per_pair = claims.bn_pair_effects(m)
+        for (arch, plain), part in per_pair.groupby(["arch", "plain"], sort=False):
+            v = judge(
+                f"{arch} reacts more than {plain}",
+                part.set_index("seed")["effect"],
+                "more",
+                "less",
+                "decades",
+            )
+            pairs.append(({"BN model": arch, "against": plain}, v))
+    return SensitivityReport(
+        history_band(result.history, split, band), m, sens, verdict, effects, verdict_table(pairs)
+    )
 
 
 @dataclass(frozen=True)
@@ -264,9 +282,12 @@ class LRCurveReport:
 
     metrics: pd.DataFrame  # one row per run, final_loss by the chosen rule
     bands: pd.DataFrame  # metrics_band: final loss over seeds per arch × lr
-    best: pd.DataFrame  # best_lr per arch
-    suggested: pd.DataFrame  # each range-test rule's lr per arch, against the sweep's best
-    medians: pd.Series  # per rule: median distance from the sweep's best lr, decades
+    best: pd.DataFrame  # best_lr per arch (of the seed-mean curve)
+    best_over_seeds: pd.DataFrame  # per arch: per-seed best lr, its geometric mean and interval
+    u_shape: Verdict  # claim 2 over these seeds
+    bn_best_lr: Verdict  # do BN networks have a higher best lr than plain ones?
+    suggested: pd.DataFrame  # each rule's lr per arch and seed, against that seed's best lr
+    rules: pd.DataFrame  # per rule: median and 10–90 % range of the distance, in decades
 
 
 def lr_curve_report(
@@ -282,14 +303,40 @@ def lr_curve_report(
 
     Args:
         result: the sweep (``bnlr.train`` over a grid of lrs).
-        curves: the range test of each network (``lrfinder.range_test``).
+        curves: the range test of each network and seed (``lrfinder.range_test``).
         num_it: the range test's batches at most (its rules trim the curve by it).
     """
     m = metrics.run_metrics(result.history, split, final, k)
     bands = metrics_band(m, "final_loss", band)
-    best = best_lr(bands)
-    suggested = lrfinder.against_sweep(lrfinder.suggestions(curves, num_it), best)
-    return LRCurveReport(m, bands, best, suggested, lrfinder.median_decades(suggested))
+    per_seed = claims.best_lr_per_seed(m)
+    over_seeds = []
+    for arch, part in per_seed.groupby("arch", sort=False):
+        logs = np.log10(part["best_lr"].to_numpy())
+        low, high = bootstrap_interval(logs)
+        over_seeds.append(
+            {
+                "arch": arch,
+                "best lr (geometric mean over seeds)": 10 ** logs.mean(),
+                "low": 10**low,
+                "high": 10**high,
+                "seeds": len(logs),
+            }
+        )
+    statement = "BN networks' best lr is higher than the plain ones'"
+    bn_best = _needs_both(m, statement) or judge(
+        statement, claims.bn_best_lr_effects(per_seed), "higher", "lower", "decades"
+    )
+    suggested = lrfinder.against_sweep(lrfinder.suggestions(curves, num_it), per_seed)
+    return LRCurveReport(
+        m,
+        bands,
+        best_lr(bands),
+        pd.DataFrame(over_seeds),
+        claims.verdict(2, claims.u_shape_effects(m)),
+        bn_best,
+        suggested,
+        lrfinder.rule_distances(suggested),
+    )
 
 
 @dataclass(frozen=True)
@@ -307,7 +354,34 @@ def schedule_report(result: Result, grid: Grid) -> ScheduleReport:
     return ScheduleReport(lrs, epoch_table(result.history))
 
 
-def schedule_loss(history: pd.DataFrame, split: str = "train", band: str = "spread") -> pd.DataFrame:
+def schedule_loss(
+    history: pd.DataFrame, split: str = "train", band: str = "spread"
+) -> pd.DataFrame:
     """Returns the loss per epoch over seeds, one row per arch × schedule × epoch."""
     part = history[history["split"] == split]
     return seed_band(part, "loss", ["arch", "bn", "schedule", "epoch"], band)
+
+
+def schedule_verdicts(history: pd.DataFrame, split: str = "train") -> tuple[pd.DataFrame, dict]:
+    """Returns each schedule against the constant baseline, paired by seed (same initial weights
+    and batch order): one row per schedule × model (final-loss ratio schedule / constant, its
+    interval, lower in k of n seeds), and per schedule the verdict pooled over the models."""
+    m = metrics.run_metrics(history, split)
+    rows, pooled = [], {}
+    for schedule in [s for s in dict.fromkeys(m["schedule"]) if s != BASELINE]:
+        effects = claims.schedule_effects(m, schedule, BASELINE)
+        claim = f"{schedule} ends lower than a constant lr"
+        for arch, part in effects.groupby("arch", sort=False):
+            v = judge(claim, part.set_index("seed")["effect"], "lower", "higher", "decades")
+            rows.append(({"schedule": schedule, "model": arch}, v))
+        pooled[schedule] = judge(
+            claim, effects.groupby("seed")["effect"].mean(), "lower", "higher", "decades"
+        )
+    table = verdict_table(rows)
+    if len(table):  # the effect as a ratio of final losses: schedule / constant
+        table = table.assign(
+            ratio=10 ** -table["effect"],
+            ratio_low=10 ** -table["high"],
+            ratio_high=10 ** -table["low"],
+        )
+    return table, pooled

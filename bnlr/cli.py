@@ -11,7 +11,7 @@ import sys
 import pandas as pd
 import torch
 
-from . import analysis, article, metrics
+from . import analysis, article, claims, metrics
 from .config import DataConfig, Grid, log_grid
 from .optimizers import OptimizerConfig
 from .schedules import trajectory
@@ -114,12 +114,21 @@ def _parser() -> argparse.ArgumentParser:
     _run_options(run)
     run.add_argument("--engine", default="batched")
     run.add_argument(
-        "--table", default="history", choices=list(TABLES),
+        "--table",
+        default="history",
+        choices=list(TABLES),
         help="history: loss per run × epoch × split; metrics: per run; sensitivity: per "
         "network; bands: final loss over seeds per network × lr; best_lr: per network",
     )
     run.add_argument("--split", default="train", choices=["train", "test"])
     run.add_argument("--final", default="last", choices=list(metrics.FINALS))
+    claims = sub.add_parser(
+        "claims",
+        help="judge the article's three claims over seeds 929, 930, ... (CSV, one row per claim)",
+    )
+    claims.add_argument("--seeds", type=int, default=20, help="how many seeds, from 929")
+    claims.add_argument("--split", default="train", choices=["train", "test"])
+    claims.add_argument("--out", default="-")
     sched = sub.add_parser(
         "schedule", help="write the lr each training epoch runs at (CSV epoch,lr)"
     )
@@ -145,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # tiny tensors: more intra-op threads only spin (see ui/runner.py)
     try:
+        if args.command == "claims":
+            if args.seeds < 1:
+                raise ValueError(f"--seeds must be ≥ 1, got {args.seeds}")
+            _write(claims.article_claims(args.seeds, args.split), args.out)
+            return 0
         if args.command == "schedule":
             if not isinstance(args.epochs, int) or args.epochs < 1:
                 raise ValueError(f"--epochs must be ≥ 1, got {args.epochs}")

@@ -235,13 +235,15 @@ def optimizer_states(
 
 def state_table(states: list[dict]) -> pd.DataFrame:
     """Returns ``optimizer_states`` as a table: one row per ``scheduler.step()`` call."""
-    return pd.DataFrame({
-        "after scheduler.step() #": [s["step"] for s in states],
-        "param_groups[0]['lr']": [s["param_group"]["lr"] for s in states],
-        "get_last_lr()": [s["get_last_lr"][0] for s in states],
-        "initial_lr": [s["param_group"].get("initial_lr") for s in states],
-        "momentum / beta1": [s["momentum"] for s in states],
-    })
+    return pd.DataFrame(
+        {
+            "after scheduler.step() #": [s["step"] for s in states],
+            "param_groups[0]['lr']": [s["param_group"]["lr"] for s in states],
+            "get_last_lr()": [s["get_last_lr"][0] for s in states],
+            "initial_lr": [s["param_group"].get("initial_lr") for s in states],
+            "momentum / beta1": [s["momentum"] for s in states],
+        }
+    )
 
 
 _HEADER = '''

@@ -104,44 +104,80 @@ def judge(
     left_out = tuple(int(s) for s in effects.index[~np.isfinite(effects)])
     n = len(finite)
     if len(effects) < 2:
-        return Verdict(claim, seeds_holding(finite), n, _mean(finite), math.nan, math.nan,
-                       "cannot say", "one seed cannot answer it: the result of one seed is one "
-                       "sample of chaos; choose 2 or more seeds", unit, left_out)
+        return Verdict(
+            claim,
+            seeds_holding(finite),
+            n,
+            _mean(finite),
+            math.nan,
+            math.nan,
+            "cannot say",
+            "one seed cannot answer it: the result of one seed is one "
+            "sample of chaos; choose 2 or more seeds",
+            unit,
+            left_out,
+        )
     if n < 2:
-        return Verdict(claim, seeds_holding(finite), n, _mean(finite), math.nan, math.nan,
-                       "cannot say", f"{len(left_out)} of {len(effects)} seeds have no finite "
-                       "value (a run diverged), too few are left to answer", unit, left_out)
+        return Verdict(
+            claim,
+            seeds_holding(finite),
+            n,
+            _mean(finite),
+            math.nan,
+            math.nan,
+            "cannot say",
+            f"{len(left_out)} of {len(effects)} seeds have no finite "
+            "value (a run diverged), too few are left to answer",
+            unit,
+            left_out,
+        )
     low, high = bootstrap_interval(finite.to_numpy(), level)
     word = yes if low > 0 else no if high < 0 else "no consistent difference"
-    return Verdict(claim, seeds_holding(finite), n, float(finite.mean()), low, high, word, "",
-                   unit, left_out)
+    return Verdict(
+        claim, seeds_holding(finite), n, float(finite.mean()), low, high, word, "", unit, left_out
+    )
+
+
+def cannot(claim: str, reason: str) -> Verdict:
+    """Returns a verdict that cannot say, and why (e.g. the runs hold no BN model)."""
+    return Verdict(claim, 0, 0, math.nan, math.nan, math.nan, "cannot say", reason)
 
 
 def _mean(x: pd.Series) -> float:
     return float(x.mean()) if len(x) else math.nan
 
 
-def sentence(v: Verdict, subject: str) -> str:
-    """Returns the verdict as one sentence of Markdown, e.g. for the claim "BN models react more".
+def sentence(v: Verdict, subject: str, yes: str = "") -> str:
+    """Returns the verdict as one sentence of Markdown.
 
     Args:
-        subject: what the claim says in the sentence's words, with ``{word}`` for the verdict's
-            word, e.g. "BN models react **{word}** to the learning rate than plain ones".
+        subject: the claim with ``{word}`` where the verdict's word goes, e.g. "BN models react
+            **{word}** to the learning rate than plain ones".
+        yes: the claim's own word (e.g. "more"), for the sentence when the interval includes 0.
+
+    >>> v = judge("c", pd.Series([0.1, 0.2, 0.3], index=[1, 2, 3]), "more", "less", "decades")
+    >>> sentence(v, "BN reacts **{word}**")
+    'BN reacts **more**: the claim holds in **3 of 3** seeds; mean effect +0.20 decades, 90 % interval [+0.13, +0.27], above 0.'
     """
     if not v.answered:
-        return f"No answer: {v.reason}."
-    if v.word == "no consistent difference":
-        head = f"**No consistent difference** at these settings ({subject.format(word='more')}?)"
-    else:
-        head = subject.format(word=v.word)[0].upper() + subject.format(word=v.word)[1:]
+        return f"**No answer**: {v.reason}."
     unit = f" {v.unit}" if v.unit else ""
-    out = (
-        f"{head}: it holds in **{v.seeds_holding} of {v.seeds}** seeds; mean effect "
-        f"{v.effect:+.2f}{unit}, 90 % interval [{v.low:+.2f}, {v.high:+.2f}]"
+    counts = (
+        f"holds in **{v.seeds_holding} of {v.seeds}** seeds; mean effect {v.effect:+.2f}{unit}, "
+        f"90 % interval [{v.low:+.2f}, {v.high:+.2f}]"
     )
+    if v.word == "no consistent difference":
+        claim = subject.format(word=yes or "…").replace("**", "")
+        text = (
+            f"**No consistent difference** at these settings: “{claim}” {counts}, which includes 0"
+        )
+    else:
+        said = subject.format(word=v.word)
+        side = "above" if v.low > 0 else "below"
+        text = f"{said[0].upper()}{said[1:]}: the claim {counts}, {side} 0"
     if v.left_out:
-        out += f"; {len(v.left_out)} seed(s) left out (a run diverged)"
-    return out + "."
+        text += f"; {len(v.left_out)} seed(s) left out (a run diverged)"
+    return text + "."
 
 
 def as_row(number: int, statement: str, v: Verdict) -> dict:

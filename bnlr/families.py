@@ -179,8 +179,10 @@ _FAMILIES = [
         r"\tfrac{\eta_0}{3},\ \dots\ (s = 1)",
         "Power scheduling (Geron): lr = lr0 / (1 + t / s) ** c, written as a LambdaLR factor:\n"
         "LambdaLR sets lr = lr_lambda(epoch) * initial_lr.",
-        lambda c: ("LambdaLR", {"lr_lambda": f"lambda epoch: (1 + epoch / {c.get('s')!r}) ** "
-                                             f"-{c.get('c')!r}"}),
+        lambda c: (
+            "LambdaLR",
+            {"lr_lambda": f"lambda epoch: (1 + epoch / {c.get('s')!r}) ** -{c.get('c')!r}"},
+        ),
         {
             "s": _positive(1.0, "steps until lr has fallen to lr0 / 2**c"),
             "c": _nonnegative(1.0, "the power; c = 1 gives lr0, lr0/2, lr0/3, ..."),
@@ -225,10 +227,16 @@ _FAMILIES = [
         r"\eta_t = \eta_0 \cdot \gamma^{\#\{m \in \mathrm{milestones}\,:\, m \le t\}}"
         r"\qquad \text{(Géron: } \eta_0 \text{ until } t_1,\ \eta_1 \text{ until } t_2, \dots)",
         "MultiStepLR: lr is multiplied by gamma at each milestone (piecewise constant).",
-        lambda c: ("MultiStepLR", {"milestones": list(c.get("milestones")), "gamma": c.get("gamma")}),
+        lambda c: (
+            "MultiStepLR",
+            {"milestones": list(c.get("milestones")), "gamma": c.get("gamma")},
+        ),
         {
             "milestones": Key(
-                "ints", (20, 30), lambda v: v >= 1, "≥ 1",
+                "ints",
+                (20, 30),
+                lambda v: v >= 1,
+                "≥ 1",
                 "steps at which lr is multiplied by gamma, e.g. 5|15",
             ),
             "gamma": _positive(0.1, "factor applied at each milestone"),
@@ -245,8 +253,10 @@ _FAMILIES = [
         "`patience` epochs. Its step() NEEDS that loss: scheduler.step(loss).",
         lambda c: (
             "ReduceLROnPlateau",
-            {"mode": "min", **{k: c.get(k) for k in
-                               ("factor", "patience", "threshold", "cooldown", "min_lr")}},
+            {
+                "mode": "min",
+                **{k: c.get(k) for k in ("factor", "patience", "threshold", "cooldown", "min_lr")},
+            },
         ),
         {  # in the order the app shows them: the three that matter first
             "factor": _unit(0.1, "factor applied when the loss stops improving"),
@@ -321,8 +331,10 @@ _FAMILIES = [
         r"\eta_t = \eta_{min} + \tfrac12(\eta_0 - \eta_{min})"
         r"\left(1 + \cos\tfrac{\pi t}{T_{max}}\right)",
         "CosineAnnealingLR: lr = eta_min + (initial_lr - eta_min) * (1 + cos(pi * t / T_max)) / 2.",
-        lambda c: ("CosineAnnealingLR", {"T_max": c.get("T_max") or c.total,
-                                         "eta_min": c.get("eta_min")}),
+        lambda c: (
+            "CosineAnnealingLR",
+            {"T_max": c.get("T_max") or c.total, "eta_min": c.get("eta_min")},
+        ),
         {
             "T_max": _int(None, "steps of one half cosine (default: the whole run)"),
             "eta_min": _nonnegative(0.0, "the lowest lr"),
@@ -336,8 +348,10 @@ _FAMILIES = [
         r"\left(1 + \cos\tfrac{\pi T_{cur}}{T_i}\right),\quad T_i = T_0 \cdot T_{mult}^{\,i}",
         "CosineAnnealingWarmRestarts: a cosine from initial_lr to eta_min over T_0 steps,\n"
         "then back to initial_lr; each period is T_mult times the last.",
-        lambda c: ("CosineAnnealingWarmRestarts",
-                   {k: c.get(k) for k in ("T_0", "T_mult", "eta_min")}),
+        lambda c: (
+            "CosineAnnealingWarmRestarts",
+            {k: c.get(k) for k in ("T_0", "T_mult", "eta_min")},
+        ),
         {
             "T_0": _int(10, "steps until the first restart"),
             "T_mult": _int(1, "each period is T_mult times the last"),
@@ -367,8 +381,10 @@ _FAMILIES = [
         r"\quad T = \mathrm{total\_iters},\ p = \mathrm{power}",
         "PolynomialLR: lr = initial_lr * (1 - min(t, total_iters) / total_iters) ** power;\n"
         "it reaches 0 at total_iters and stays there.",
-        lambda c: ("PolynomialLR", {"total_iters": c.get("total_iters") or c.total,
-                                    "power": c.get("power")}),
+        lambda c: (
+            "PolynomialLR",
+            {"total_iters": c.get("total_iters") or c.total, "power": c.get("power")},
+        ),
         {
             "total_iters": _int(None, "steps until lr reaches 0 (default: the whole run)"),
             "power": _positive(1.0, "the power; 1 is a straight line down to 0"),
@@ -382,12 +398,16 @@ _FAMILIES = [
         r"\quad f_s = \mathrm{start\_factor},\ f_e = \mathrm{end\_factor},\ T = \mathrm{total\_iters}",
         "LinearLR: lr moves in a straight line from initial_lr * start_factor to\n"
         "initial_lr * end_factor over total_iters steps, then stays there.",
-        lambda c: ("LinearLR", {k: c.get(k) for k in ("start_factor", "end_factor")}
-                   | {"total_iters": c.get("total_iters") or c.total}),
+        lambda c: (
+            "LinearLR",
+            {k: c.get(k) for k in ("start_factor", "end_factor")}
+            | {"total_iters": c.get("total_iters") or c.total},
+        ),
         {
             "start_factor": _unit_incl(1 / 3, "lr starts at lr0 · start_factor"),
-            "end_factor": _float(1.0, lambda v: 0 <= v <= 1, "in [0, 1]",
-                                 "lr ends at lr0 · end_factor"),
+            "end_factor": _float(
+                1.0, lambda v: 0 <= v <= 1, "in [0, 1]", "lr ends at lr0 · end_factor"
+            ),
             "total_iters": _int(None, "steps of the straight line (default: the whole run)"),
         },
     ),

@@ -143,7 +143,9 @@ def run_range_test(
     initial weights and sees the run's batch order, and the schedule is an ``ExponentialLR``
     from ``start_lr`` stepped after every batch (``run.lr`` and ``run.schedule`` are replaced).
     """
-    rising = replace(run, lr=test.start_lr, schedule=f"exponential:gamma={test.gamma!r},every=batch")
+    rising = replace(
+        run, lr=test.start_lr, schedule=f"exponential:gamma={test.gamma!r},every=batch"
+    )
     data = make_data(experiment.data, getattr(torch, experiment.dtype))
     epochs = math.ceil(test.num_it / experiment.steps_per_epoch)
     r = torch_run(rising, data, epochs, experiment.steps_per_epoch)
@@ -161,22 +163,24 @@ def run_range_test(
         losses.append(loss.item())
         if stop_index(smooth(losses, test.beta), test.stop_factor) is not None:
             break
-    return pd.DataFrame({
-        "iteration": np.arange(1, len(losses) + 1),
-        "lr": lrs,
-        "loss": losses,
-        "smooth_loss": smooth(losses, test.beta),
-    })
+    return pd.DataFrame(
+        {
+            "iteration": np.arange(1, len(losses) + 1),
+            "lr": lrs,
+            "loss": losses,
+            "smooth_loss": smooth(losses, test.beta),
+        }
+    )
 
 
 def range_test(experiment: Experiment, test: RangeTest = RangeTest()) -> pd.DataFrame:
-    """Returns the range test of every architecture of ``experiment`` (its first seed), tidy.
+    """Returns the range test of every network of ``experiment`` with each of its seeds, tidy.
 
     Columns: arch, depth, width, activation, bn, seed, iteration, lr, loss, smooth_loss.
     """
     seen, parts = set(), []
     for run in experiment.runs:
-        key = (run.model, run.optimizer)
+        key = (run.model, run.optimizer, run.seed)
         if key in seen:
             continue
         seen.add(key)
@@ -197,12 +201,12 @@ def range_test(experiment: Experiment, test: RangeTest = RangeTest()) -> pd.Data
 
 
 def suggestions(curves: pd.DataFrame, num_it: int = RangeTest.num_it) -> pd.DataFrame:
-    """Returns one row per architecture and rule: the suggested lr and the smoothed loss there.
+    """Returns one row per network, seed and rule: the suggested lr and the smoothed loss there.
 
-    Each rule reads the smoothed curve trimmed as fastai does (``trim``), up to where the test stopped.
+    Each rule reads the smoothed curve trimmed as fastai does (``trim``), up to where it stopped.
     """
     rows = []
-    for arch, curve in curves.groupby("arch", sort=False):
+    for (arch, seed), curve in curves.groupby(["arch", "seed"], sort=False):
         part = curve.iloc[trim(len(curve), num_it)]
         lrs, losses = part["lr"].to_numpy(), part["smooth_loss"].to_numpy()
         ok = np.isfinite(losses)
@@ -213,6 +217,7 @@ def suggestions(curves: pd.DataFrame, num_it: int = RangeTest.num_it) -> pd.Data
             rows.append(
                 {
                     "arch": arch,
+                    "seed": seed,
                     "bn": curve["bn"].iloc[0],
                     "rule": rule,
                     "lr": lr,
@@ -223,22 +228,28 @@ def suggestions(curves: pd.DataFrame, num_it: int = RangeTest.num_it) -> pd.Data
 
 
 def against_sweep(suggested: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
-    """Returns the suggestions with the sweep's best lr per arch, their ratio and distance in decades.
+    """Returns the suggestions with the sweep's best lr, their ratio and distance in decades.
 
     Args:
-        suggested: from ``suggestions`` (arch, rule, lr).
-        best: one row per arch with ``best_lr`` (the full sweep's lr of lowest final loss).
+        suggested: from ``suggestions`` (arch, seed, rule, lr).
+        best: the full sweep's lr of lowest final loss (``best_lr``), per arch, or per arch and
+            seed when it has a ``seed`` column (each range test against its own seed's sweep).
     """
-    out = suggested.merge(best[["arch", "best_lr"]], on="arch", how="left")
+    keys = ["arch", "seed"] if "seed" in best and "seed" in suggested else ["arch"]
+    out = suggested.merge(best[[*keys, "best_lr"]], on=keys, how="left")
     out["ratio"] = out["lr"] / out["best_lr"]
     out["decades"] = np.log10(out["ratio"])
     return out
 
 
-def median_decades(against: pd.DataFrame) -> pd.Series:
-    """Returns per rule the median distance (decades) of its suggestion from the sweep's best lr.
+def rule_distances(against: pd.DataFrame) -> pd.DataFrame:
+    """Returns per rule the distance (decades) of its suggestion from the sweep's best lr over
+    every network and seed: median, the 10th and 90th percentiles, and how many there are.
 
     Args:
-        against: from ``against_sweep`` (rule, decades), one row per architecture and rule.
+        against: from ``against_sweep``.
     """
-    return against.groupby("rule", sort=False)["decades"].median()
+    d = against.dropna(subset=["decades"]).groupby("rule", sort=False)["decades"]
+    return pd.DataFrame(
+        {"median": d.median(), "p10": d.quantile(0.1), "p90": d.quantile(0.9), "n": d.size()}
+    ).reset_index()

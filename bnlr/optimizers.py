@@ -137,9 +137,7 @@ class SGD(Rule):
                 self.has_buf = torch.zeros(p.shape, dtype=torch.bool)
             m, use = momentum.to(self.dtype), momentum != 0
             # first use: buf = grad; after: buf = m · buf + (1 − dampening) · grad
-            new = torch.where(
-                use & ~self.has_buf, g, self.buf * m + (1 - self.cfg.dampening) * g
-            )
+            new = torch.where(use & ~self.has_buf, g, self.buf * m + (1 - self.cfg.dampening) * g)
             self.buf.copy_(torch.where(use, new, self.buf))
             direction = g + m * self.buf if self.cfg.nesterov else self.buf
             g = torch.where(use, direction, g)

@@ -48,5 +48,6 @@ def torch_run(run: RunConfig, data: Dataset, epochs: int, steps_per_epoch: int) 
     layers, order = start(run, data, epochs)
     model = MLP(run.model, data.X_train.shape[1], data.X_train.dtype).load_initial(layers)
     optimizer = make_optimizer(model.parameters(), run.optimizer, run.lr)
-    return TorchRun(model, optimizer, Stepper(run.schedule, optimizer, epochs, steps_per_epoch),
-                    order)
+    return TorchRun(
+        model, optimizer, Stepper(run.schedule, optimizer, epochs, steps_per_epoch), order
+    )

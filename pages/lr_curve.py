@@ -4,6 +4,7 @@ test beside it."""
 import streamlit as st
 
 from bnlr import analysis
+from bnlr.evidence import sentence
 from ui import charts, controls, runner
 
 DEFAULTS = {
@@ -27,10 +28,18 @@ with st.sidebar:
     lrs = controls.lr_range(DEFAULTS["lr_lo"], DEFAULTS["lr_hi"], DEFAULTS["lr_n"])
     arch = controls.architecture()
     grid = controls.grid(lrs=lrs, arch=arch, **controls.training(DEFAULTS["seeds"]))
-    num_it = int(st.number_input(
-        "Range test: batches at most", 20, 500, DEFAULTS["num_it"], 10, key="num_it",
-        bind="query-params", help="lr rises exponentially from 1e-5 to 10 over these batches",
-    ))
+    num_it = int(
+        st.number_input(
+            "Range test: batches at most",
+            20,
+            500,
+            DEFAULTS["num_it"],
+            10,
+            key="num_it",
+            bind="query-params",
+            help="lr rises exponentially from 1e-5 to 10 over these batches",
+        )
+    )
     controls.work_cap_note(grid, num_it)
 
 grid, (result, curves) = controls.last_good(
@@ -47,41 +56,93 @@ with left:
     y_title = f"final {show['split']} MSE ({show['final']})"
     st.altair_chart(charts.lr_curve(report.bands, y_title=y_title, log_y=show["log_y"]))
     st.caption(
-        "◆ best lr per network · grey: some run diverged · "
-        f"band: {analysis.BANDS[show['band']]}."
+        f"◆ best lr per network · grey: some run diverged · band: {analysis.BANDS[show['band']]}."
     )
 with right:
     st.subheader("LR range test (Smith)")
     st.altair_chart(charts.range_test_chart(curves, report.suggested, report.best))
     st.caption(
         "▼ steepest slope · ● valley · ■ minimum ÷ 10 · dotted rule: the sweep's best lr. "
-        "Smoothed (EMA 0.98, bias-corrected); stops when the loss passes 4× its best."
+        "Smoothed (EMA 0.98, bias-corrected); stops when the loss passes 4× its best. One curve "
+        "per network and seed."
     )
 
-st.markdown(
-    "**Range test vs full sweep** (median over networks): "
-    + " · ".join(
-        f"{rule} suggests **{10**d:.2g}×** the sweep's best lr ({d:+.1f} decades)"
-        for rule, d in report.medians.items()
-    )
-)
 controls.diverged_note(result.runs)
 
-st.subheader("Best learning rate per network, BN vs no BN")
+st.subheader("What the sweep says, seed by seed")
+seeds = len(grid.seeds)
+st.markdown(
+    "**Is it a U?** "
+    + sentence(
+        report.u_shape,
+        "final loss against lr is U-shaped: **{word}**, the best lr lies inside the "
+        "grid for every network",
+        "yes",
+    )
+)
+st.caption(
+    "Per seed: for each network, how much worse (decades of final loss) the better end of the lr "
+    "grid is than its best lr; the smallest over the networks is the seed's effect (0 when some "
+    "network's best lr is an end of the grid; a diverged end counts as worse)."
+)
+st.markdown(
+    "**BN vs no BN:** "
+    + sentence(
+        report.bn_best_lr, "BN networks' best lr is **{word}** than the plain ones'", "higher"
+    )
+)
 number = st.column_config.NumberColumn
 st.dataframe(
-    report.best.drop(columns=["net", "bn"]).rename(
-        columns={"final_loss": "final loss at best lr"}
-    ),
+    report.best_over_seeds,
     hide_index=True,
-    column_config={"best_lr": number(format="%.3g"), "final loss at best lr": number(format="%.4g")},
+    column_config={
+        c: number(format="%.3g") for c in ("best lr (geometric mean over seeds)", "low", "high")
+    },
+)
+st.caption(
+    f"Best lr per network: the lr of the lowest final loss in each of the {seeds} seed(s); its "
+    "geometric mean over seeds and a 90 % bootstrap interval (low – high; one seed: none)."
+)
+
+st.markdown(
+    "**Range test vs full sweep**: how far each rule's lr lands from the sweep's best lr "
+    f"of the same seed, over {seeds} seed(s) × networks:"
+)
+rules = report.rules.assign(times=lambda d: 10 ** d["median"]).rename(
+    columns={
+        "median": "median (decades)",
+        "p10": "10 % (decades)",
+        "p90": "90 % (decades)",
+        "n": "range tests",
+        "times": "median ratio to the best lr",
+    }
 )
 st.dataframe(
-    report.suggested.pivot(index="arch", columns="rule", values="lr").join(
-        report.best.set_index("arch")["best_lr"]
-    ),
-    column_config={c: number(format="%.3g") for c in ("steep", "valley", "minimum", "best_lr")},
+    rules,
+    hide_index=True,
+    column_config={
+        c: number(format="%+.2f") for c in ("median (decades)", "10 % (decades)", "90 % (decades)")
+    }
+    | {"median ratio to the best lr": number(format="%.2g")},
 )
+
+with st.expander("Best lr of the seed-mean curve, and each rule's lr, per network and seed"):
+    st.dataframe(
+        report.best.drop(columns=["net", "bn"]).rename(
+            columns={"final_loss": "final loss at best lr"}
+        ),
+        hide_index=True,
+        column_config={
+            "best_lr": number(format="%.3g"),
+            "final loss at best lr": number(format="%.4g"),
+        },
+    )
+    st.dataframe(
+        report.suggested.pivot_table(index=["arch", "seed"], columns="rule", values="lr").join(
+            report.suggested.groupby(["arch", "seed"])["best_lr"].first()
+        ),
+        column_config={c: number(format="%.3g") for c in ("steep", "valley", "minimum", "best_lr")},
+    )
 
 c1, c2, c3 = st.columns(3)
 with c1:

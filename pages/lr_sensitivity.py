@@ -1,18 +1,22 @@
-"""LR sensitivity: the article's 2×2 — loss per epoch at four learning rates, with and without BN."""
+"""LR sensitivity: the article's 2×2 — loss per epoch at four learning rates, with and without BN —
+and its claim judged over seeds."""
 
 import streamlit as st
 
-from bnlr import analysis, article
+from bnlr import analysis, article, claims
+from bnlr.evidence import sentence
 from ui import charts, controls, runner
 
 DEFAULTS = {**controls.ARTICLE, "lrs": ", ".join(map(str, article.LRS))}
+CLAIM = "BN models react **{word}** to the learning rate than plain ones"
+N = claims.REPLICATION_SEEDS
 
 st.title("LR sensitivity")
 st.markdown(
     "Four small MLPs trained side by side at each learning rate, every panel one lr. Runs that "
     "differ only in the lr share their initial weights and batch order. **Does BatchNorm make a "
-    "network react more to the learning rate?** The numbers below answer it for the settings on "
-    "the left."
+    "network react more to the learning rate?** Below, the answer for the seeds on screen, and "
+    f"for the same experiment over {N} seeds."
 )
 
 with st.sidebar:
@@ -22,7 +26,9 @@ with st.sidebar:
     grid = controls.grid(lrs=lrs, arch=arch, **controls.training())
     controls.work_cap_note(grid)
 
-grid, result = controls.last_good("lr_sensitivity", grid, lambda g: runner.run(g.experiment))
+grid, (result, many, skipped) = controls.last_good(
+    "lr_sensitivity", grid, runner.run_with_replication
+)
 show = controls.display()
 report = analysis.sensitivity_report(result, show["split"], show["band"])
 
@@ -34,16 +40,36 @@ st.caption(
 )
 controls.diverged_note(result.runs)
 
-st.subheader("Which models react more to the learning rate?")
-v = report.verdict
-if v.word is None:
-    st.markdown(f"#### No answer at these settings: {v.reason}.")
+st.subheader("Do BN models react more to the learning rate?")
+seeds = ", ".join(map(str, grid.seeds))
+st.markdown(
+    f"**On screen** (seed{'s' * (len(grid.seeds) > 1)} {seeds}): " + sentence(report.verdict, CLAIM)
+)
+st.caption(
+    "Per seed: each model's LR sensitivity is max − min over the lrs of log10 final "
+    f"{show['split']} loss; the effect is the BN models' mean minus the plain models' mean "
+    "(decades). It holds in a seed when the effect is > 0. Interval: 90 % bootstrap over seeds."
+)
+if many is None:
+    st.info(f"Replication not shown: {skipped}.")
 else:
+    replicated = analysis.sensitivity_report(many, show["split"], show["band"])
+    v = replicated.verdict
     st.markdown(
-        f"#### With BN the final {show['split']} loss moves **{v.bn:.2f}** decades across these "
-        f"learning rates, without BN **{v.plain:.2f}**: here BN models react **{v.word}** to the "
-        f"learning rate ({v.ratio:.1f}× the spread)."
+        f"**Replicated over {N} seeds** (929–{928 + N}, same settings): " + sentence(v, CLAIM)
     )
+    if v.answered:
+        st.altair_chart(charts.effect_strip(replicated.effects, v.low, v.high))
+    if len(replicated.pairs):
+        st.dataframe(
+            replicated.pairs,
+            hide_index=True,
+            column_config={
+                c: st.column_config.NumberColumn(format="%+.3f") for c in ("effect", "low", "high")
+            },
+        )
+
+st.markdown("##### The seeds on screen, model by model")
 if report.sensitivity["diverged_lrs"].any():
     st.caption(
         "Learning rates where a seed diverged are left out of the spread (column diverged_lrs)."

@@ -6,6 +6,7 @@ import streamlit as st
 
 from bnlr import analysis, codegen
 from bnlr.config import steps_per_epoch
+from bnlr.evidence import sentence
 from bnlr.safe_expr import parse_factor
 from bnlr.schedules import parse_schedule
 from ui import controls, runner
@@ -35,11 +36,7 @@ for slot, col in enumerate(st.columns(n_slots), 1):
         spec = scc.slot_spec(
             slot, scc.DEFAULT_SLOTS[slot - 1] if slot <= len(scc.DEFAULT_SLOTS) else "cosine"
         )
-        specs.append(
-            scc.checked_spec(
-                slot, spec, lr, training["epochs"], S, training["optimizer"]
-            )
-        )
+        specs.append(scc.checked_spec(slot, spec, lr, training["epochs"], S, training["optimizer"]))
 schedules = tuple(dict.fromkeys([analysis.BASELINE, *filter(None, specs)]))
 
 with st.sidebar:
@@ -89,6 +86,30 @@ st.caption(
     f"lr {lr0:g}." + (f" Band: {analysis.BANDS[show['band']]}." if len(grid.seeds) > 1 else "")
 )
 controls.diverged_note(result.runs)
+
+st.markdown("**Against the constant lr, seed by seed** (same initial weights and batch order):")
+table, pooled = analysis.schedule_verdicts(result.history, show["split"])
+for schedule, verdict in pooled.items():
+    st.markdown(
+        f"`{schedule}`: "
+        + sentence(verdict, "ends **{word}** than a constant lr (mean over the models)", "lower")
+    )
+if len(grid.seeds) > 1 and len(table):
+    number = st.column_config.NumberColumn
+    st.dataframe(
+        table.drop(columns=["effect", "low", "high"]),
+        hide_index=True,
+        column_config={
+            "ratio": number("final loss ratio (schedule / constant)", format="%.3g"),
+            "ratio_low": number("90 % low", format="%.3g"),
+            "ratio_high": number("90 % high", format="%.3g"),
+        },
+    )
+st.caption(
+    "Per seed: log10 final loss with the constant lr minus with the schedule (> 0: the schedule "
+    "ends lower). The ratio is the geometric mean of final loss with the schedule over final loss "
+    "with the constant lr; interval: 90 % bootstrap over seeds."
+)
 
 # ---------------------------------------------------------------- formulas and pitfalls
 st.subheader("The formulas, and what PyTorch does")

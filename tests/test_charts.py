@@ -217,9 +217,19 @@ def two_seed_history() -> pd.DataFrame:
             for lr in (0.1, 0.01):
                 for e in (1, 2, 3):
                     loss = (10 if bn == "none" else 3) * seed / e * lr
-                    rows.append({"run": 0, "arch": f"3×4 tanh · {'no BN' if bn == 'none' else 'BN pre'}",
-                                 "bn": bn, "lr": lr, "seed": seed, "epoch": e, "split": "train",
-                                 "loss": loss, "schedule": "constant"})
+                    rows.append(
+                        {
+                            "run": 0,
+                            "arch": f"3×4 tanh · {'no BN' if bn == 'none' else 'BN pre'}",
+                            "bn": bn,
+                            "lr": lr,
+                            "seed": seed,
+                            "epoch": e,
+                            "split": "train",
+                            "loss": loss,
+                            "schedule": "constant",
+                        }
+                    )
     return pd.DataFrame(rows)
 
 

@@ -165,8 +165,15 @@ def test_cli_schedule_writes_the_lr_of_each_epoch():
 
 
 def test_cli_schedule_prints_torchs_own_trajectory_for_a_new_family():
-    out = cli("schedule", "--schedule", "polynomial:total_iters=10,power=2", "--lr", "0.1",
-              "--epochs", "15")
+    out = cli(
+        "schedule",
+        "--schedule",
+        "polynomial:total_iters=10,power=2",
+        "--lr",
+        "0.1",
+        "--epochs",
+        "15",
+    )
     assert out.returncode == 0, out.stderr
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=10, power=2.0)

@@ -221,8 +221,14 @@ def test_progress_reports_every_run_epoch_and_cancel_stops():
 
 
 def test_history_is_tidy():
-    g = bnlr.Grid(depths=(3,), bns=("none", "pre"), lrs=(0.01, 0.005), seeds=(1, 2), epochs=3,
-                  schedules=("step:step_size=1,gamma=0.5",))
+    g = bnlr.Grid(
+        depths=(3,),
+        bns=("none", "pre"),
+        lrs=(0.01, 0.005),
+        seeds=(1, 2),
+        epochs=3,
+        schedules=("step:step_size=1,gamma=0.5",),
+    )
     r = bnlr.train(g)
     h, runs = r.history, g.experiment.runs
     assert len(h) == len(runs) * 3 * 2 and len(r.steps) == len(runs) * 3 * 14

@@ -182,15 +182,20 @@ def test_linear_is_torchs_linearlr_and_its_formula():
     want = [0.2 * (1 + (0.1 - 1) * min(t, 4) / 4) for t in range(7)]
     assert got == pytest.approx(want, abs=1e-15)
     # defaults: torch's factors (1/3 → 1), over the whole run
-    assert per_epoch("linear", 0.3, 3) == pytest.approx([0.3 * (1 / 3 + 2 / 3 * t / 3) for t in range(3)])
+    assert per_epoch("linear", 0.3, 3) == pytest.approx(
+        [0.3 * (1 / 3 + 2 / 3 * t / 3) for t in range(3)]
+    )
 
 
-@pytest.mark.parametrize("spec, words", [
-    ("linear:end_factor=1.5", "end_factor=1.5 is out of range; must be in [0, 1]"),
-    ("linear:start_factor=0", "start_factor=0 is out of range"),
-    ("polynomial:total_iters=0", "total_iters=0 is out of range; must be ≥ 1"),
-    ("polynomial:power=-1", "power=-1 is out of range; must be > 0"),
-])
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ("linear:end_factor=1.5", "end_factor=1.5 is out of range; must be in [0, 1]"),
+        ("linear:start_factor=0", "start_factor=0 is out of range"),
+        ("polynomial:total_iters=0", "total_iters=0 is out of range; must be ≥ 1"),
+        ("polynomial:power=-1", "power=-1 is out of range; must be > 0"),
+    ],
+)
 def test_new_families_check_their_keys(spec, words):
     with pytest.raises(ValueError) as err:
         parse_schedule(spec)

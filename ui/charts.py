@@ -308,6 +308,7 @@ def range_test_chart(
             y=y,
             color=_colour(curves),
             strokeDash=_dash(curves),
+            detail="seed:N",  # one line per network and seed
             opacity=opacity,
             tooltip=[
                 "arch:N",
@@ -346,3 +347,44 @@ def range_test_chart(
             )
         )
     return alt.layer(*layers).properties(width=width, height=height)
+
+
+def effect_strip(effects, low: float, high: float, unit: str = "decades", width: int = 420):
+    """Returns one dot per seed on the effect axis, the 90 % interval of the mean as a bar, and a
+    rule at 0 (no effect): the evidence behind a verdict at a glance.
+
+    Args:
+        effects: per-seed effect (a Series indexed by seed; NaN seeds are left out).
+        low, high: the bootstrap interval of the mean effect.
+    """
+    df = effects.dropna().rename("effect").rename_axis("seed").reset_index()
+    x = alt.X("effect:Q", title=f"effect per seed ({unit}); > 0: the claim holds")
+    dots = (
+        alt.Chart(df)
+        .mark_circle(size=70, opacity=0.75)
+        .encode(x=x, y=alt.value(22), tooltip=["seed:O", alt.Tooltip("effect:Q", format="+.3f")])
+    )
+    zero = (
+        alt.Chart(pd.DataFrame({"x": [0.0]}))
+        .mark_rule(color=MUTED, strokeDash=[4, 3])
+        .encode(x="x:Q")
+    )
+    layers = [zero, dots]
+    if np.isfinite(low) and np.isfinite(high):
+        interval = pd.DataFrame(
+            {"low": [low], "high": [high], "mean": [float(df["effect"].mean())]}
+        )
+        layers.append(
+            alt.Chart(interval)
+            .mark_rule(strokeWidth=6, opacity=0.6)
+            .encode(
+                x="low:Q",
+                x2="high:Q",
+                y=alt.value(6),
+                tooltip=[alt.Tooltip("low:Q", format="+.3f"), alt.Tooltip("high:Q", format="+.3f")],
+            )
+        )
+        layers.append(
+            alt.Chart(interval).mark_tick(thickness=3, size=18).encode(x="mean:Q", y=alt.value(6))
+        )
+    return alt.layer(*layers).properties(width=width, height=36)

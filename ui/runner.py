@@ -13,7 +13,9 @@ import streamlit as st
 import torch
 
 import bnlr
-from bnlr import lrfinder
+import bnlr.article
+from bnlr import claims, lrfinder
+from bnlr.train import subset
 
 # These networks are tiny: intra-op threads buy nothing, and on a busy 2-core server their
 # spin-waiting made training ~50x slower (measured: 93 s vs 1.8 s for the default grid).
@@ -25,8 +27,8 @@ CACHE_ENTRIES = 24  # trained results kept per server
 
 def work(experiment: bnlr.Experiment, range_test_batches: int = 0) -> int:
     """Returns the sample-steps a request trains: runs × epochs × training samples, plus the
-    range test's batches × batch size for each network."""
-    networks = len({(r.model, r.optimizer) for r in experiment.runs})
+    range test's batches × batch size for each network and seed."""
+    networks = len({(r.model, r.optimizer, r.seed) for r in experiment.runs})
     return experiment.work + networks * range_test_batches * experiment.batch_size
 
 
@@ -77,3 +79,43 @@ def sweep_and_range_test(
     """Returns the trained sweep and the LR range test of each of its networks (both cached)."""
     check_work(experiment, num_it)
     return _train(experiment, _label="Sweeping the learning rate"), _range_test(experiment, num_it)
+
+
+def run_with_replication(
+    grid: bnlr.Grid, count: int = claims.REPLICATION_SEEDS
+) -> tuple[bnlr.Result, bnlr.Result | None, str]:
+    """Returns the grid's result, the same experiment over ``count`` seeds from 929, and a note.
+
+    When the grid's seeds are among the replication's, one training serves both (a run's numbers
+    do not depend on its neighbours). The replication is None, with the note saying why, when
+    it would pass the work cap.
+    """
+    replica = claims.replicate(grid, count)
+    try:
+        check_work(replica.experiment)
+    except ValueError:
+        asked = f"{work(replica.experiment):,}"
+        return (
+            run(grid.experiment),
+            None,
+            (
+                f"the {count}-seed replication of this setting would train {asked} sample-steps, over "
+                f"the demo's {WORK_CAP:,}; lower the learning rates, depths or epochs to see it"
+            ),
+        )
+    many = _train(replica.experiment, _label=f"Training over {count} seeds")
+    if set(grid.seeds) <= set(replica.seeds):
+        return subset(many, grid.seeds), many, ""
+    return run(grid.experiment), many, ""
+
+
+def article_claims(seeds: int = claims.REPLICATION_SEEDS) -> dict:
+    """Returns the verdict on each of the article's claims over ``seeds`` seeds (cached trainings)."""
+    runs = claims.claim_runs(claims.seeds_from(bnlr.article.SEED, seeds))
+    label = f"Judging the article's claims over {seeds} seeds"
+    results = {
+        1: _train(runs.sensitivity.experiment, _label=label + " (1/3)"),
+        2: _train(runs.curve.experiment, _label=label + " (2/3)"),
+        3: _train(runs.schedules.experiment, _label=label + " (3/3)"),
+    }
+    return claims.judge_claims(results)
