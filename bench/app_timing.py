@@ -16,16 +16,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-import streamlit as st  # noqa: E402
-from streamlit.testing.v1 import AppTest  # noqa: E402
+import streamlit as st
+from streamlit.testing.v1 import AppTest
 
 import bnlr
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PAGES = {"LR sensitivity": "pages/lr_sensitivity.py", "LR learning curve": "pages/lr_curve.py"}
 
@@ -53,7 +52,8 @@ def main() -> None:
             cached.append(render(path))
         print(
             f"{name:18s} cold {statistics.median(cold):5.2f} s (min {min(cold):.2f})   "
-            f"cached {statistics.median(cached):5.2f} s (min {min(cached):.2f})   [{args.repeat} repeats]"
+            f"cached {statistics.median(cached):5.2f} s (min {min(cached):.2f})   "
+            f"[{args.repeat} repeats]"
         )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 

@@ -12,9 +12,7 @@ runs with lr ≤ 0.01 (the non-chaotic part; at lr ≥ 0.03 a 1e-16 difference g
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch

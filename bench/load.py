@@ -35,13 +35,15 @@ TIMEOUT = 600_000  # ms; 20 sessions on 2 cores
 
 
 def settings(count: int) -> list[str]:
-    """Returns `count` URL queries of the LR sensitivity page: different experiments of the same size
-    (the article's grid with its smallest lr moved), so memory that grows with them is not just bigger results."""
+    """Returns `count` URL queries of the LR sensitivity page: different experiments of the same
+    size (the article's grid with its smallest lr moved), so memory that grows with them is not
+    just bigger results."""
     return [f"lrs=0.1,0.03,0.01,{0.002 + 0.0001 * i:.4f}" for i in range(count)]
 
 
 async def numbers(page) -> str:
-    """Returns the page's CSV download of the loss per epoch (every run, every epoch, full precision)."""
+    """Returns the page's CSV download of the loss per epoch (every run, every epoch, full
+    precision)."""
     button = page.get_by_role("button", name="Loss per epoch (CSV)").first
     for attempt in range(
         3
@@ -80,7 +82,8 @@ async def open_session(browser, url: str, t0: float, csv: bool = True) -> dict:
 
 
 async def warm_up(browser, url: str) -> None:
-    """The teacher opens the link first (see harness.warm_up: Streamlit's first-run page-not-found dialog)."""
+    """The teacher opens the link first (see harness.warm_up: Streamlit's first-run
+    page-not-found dialog)."""
     ctx = await browser.new_context()
     page = await ctx.new_page()
     await page.goto(url)
@@ -130,7 +133,8 @@ async def main(sessions: int, n_settings: int) -> int:
                 f"last {times[-1]:.1f} s; sessions with an exception: {len(errors)}; "
                 f"trainings run by the server: {len(runs)} ({len(set(runs))} distinct); "
                 f"all sessions drew the same chart: {same}; server CPU time {cpu:.1f} s; "
-                f"load average before/after {load0:.1f}/{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+                f"load average before/after {load0:.1f}/{os.getloadavg()[0]:.1f} "
+                f"on {os.cpu_count()} cores"
             )
             ok &= not errors and len(runs) == len(set(runs)) and same
 
@@ -154,16 +158,19 @@ async def main(sessions: int, n_settings: int) -> int:
                 la, lb = a["csv"].splitlines(), b["csv"].splitlines()
                 diff = [(x, y) for x, y in zip(la, lb) if x != y] or [(len(la), len(lb))]
                 print(
-                    f"  {q}: {len(diff)} CSV lines differ, e.g. together {diff[0][0]!r} alone {diff[0][1]!r}"
+                    f"  {q}: {len(diff)} CSV lines differ, "
+                    f"e.g. together {diff[0][0]!r} alone {diff[0][1]!r}"
                 )
             elif a["sig"] != b["sig"]:
                 print(f"  {q}: same CSV, different chart geometry")
         errors = [r["errors"] for r in together + alone if r["errors"]]
         distinct = len({tuple(r["sig"]) for r in together})
         print(
-            f"{n_settings} different settings at once: all drawn in {wall:.1f} s; trainings {len(runs)}; "
+            f"{n_settings} different settings at once: all drawn in {wall:.1f} s; "
+            f"trainings {len(runs)}; "
             f"distinct charts {distinct}; CSV compared: {all(r['csv'] for r in together)}; "
-            f"sessions that differ from the same setting alone: {mismatched or 'none'}; exceptions: {len(errors)}"
+            f"sessions that differ from the same setting alone: {mismatched or 'none'}; "
+            f"exceptions: {len(errors)}"
         )
         ok &= not mismatched and not errors and distinct == n_settings
         await browser.close()

@@ -1,4 +1,4 @@
-"""The server's resident memory: after every page drew its defaults, and after many distinct settings.
+"""The server's resident memory: once each page drew its defaults, and after many distinct settings.
 
     python bench/memory.py [--settings 50]
 
@@ -57,7 +57,8 @@ def main(n_settings: int, settle: int) -> int:
             visit(browser, f"{url}/{spec.path}", spec.charts)
         defaults, peak = rss_mb(proc.pid)
         print(
-            f"after every page drew its defaults ({len(PAGES)} pages): RSS {defaults:.0f} MB (peak {peak:.0f} MB)"
+            f"after every page drew its defaults ({len(PAGES)} pages): "
+            f"RSS {defaults:.0f} MB (peak {peak:.0f} MB)"
         )
         before = len(trainings(log))
         for i, query in enumerate(settings(n_settings), 1):

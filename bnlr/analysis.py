@@ -1,4 +1,4 @@
-"""Analysis over seeds, for the pages and the command line: tidy DataFrame in, DataFrame or record out.
+"""Analysis over seeds for the pages and command line: tidy DataFrame in, DataFrame or record out.
 
 The pages draw what these functions return, and ``python -m bnlr run --table ...`` prints it:
 
@@ -38,7 +38,7 @@ def label(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def seed_band(df: pd.DataFrame, value: str, keys: list[str], band: str = "spread") -> pd.DataFrame:
-    """Returns per ``keys`` the seed summary of ``value``: its geometric mean, lo, hi, n_seeds, n_finite.
+    """Returns per ``keys`` ``value``'s seed summary: geometric mean, lo, hi, n_seeds, n_finite.
 
     Log space because losses span decades: the centre is 10 ** mean(log10 v); ``spread`` gives
     10 ** (mean ± sd), ``minmax`` the smallest and largest seed. Non-finite values (diverged
@@ -108,9 +108,10 @@ def best_lr(bands: pd.DataFrame, value: str = "final_loss") -> pd.DataFrame:
 
 
 def diverged_region(bands: pd.DataFrame) -> pd.DataFrame:
-    """Returns the lr range to shade (lo, hi) from the smallest lr where some run diverged; empty if none.
+    """Returns the lr range to shade (lo, hi) from the smallest lr where a run diverged, else empty.
 
-    The edges sit half-way (in log lr) to the neighbouring grid points, so the shade covers whole points.
+    The edges sit half-way (in log lr) to the neighbouring grid points, so the shade covers whole
+    points.
     """
     lrs = np.sort(bands["lr"].unique())
     bad = np.sort(bands.loc[bands["diverged"] > 0, "lr"].unique())
@@ -341,7 +342,7 @@ def lr_curve_report(
 
 @dataclass(frozen=True)
 class ScheduleReport:
-    """What the scheduler playground shows, but for the loss (``schedule_loss``: a display choice)."""
+    """What the scheduler playground shows, but for the loss (``schedule_loss``: display choice)."""
 
     lrs: pd.DataFrame  # schedule_lrs: the lr and momentum at every optimizer step
     table: pd.DataFrame  # epoch_table: lr and train / test loss per run and epoch

@@ -109,7 +109,7 @@ def schedule_effects(m: pd.DataFrame, schedule: str, baseline: str = "constant")
 
 
 def best_lr_per_seed(m: pd.DataFrame) -> pd.DataFrame:
-    """Returns per network and seed the lr of the lowest final loss (columns arch, bn, seed, best_lr)."""
+    """Returns per network and seed the lr of the lowest final loss (arch, bn, seed, best_lr)."""
     f = _finals(m)
     rows = f.loc[f.groupby(["arch", "seed"])["log_final"].idxmin()]
     return (
@@ -118,7 +118,7 @@ def best_lr_per_seed(m: pd.DataFrame) -> pd.DataFrame:
 
 
 def bn_best_lr_effects(best: pd.DataFrame) -> pd.Series:
-    """Returns per seed: mean log10 best lr of the BN networks − that of the plain ones (decades)."""
+    """Returns per seed: mean log10 best lr of the BN networks − that of plain ones (decades)."""
     logs = best.assign(log=np.log10(best["best_lr"]))
     out = {}
     for seed, part in logs.groupby("seed"):

@@ -30,14 +30,16 @@ from .schedules import ScheduleSpec, Stepper, parse_schedule, scheduler_argument
 
 
 def script(experiment: Experiment, runs: Sequence[int] | None = None) -> str:
-    """Returns a self-contained PyTorch script reproducing ``runs`` of ``experiment`` (all by default).
+    """Returns a standalone PyTorch script reproducing ``runs`` of ``experiment`` (all by default).
 
     Args:
         experiment: the runs, data, epochs, batch size and dtype.
-        runs: indices into ``experiment.runs``; the script prints these indices in its ``run`` column.
+        runs: indices into ``experiment.runs``; the script prints these indices in its ``run``
+            column.
 
     >>> import bnlr
-    >>> code = script(bnlr.Grid(depths=(3,), bns=("none",), lrs=(0.05,), schedules=("lambda:0.5**epoch",)).experiment)
+    >>> grid = bnlr.Grid(depths=(3,), bns=("none",), lrs=(0.05,), schedules=("lambda:0.5**epoch",))
+    >>> code = script(grid.experiment)
     >>> "LambdaLR(optimizer, lr_lambda=lambda epoch: 0.5 ** epoch)" in code
     True
     """
@@ -159,10 +161,11 @@ def _optimizer_source(name: str, cfg: OptimizerConfig) -> str:
 
 
 def _scheduler_source(name: str, key: tuple, family: str) -> str:
-    cls, source, every, monitor = key
+    cls, source, every, _monitor = key
     if cls is None:
         return (
-            f'def {name}(optimizer):\n    """Constant lr: no scheduler; the optimizer keeps its lr."""\n'
+            f"def {name}(optimizer):\n"
+            '    """Constant lr: no scheduler; the optimizer keeps its lr."""\n'
             "    return None"
         )
     doc = f'    """Returns the {cls}, stepped once per {every}."""\n'
@@ -272,7 +275,10 @@ BATCH_SIZE = {batch_size}
 
 
 def make_data(seed={seed}, n={n}, w={w!r}, degree={degree}, noise={noise!r}, n_train={n_train}):
-    """Returns X_train (N, F), y_train (N, 1), X_test, y_test: y = (X ** degree) @ w + noise * N(0, 1)."""
+    """Returns X_train (N, F), y_train (N, 1), X_test, y_test.
+
+    The targets are y = (X ** degree) @ w + noise * N(0, 1).
+    """
     gen = torch.Generator().manual_seed(seed)  # the data's own RNG: the global one is never touched
     w = torch.tensor(w, dtype=torch.float64)
     # Drawn in float64 and cast at the end, so float32 and float64 runs see the same data.
@@ -299,11 +305,19 @@ def make_linear(fan_in, fan_out, gen):
     return layer
 
 
-ACTIVATIONS = {{"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "leaky_relu": nn.LeakyReLU}}
+ACTIVATIONS = {{
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "sigmoid": nn.Sigmoid,
+    "leaky_relu": nn.LeakyReLU,
+}}
 
 
 def make_model(widths, activation, bn, bn_momentum, in_features, gen):
-    """Returns the MLP: per hidden layer Linear -> [BN if "pre"] -> activation -> [BN if "post"], then Linear(., 1)."""
+    """Returns the MLP: the hidden layers, then Linear(., 1).
+
+    Each hidden layer is Linear -> [BN if "pre"] -> activation -> [BN if "post"].
+    """
     layers, sizes = [], [in_features, *widths]
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
         layers.append(make_linear(fan_in, fan_out, gen))
@@ -327,8 +341,11 @@ RUNS = [
 _LOOP = '''
 def train(run, X_train, y_train, X_test, y_test):
     """Trains one run, printing its per-epoch losses as CSV rows."""
-    gen = torch.Generator().manual_seed(run["seed"])  # the run's RNG: first the weights, then batch orders
-    model = make_model(run["widths"], run["activation"], run["bn"], run["bn_momentum"], X_train.shape[1], gen)
+    # the run's RNG: first the weights, then batch orders
+    gen = torch.Generator().manual_seed(run["seed"])
+    model = make_model(
+        run["widths"], run["activation"], run["bn"], run["bn_momentum"], X_train.shape[1], gen
+    )
     optimizer = run["optimizer"](model.parameters(), run["lr"])
     scheduler = run["scheduler"](optimizer)  # records initial_lr in optimizer.param_groups
     loss_fn = nn.MSELoss()
@@ -344,7 +361,8 @@ def train(run, X_train, y_train, X_test, y_test):
             loss.backward()
             optimizer.step()
             if scheduler is not None and run["every"] == "batch":
-                scheduler.step()  # AFTER optimizer.step(); the other order skips the schedule's first lr
+                # AFTER optimizer.step(); the other order skips the schedule's first lr
+                scheduler.step()
         model.eval()  # BatchNorm uses its running statistics from here on
         with torch.no_grad():
             train_loss = loss_fn(model(X_train), y_train).item()
@@ -355,7 +373,8 @@ def train(run, X_train, y_train, X_test, y_test):
         if scheduler is None or run["every"] != "epoch":
             continue
         if isinstance(scheduler, lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(train_loss if run["monitor"] == "train" else test_loss)  # it needs the metric
+            # it needs the metric
+            scheduler.step(train_loss if run["monitor"] == "train" else test_loss)
         else:
             scheduler.step()  # once per epoch, after the epoch's optimizer steps
 

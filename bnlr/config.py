@@ -71,7 +71,7 @@ class DataConfig:
 
     @property
     def n_train(self) -> int:
-        return int(round(self.n * self.train_fraction))
+        return round(self.n * self.train_fraction)
 
     @property
     def n_features(self) -> int:
@@ -156,7 +156,8 @@ class Experiment:
         _choice("dtype", self.dtype, DTYPES)
         if self.data.n_train < 2 or self.data.n - self.data.n_train < 1:
             raise ValueError(
-                f"n={self.data.n} leaves an empty split at train_fraction {self.data.train_fraction}"
+                f"n={self.data.n} leaves an empty split "
+                f"at train_fraction {self.data.train_fraction}"
             )
         last = self.data.n_train % self.batch_size
         if last == 1 and any(r.model.bn != "none" for r in self.runs):

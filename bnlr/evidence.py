@@ -1,4 +1,4 @@
-"""Claims with their evidence: a per-seed effect, how many seeds it holds in, and a bootstrap interval.
+"""Claims with evidence: a per-seed effect, how many seeds it holds in, and a bootstrap interval.
 
 These networks are chaotic at the article's larger learning rates, so one seed is one sample of
 chaos. A claim about the runs on screen is therefore judged seed by seed: each seed gives one
@@ -156,8 +156,9 @@ def sentence(v: Verdict, subject: str, yes: str = "") -> str:
         yes: the claim's own word (e.g. "more"), for the sentence when the interval includes 0.
 
     >>> v = judge("c", pd.Series([0.1, 0.2, 0.3], index=[1, 2, 3]), "more", "less", "decades")
-    >>> sentence(v, "BN reacts **{word}**")
-    'BN reacts **more**: the claim holds in **3 of 3** seeds; mean effect +0.20 decades, 90 % interval [+0.13, +0.27], above 0.'
+    >>> sentence(v, "BN reacts **{word}**")  # doctest: +NORMALIZE_WHITESPACE
+    'BN reacts **more**: the claim holds in **3 of 3** seeds; mean effect +0.20 decades,
+    90 % interval [+0.13, +0.27], above 0.'
     """
     if not v.answered:
         return f"**No answer**: {v.reason}."

@@ -395,7 +395,8 @@ _FAMILIES = [
         "linear · LinearLR",
         "LinearLR",
         r"\eta_t = \eta_0 \left(f_s + (f_e - f_s)\,\tfrac{\min(t,\ T)}{T}\right),"
-        r"\quad f_s = \mathrm{start\_factor},\ f_e = \mathrm{end\_factor},\ T = \mathrm{total\_iters}",
+        r"\quad f_s = \mathrm{start\_factor},\ f_e = \mathrm{end\_factor},"
+        r"\ T = \mathrm{total\_iters}",
         "LinearLR: lr moves in a straight line from initial_lr * start_factor to\n"
         "initial_lr * end_factor over total_iters steps, then stays there.",
         lambda c: (

@@ -73,7 +73,7 @@ def smooth(losses, beta: float = 0.98) -> np.ndarray:
 
 
 def stop_index(smoothed, stop_factor: float = 4.0) -> int | None:
-    """Returns the first index whose smoothed loss is not finite or passes stop_factor × the best before it.
+    """Returns the first index whose smoothed loss is non-finite or > stop_factor × the prior best.
 
     >>> stop_index([5.0, 2.0, 3.0, 9.0])
     3
@@ -127,7 +127,10 @@ RULES = {"steep": steep, "valley": valley, "minimum": minimum}
 
 
 def trim(n: int, num_it: int, skip_end: int = 5) -> slice:
-    """Returns the slice of a curve of n points the rules read: fastai skips the first num_it // 10 and last 5."""
+    """Returns the slice of a curve of n points that the rules read.
+
+    fastai skips the first num_it // 10 and the last 5.
+    """
     start = num_it // 10
     return slice(start, max(start + 2, n - skip_end))
 

@@ -53,7 +53,7 @@ def _finite_prefix(loss: np.ndarray) -> int:
 
 
 def final_loss(loss: np.ndarray, final: str = "last", k: int = 5) -> float:
-    """Returns the run's final loss by the rule ``final``; NaN if the run diverged (for last / mean)."""
+    """Returns the run's final loss by the rule ``final``; NaN if it diverged (for last / mean)."""
     if final not in FINALS:
         raise ValueError(f"unknown final-loss rule {final!r}; accepted: {', '.join(FINALS)}")
     if k < 1:
@@ -97,7 +97,7 @@ def run_metrics(
 
 
 def lr_sensitivity(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Returns one row per architecture: sensitivity (decades), sensitivity_std, diverged_lrs, n_lrs.
+    """Returns a row per architecture: sensitivity (decades), sensitivity_std, diverged_lrs, n_lrs.
 
     The seed-mean of log10(final_loss) is taken per learning rate; a rate where a seed diverged
     is counted in ``diverged_lrs`` and left out of the spread.

@@ -45,7 +45,7 @@ def initial_parameters(
 
 
 class MLP(nn.Module):
-    """Hidden Linear layers (with BatchNorm1d ``pre`` or ``post`` the activation), then Linear(·, 1)."""
+    """Hidden Linear layers (BatchNorm1d ``pre`` or ``post`` the activation), then Linear(·, 1)."""
 
     def __init__(self, config: ModelConfig, in_features: int, dtype: torch.dtype = torch.float32):
         super().__init__()

@@ -204,12 +204,12 @@ def make_optimizer(params, config: OptimizerConfig, lr: float) -> torch.optim.Op
 
 
 def bare_optimizer(config: OptimizerConfig, lr: float) -> torch.optim.Optimizer:
-    """Returns the optimizer on one parameter that never moves: a scheduler's lr without training."""
+    """Returns an optimizer on one parameter that never moves: a scheduler's lr without training."""
     return make_optimizer([torch.zeros(1, requires_grad=True)], config, lr)
 
 
 def source(config: OptimizerConfig) -> str:
-    """Returns the Python that builds the optimizer, e.g. ``torch.optim.SGD(params, lr=lr, ...)``."""
+    """Returns the Python building the optimizer, e.g. ``torch.optim.SGD(params, lr=lr, ...)``."""
     args = ", ".join(f"{k}={v!r}" for k, v in config.rule.kwargs(config).items())
     return f"torch.optim.{config.rule.torch_class}(params, lr=lr, {args})"
 

@@ -1,4 +1,4 @@
-"""How a run starts, written once: its generator, initial weights, batch order, optimizer, scheduler.
+"""How a run starts, written once: generator, initial weights, batch order, optimizer, scheduler.
 
 Every run draws from its own ``torch.Generator`` seeded with ``run.seed``: first the initial
 weights (``nn.Linear``'s default init), then one shuffled batch order per epoch. Runs that differ

@@ -276,7 +276,7 @@ def check_schedule(
     steps_per_epoch: int,
     optimizer: OptimizerConfig = OptimizerConfig(),
 ) -> None:
-    """Raises ValueError if ``spec`` cannot run for this many epochs (torch's reason in plain words)."""
+    """Raises ValueError if ``spec`` can't run this many epochs (torch's reason in plain words)."""
     parsed = parse_schedule(spec)
     if parsed.monitor is not None:
         build_scheduler(parsed, bare_optimizer(optimizer, lr), epochs, steps_per_epoch)

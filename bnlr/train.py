@@ -42,7 +42,8 @@ def train(
 
     Args:
         experiment: the runs, data, epochs, batch size and dtype.
-        engine: ``batched`` (fast, all runs of a shape at once) or ``reference`` (one plain loop per run).
+        engine: ``batched`` (fast, all runs of a shape at once) or ``reference`` (one plain loop
+            per run).
         progress: called as ``progress(done, total)`` in run-epochs.
         cancel: polled between epochs; when it returns True, ``bnlr.Cancelled`` is raised.
 

@@ -37,7 +37,7 @@ CLAIMS = {
     2: (
         "Final loss against the lr is U-shaped",
         "Too small: it cannot get there in the epochs given; too large: it oscillates or jumps "
-        f"over the minimum. 16 lrs from 1e-4 to 1. Effect: how much worse the better end is.",
+        "over the minimum. 16 lrs from 1e-4 to 1. Effect: how much worse the better end is.",
         "U-shaped: **{word}**, the best lr is inside the grid for every network",
         "yes",
         "pages/lr_curve.py",
@@ -71,16 +71,17 @@ for col, (number, (title, setup, subject, yes, page, label, icon)) in zip(
 
 st.header("How to read the charts")
 st.markdown(f"""
-- **Colour = network** (depth × width, activation); **dash = BatchNorm**: solid no BN, dashed BN *pre*
-  (Linear → BN → activation), dotted BN *post*. Click a legend entry to highlight it.
-- **Band = the seeds.** With several seeds the line is their geometric mean and the band their spread
-  (mean ± 1 sd of log10 loss, or min–max): a difference smaller than the band is noise.
-- **Log loss axis** by default: losses span decades. **✕** marks where a run diverged (loss not finite);
-  its curve stops there.
-- Runs that differ only in the learning rate **share their initial weights and batch order**: the lr is
-  the only thing that changed.
-- **Training controls** are in the sidebar (they retrain, cached: a second visit is instant); **display
-  controls** above the charts (train / test, log axis, band) never retrain. The URL holds every setting:
-  copy it to share exactly what you see. *Reset to the article's setup* brings back the article.
+- **Colour = network** (depth × width, activation); **dash = BatchNorm**: solid no BN, dashed BN
+  *pre* (Linear → BN → activation), dotted BN *post*. Click a legend entry to highlight it.
+- **Band = the seeds.** With several seeds the line is their geometric mean and the band their
+  spread (mean ± 1 sd of log10 loss, or min–max): a difference smaller than the band is noise.
+- **Log loss axis** by default: losses span decades. **✕** marks where a run diverged (loss not
+  finite); its curve stops there.
+- Runs that differ only in the learning rate **share their initial weights and batch order**: the
+  lr is the only thing that changed.
+- **Training controls** are in the sidebar (they retrain, cached: a second visit is instant);
+  **display controls** above the charts (train / test, log axis, band) never retrain. The URL holds
+  every setting: copy it to share exactly what you see. *Reset to the article's setup* brings back
+  the article.
 - One request may train at most {WORK_CAP:,} sample-steps (runs × epochs × training samples).
 """)

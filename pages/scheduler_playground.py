@@ -1,4 +1,4 @@
-"""Scheduler playground: the article's schedule families, their lr, the loss they buy, and the PyTorch."""
+"""Scheduler playground: the article's schedule families, their lr and loss, and the PyTorch."""
 
 import pprint
 
@@ -15,10 +15,10 @@ from ui import schedule_controls as scc
 
 st.title("Scheduler playground")
 st.markdown(
-    "Each column is a `torch.optim.lr_scheduler` with torch's own argument names and defaults. Every "
-    "schedule trains the models on the left **against a constant-lr baseline at the same initial lr** "
-    "(grey), from the same initial weights and batch order. The article's five families (Géron, ch. 11) "
-    "are one click away:"
+    "Each column is a `torch.optim.lr_scheduler` with torch's own argument names and defaults. "
+    "Every schedule trains the models on the left **against a constant-lr baseline at the same "
+    "initial lr** (grey), from the same initial weights and batch order. The article's five "
+    "families (Géron, ch. 11) are one click away:"
 )
 
 with st.sidebar:
@@ -52,14 +52,15 @@ log_lr = st.toggle("Log lr axis", False, key="lr_log", bind="query-params")
 lrs = report.lrs
 st.altair_chart(sc.lr_chart(analysis.per_epoch(lrs, S), order, log_lr))
 st.caption(
-    "The lr each epoch starts with (`optimizer.param_groups[0]['lr']` at its first batch), from the real "
-    "torch scheduler on a bare optimizer. ReduceLROnPlateau's lr depends on each run's loss: one line per "
-    "run (dash = BatchNorm; hover a line for its model)."
+    "The lr each epoch starts with (`optimizer.param_groups[0]['lr']` at its first batch), from "
+    "the real torch scheduler on a bare optimizer. ReduceLROnPlateau's lr depends on each run's "
+    "loss: one line per run (dash = BatchNorm; hover a line for its model)."
 )
 if (lrs["every"] == "batch").any():
     st.altair_chart(sc.lr_chart(lrs, order, log_lr, per_batch=True))
     st.caption(
-        f"Per batch: {S} optimizer steps per epoch; schedules stepped per batch change the lr at every step."
+        f"Per batch: {S} optimizer steps per epoch; schedules stepped per batch change the lr "
+        "at every step."
     )
 cycling = [s for s in order if parse_schedule(s).cycles_momentum]
 if cycling:
@@ -82,8 +83,9 @@ show = controls.display()
 bands = analysis.schedule_loss(result.history, show["split"], show["band"])
 st.altair_chart(sc.loss_chart(bands, order, show["log_y"]))
 st.caption(
-    f"{show['split'].capitalize()} MSE after each epoch (eval mode), one panel per model; grey = constant "
-    f"lr {lr0:g}." + (f" Band: {analysis.BANDS[show['band']]}." if len(grid.seeds) > 1 else "")
+    f"{show['split'].capitalize()} MSE after each epoch (eval mode), one panel per model; "
+    f"grey = constant lr {lr0:g}."
+    + (f" Band: {analysis.BANDS[show['band']]}." if len(grid.seeds) > 1 else "")
 )
 controls.diverged_note(result.runs)
 
@@ -128,8 +130,8 @@ st.subheader("What the optimizer sees")
 st.markdown(
     "A scheduler only writes `lr` into `optimizer.param_groups`; on creation it also saves "
     "`initial_lr` there. `LambdaLR` computes **new_lr = lr_lambda(epoch) × initial_lr** at every "
-    "`scheduler.step()`. Below: `optimizer.state_dict()` for a schedule on screen, before training and "
-    "after each `optimizer.step(); scheduler.step()`."
+    "`scheduler.step()`. Below: `optimizer.state_dict()` for a schedule on screen, before "
+    "training and after each `optimizer.step(); scheduler.step()`."
 )
 c1, c2 = st.columns(2)
 shown = [s for s in order if s != analysis.BASELINE] or order
@@ -162,13 +164,14 @@ if p.name == "lambda" and len(states) > 1:
     )
 if p.name == "plateau":
     st.caption(
-        "ReduceLROnPlateau is fed a loss that never improves here (1.0 each epoch), so you see `patience` "
-        "at work; in training it gets each run's own loss."
+        "ReduceLROnPlateau is fed a loss that never improves here (1.0 each epoch), so you see "
+        "`patience` at work; in training it gets each run's own loss."
     )
 st.caption(
-    "`get_last_lr()` is the scheduler's record of the lr it last set; `param_groups[0]['lr']` is what the "
-    "next `optimizer.step()` uses. After `scheduler.step()` both are the lr of the **next** step. Call "
-    "`scheduler.step()` after `optimizer.step()`: the other order makes PyTorch warn and skip the first lr."
+    "`get_last_lr()` is the scheduler's record of the lr it last set; `param_groups[0]['lr']` is "
+    "what the next `optimizer.step()` uses. After `scheduler.step()` both are the lr of the "
+    "**next** step. Call `scheduler.step()` after `optimizer.step()`: the other order makes "
+    "PyTorch warn and skip the first lr."
 )
 
 # ---------------------------------------------------------------- code and data
@@ -186,7 +189,8 @@ with st.expander(
 ):
     st.code(codegen.script(grid.experiment, runs), language="python")
 st.caption(
-    "Self-contained (torch and math only): the optimizer, every scheduler with its arguments resolved, and the "
-    "loop with the step order right. It prints `run,epoch,train_loss,test_loss`: the numbers above."
+    "Self-contained (torch and math only): the optimizer, every scheduler with its arguments "
+    "resolved, and the loop with the step order right. It prints "
+    "`run,epoch,train_loss,test_loss`: the numbers above."
 )
 controls.download(report.table, "lr and loss per epoch", "bnlr_schedules.csv")

@@ -1,4 +1,4 @@
-"""Regenerates docs/screenshots/<page>-<light|dark>.png (and one presentation-mode shot) from the running app.
+"""Regenerates docs/screenshots/<page>-<light|dark>.png (and extra shots) from the running app.
 
     python scripts/screenshots.py            # every page, light and dark
     python scripts/screenshots.py lr-curve   # only pages whose name or path contains "lr-curve"
@@ -21,9 +21,12 @@ from pages_spec import PAGES  # noqa: E402
 OUT = ROOT / "docs" / "screenshots"
 VIEWPORT = {"width": 1400, "height": 900}
 MAX_HEIGHT = 2400  # px; a longer page is cut there (the README shows the top of each page)
-EXTRA = [
-    ("lr_sensitivity-present", "lr-sensitivity", "present=true", "light")
-]  # the projector view
+EXTRA = [  # the projector view, and the pages with several seeds (bands and verdicts over seeds)
+    ("lr_sensitivity-present", "lr-sensitivity", "present=true", "light"),
+    ("lr_sensitivity-seeds", "lr-sensitivity", "seeds=5", "light"),
+    ("lr_curve-seeds", "lr-curve", "seeds=3", "light"),
+    ("schedules-seeds", "schedules", "seeds=3&opt=Adam&lr0=0.01", "light"),
+]
 
 
 def main(only: str = "") -> int:

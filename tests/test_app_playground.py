@@ -56,7 +56,7 @@ def chart(at: AppTest, field: str, per_batch: bool) -> "pd.DataFrame":  # noqa: 
 
 
 def errors(at: AppTest) -> list[str]:
-    """The page's error messages, without the escapes that keep user input from rendering as Markdown."""
+    """The page's errors, without the escapes that keep user input from rendering as Markdown."""
     return [e.value.replace("\\", "") for e in at.error]
 
 
@@ -122,7 +122,8 @@ def test_lambda_box_accepts_a_factor_and_rejects_hostile_input():
         assert not at.exception, text
         messages = errors(at)
         assert len(messages) == 1 and why in messages[0], (text, messages)
-        # the rest of the page still works: charts drawn, the column falls back to its last good lambda
+        # the rest of the page still works: charts drawn, the column falls back to its last good
+        # lambda
         assert len(charts(at)) == n_charts, text
         assert "lambda:0.5 ** epoch" in set(chart(at, "lr", per_batch=False)["schedule"]), text
     at.text_input(key="s3_lambda").set_value("1 / (1 + epoch)").run()
@@ -238,7 +239,8 @@ def test_plateau_lines_follow_each_runs_own_loss():
         and bnlr.parse_schedule(s).get("patience") == 2
     )
     assert bnlr.parse_schedule(spec).get("factor") == 0.5
-    # the page's own runs (same grid, same order: the colour legend's), so the losses are the very same
+    # the page's own runs (same grid, same order: the colour legend's), so the losses are the very
+    # same
     order = next(
         sp for sp, _ in charts(at) if sp.get("encoding", {}).get("y", {}).get("field") == "lr"
     )

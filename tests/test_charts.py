@@ -133,7 +133,7 @@ def test_best_lr_and_diverged_region():
 def test_lr_curve_log_x_band_best_marker_and_shade():
     bands = analysis.metrics_band(metrics_table())
     layers = charts.lr_curve(bands).to_dict()["layer"]
-    shade, text, band, line, best = layers
+    shade, _text, band, line, best = layers
     assert shade["mark"]["type"] == "rect" and shade["encoding"]["x2"]["field"] == "hi"
     assert line["encoding"]["x"]["scale"]["type"] == "log"
     assert line["encoding"]["y"]["scale"]["type"] == "log"
@@ -182,13 +182,13 @@ def test_sensitivity_bars_and_run_grid():
             "n_lrs": [4, 4],
         }
     )
-    bars, text = charts.sensitivity_bars(sens).to_dict()["layer"]
+    bars, _text = charts.sensitivity_bars(sens).to_dict()["layer"]
     assert (
         bars["encoding"]["x"]["field"] == "sensitivity"
         and bars["encoding"]["strokeDash"]["field"] == "BN"
     )
     m = metrics_table()
-    rect, label = charts.run_grid(m).to_dict()["layer"]
+    rect, _label = charts.run_grid(m).to_dict()["layer"]
     assert rect["encoding"]["color"]["field"] == "instability"
     cells = pd.DataFrame(charts.run_grid(m).to_dict()["datasets"].popitem()[1])
     assert set(cells.loc[cells["lr"] == 1.0, "text"]) == {"✕ ep 3"}

@@ -1,4 +1,4 @@
-"""The generated PyTorch script, run as a separate program, gives bnlr's reference losses exactly."""
+"""The generated PyTorch script, run as its own program, gives bnlr's reference losses exactly."""
 
 import ast
 import csv
@@ -122,5 +122,6 @@ def test_optimizer_states_plateau_waits_for_patience():
     got = optimizer_states(
         "plateau:patience=1,factor=0.5", 0.1, epochs=10, steps_per_epoch=14, steps=4
     )
-    # metric 1.0 every epoch: first is the best, then no improvement; after patience=1 bad epochs lr halves
+    # metric 1.0 every epoch: first is the best, then no improvement; after patience=1 bad epochs
+    # lr halves
     assert [s["param_group"]["lr"] for s in got] == [0.1, 0.1, 0.1, 0.05, 0.05]

@@ -145,7 +145,10 @@ def test_run_metrics_and_sensitivity_on_a_made_up_history():
 
 
 def test_bnlr_never_imports_streamlit():
-    code = "import sys, bnlr, bnlr.cli, bnlr.metrics; bnlr.train(bnlr.Grid(epochs=1)); print('streamlit' in sys.modules)"
+    code = (
+        "import sys, bnlr, bnlr.cli, bnlr.metrics; bnlr.train(bnlr.Grid(epochs=1)); "
+        "print('streamlit' in sys.modules)"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )

@@ -72,11 +72,14 @@ def test_every_optimizer_matches(opt, lr):
     # by sqrt(v) and turns that noise into steps of ±lr: the two engines then agree only to
     # ~1e-8 (the bias reaches the loss through BN's running mean, in eval mode).
     pre = ref.runs.index[ref.runs.bn == "pre"]
-    calm = lambda r: bnlr.Result(
-        r.history[~r.history.run.isin(pre)].reset_index(drop=True),
-        r.steps[~r.steps.run.isin(pre)],
-        r.runs,
-    )
+
+    def calm(r: bnlr.Result) -> bnlr.Result:
+        return bnlr.Result(
+            r.history[~r.history.run.isin(pre)].reset_index(drop=True),
+            r.steps[~r.steps.run.isin(pre)],
+            r.runs,
+        )
+
     assert_same(calm(ref), calm(fast))
     assert_same(ref, fast, tol=1e-7)
 
@@ -175,7 +178,8 @@ def test_a_diverging_run_does_not_disturb_its_neighbours():
 
 
 def test_runs_differing_only_in_lr_share_initial_weights_and_batch_order():
-    # At lr → 0 nothing moves: every run's first-epoch loss is the loss of the shared initial weights.
+    # At lr → 0 nothing moves: every run's first-epoch loss is the loss of the shared initial
+    # weights.
     runs = [RunConfig(ModelConfig((4, 4, 4), "tanh", "none"), lr, seed=7) for lr in (1e-12, 2e-12)]
     h = bnlr.train(exp_of(runs, epochs=1), "batched").history
     a, b = h[h.run == 0].loss.to_numpy(), h[h.run == 1].loss.to_numpy()

@@ -1,4 +1,4 @@
-"""The LR range test: its rules on tiny hand-made curves, and the test itself against a plain torch loop."""
+"""The LR range test: its rules on tiny hand-made curves; the test itself vs a plain torch loop."""
 
 import math
 
@@ -66,14 +66,18 @@ def test_suggestions_and_distance_to_the_sweep():
         + [6.0 - 0.5 * k for k in range(5)]
         + [5.0, 6.0, 9.0, 12.0, 15.0]
     )
-    curves = pd.DataFrame({"arch": "a", "bn": "none", "lr": lrs, "smooth_loss": losses})
+    curves = pd.DataFrame({"arch": "a", "seed": 7, "bn": "none", "lr": lrs, "smooth_loss": losses})
     s = lrfinder.suggestions(curves, num_it=20).set_index("rule")
     # trimmed to indices 2..14: one fall of 3.1 from index 9 to 10, the lowest loss (4.0) at 14
     assert s.loc["steep", "lr"] == pytest.approx(lrs[9])
     assert s.loc["minimum", "lr"] == pytest.approx(lrs[14] / 10)
-    d = lrfinder.against_sweep(s.reset_index(), pd.DataFrame({"arch": ["a"], "best_lr": [lrs[9]]}))
+    best = pd.DataFrame({"arch": ["a", "a"], "seed": [7, 8], "best_lr": [lrs[9], 1.0]})
+    d = lrfinder.against_sweep(s.reset_index(), best)  # each test against its own seed's sweep
     assert d.set_index("rule").loc["steep", "decades"] == pytest.approx(0.0)
     assert d.set_index("rule").loc["minimum", "ratio"] == pytest.approx(lrs[14] / 10 / lrs[9])
+    dist = lrfinder.rule_distances(d).set_index("rule")
+    assert dist.loc["minimum", "median"] == pytest.approx(math.log10(lrs[14] / 10 / lrs[9]))
+    assert dist.loc["steep", "n"] == 1
 
 
 def test_range_test_rejects_bad_settings():
@@ -120,8 +124,14 @@ def test_range_test_matches_a_plain_torch_loop(bn):
     assert curve["smooth_loss"].tolist() == pytest.approx(smooth, rel=1e-4)
 
 
-def test_range_test_covers_every_architecture_once():
-    exp = bnlr.Grid(seeds=(929, 930)).experiment
-    curves = lrfinder.range_test(exp, lrfinder.RangeTest(num_it=20))
-    assert sorted(curves["arch"].unique()) == sorted({r.model.label for r in exp.runs})
-    assert set(curves["seed"]) == {929}
+def test_range_test_covers_every_network_and_seed_once():
+    exp = bnlr.Grid(lrs=(0.1, 0.01), seeds=(929, 930)).experiment
+    test = lrfinder.RangeTest(num_it=20)
+    curves = lrfinder.range_test(exp, test)
+    pairs = curves.groupby(["arch", "seed"]).size()
+    assert set(pairs.index) == {(r.model.label, r.seed) for r in exp.runs}  # not per lr
+    # each seed's curve is that seed's own run: its initial weights and batch order
+    run = next(r for r in exp.runs if r.seed == 930 and r.model.bn == "pre" and r.model.depth == 4)
+    alone = lrfinder.run_range_test(run, exp, test)
+    mine = curves[(curves["arch"] == run.model.label) & (curves["seed"] == 930)]
+    assert mine["smooth_loss"].tolist() == alone["smooth_loss"].tolist()

@@ -1,4 +1,4 @@
-"""Chart builders for the LR pages: pure functions DataFrame -> alt.Chart (tables: ``bnlr.analysis``).
+"""Chart builders for LR pages: pure functions DataFrame -> alt.Chart (tables: ``bnlr.analysis``).
 
 Every chart shares one visual grammar: colour = the network (depth × width, activation), dash =
 BatchNorm placement (``ui.style``), a band = the spread over seeds, log scales where the data
@@ -16,7 +16,8 @@ from bnlr.analysis import best_lr, diverged_region, label
 from ui.style import BN_DASH, BN_LABEL, PALETTE
 
 RULE_SHAPE = {"steep": "triangle-down", "valley": "circle", "minimum": "square"}
-MUTED = "#8c8c8c"  # mid grey for labels, outlines and neutral legend symbols: reads on light and dark themes
+# mid grey for labels, outlines and neutral legend symbols: reads on light and dark themes
+MUTED = "#8c8c8c"
 
 
 # ---------------------------------------------------------------- encodings
@@ -207,7 +208,7 @@ def lr_curve(
 
 
 def sensitivity_bars(sens: pd.DataFrame, width: int = 420) -> alt.LayerChart:
-    """Returns one bar per architecture: its LR sensitivity in decades, BN models hatched lighter."""
+    """Returns a bar per architecture: its LR sensitivity in decades, BN models hatched lighter."""
     sens = label(sens)
     order = sens.sort_values(["net", "bn"])["arch"].tolist()
     y = alt.Y("arch:N", sort=order, title=None)

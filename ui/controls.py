@@ -1,4 +1,4 @@
-"""Widgets shared by the two LR pages: training controls (they retrain), display controls (they don't).
+"""Widgets shared by both LR pages: training controls (they retrain), display controls (they don't).
 
 Every widget is bound to the URL (``bind="query-params"``, its key is the parameter name), so a
 link reproduces what the sender saw. A bad value raises ``ValueError`` in ``bnlr``; it is shown
@@ -96,13 +96,14 @@ def parse_lrs(text: str) -> tuple[float, ...]:
         raise ValueError(f"learning rate list {text!r} repeats a value; give each lr once")
     if len(lrs) > 12:
         raise ValueError(
-            f"{len(lrs)} learning rates: at most 12 panels fit one page (use the LR learning curve page for a sweep)"
+            f"{len(lrs)} learning rates: at most 12 panels fit one page "
+            "(use the LR learning curve page for a sweep)"
         )
     return tuple(lrs)
 
 
 def lr_range(low: str, high: str, count: int) -> tuple[float, ...] | None:
-    """Returns a log grid of lrs from three controls (low, high, count), or None after showing the error."""
+    """Returns a log grid of lrs from three controls (low, high, count), or None (error shown)."""
     c1, c2 = st.columns(2)
     lo = c1.text_input("Lowest lr", low, key="lr_lo", **BIND)
     hi = c2.text_input("Highest lr", high, key="lr_hi", **BIND)
@@ -121,7 +122,7 @@ def lr_range(low: str, high: str, count: int) -> tuple[float, ...] | None:
 
 
 def architecture() -> dict | None:
-    """Draws the network controls; returns Grid keyword arguments, or None after showing what is missing."""
+    """Draws the network controls; returns Grid kwargs, or None after showing what is missing."""
     depths = st.multiselect(
         "Hidden layers (depth)", list(range(1, 9)), ARTICLE["depths"], key="depths", **BIND
     )
@@ -156,7 +157,7 @@ def architecture() -> dict | None:
 
 
 def training(seeds_default: int = 1) -> dict:
-    """Draws the optimizer, epochs, batch, seeds and data controls; returns Grid keyword arguments."""
+    """Draws the optimizer, epochs, batch, seeds and data controls; returns Grid kwargs."""
     epochs = st.number_input("Epochs", 1, 2000, ARTICLE["epochs"], key="epochs", **BIND)
     batch = st.number_input("Batch size", 1, 20000, ARTICLE["batch"], key="batch", **BIND)
     opt = st.selectbox(
@@ -195,7 +196,7 @@ def training(seeds_default: int = 1) -> dict:
 
 
 def grid(**kwargs) -> bnlr.Grid | None:
-    """Returns the Grid of the controls' values, or None after showing bnlr's message (or the work cap's)."""
+    """Returns the controls' Grid, or None after showing bnlr's message (or the work cap's)."""
     if any(v is None for v in kwargs.values()):
         return None
     arch = kwargs.pop("arch")
@@ -209,7 +210,7 @@ def grid(**kwargs) -> bnlr.Grid | None:
 
 
 def work_cap_note(g: bnlr.Grid | None, range_test_batches: int = 0) -> None:
-    """States the per-request cap (runs × epochs × training samples) and where this setting stands."""
+    """States the per-request cap (runs × epochs × training samples) and where this setting is."""
     used = f"this setting: {runner.work(g.experiment, range_test_batches):,} · " if g else ""
     st.caption(
         f"Work cap per request: {used}limit {runner.WORK_CAP:,} sample-steps "
@@ -235,13 +236,14 @@ def last_good(page: str, g: bnlr.Grid | None, compute: Callable[[bnlr.Grid], obj
         st.stop()
     if g is None:
         st.warning(
-            "The settings in the sidebar are not valid: the charts below are from the last valid ones."
+            "The settings in the sidebar are not valid: the charts below are from the last "
+            "valid ones."
         )
     return st.session_state[key]
 
 
 def display(finals: bool = False) -> dict:
-    """Draws the display controls (they never retrain); returns split, log_y, band (and final, k)."""
+    """Draws the display controls (they never retrain); returns split, log_y, band (+ final, k)."""
     cols = st.columns(
         [2, 2, 4, 4, 2] if finals else 3
     )  # the band control needs room for its labels
@@ -289,11 +291,13 @@ def diverged_note(runs: pd.DataFrame) -> None:
     if len(bad):
         items = "; ".join(
             f"{arch}: lr {', '.join(f'{lr:.3g}' for lr in sorted(part['lr'].unique()))} "
-            f"({len(part)} run{'s' * (len(part) > 1)}, from epoch {int(part['diverged_epoch'].min())})"
+            f"({len(part)} run{'s' * (len(part) > 1)}, "
+            f"from epoch {int(part['diverged_epoch'].min())})"
             for arch, part in bad.groupby("arch", sort=False)
         )
         st.caption(
-            f"✕ Diverged (loss not finite; curves drawn up to there, left out of final loss): {items}."
+            f"✕ Diverged (loss not finite; curves drawn up to there, left out of final loss): "
+            f"{items}."
         )
 
 

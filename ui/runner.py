@@ -40,7 +40,8 @@ def check_work(experiment: bnlr.Experiment, range_test_batches: int = 0) -> None
             f"this setting asks for {asked:,} sample-steps ({len(experiment.runs)} runs × "
             f"{experiment.epochs} epochs × {experiment.data.n_train} samples"
             + (" + the range test" if range_test_batches else "")
-            + f"); the demo allows {WORK_CAP:,}. Use fewer learning rates, seeds, epochs or samples."
+            + f"); the demo allows {WORK_CAP:,}. "
+            "Use fewer learning rates, seeds, epochs or samples."
         )
 
 
@@ -99,8 +100,9 @@ def run_with_replication(
             run(grid.experiment),
             None,
             (
-                f"the {count}-seed replication of this setting would train {asked} sample-steps, over "
-                f"the demo's {WORK_CAP:,}; lower the learning rates, depths or epochs to see it"
+                f"the {count}-seed replication of this setting would train {asked} sample-steps, "
+                f"over the demo's {WORK_CAP:,}; lower the learning rates, depths or epochs "
+                "to see it"
             ),
         )
     many = _train(replica.experiment, _label=f"Training over {count} seeds")
@@ -110,7 +112,7 @@ def run_with_replication(
 
 
 def article_claims(seeds: int = claims.REPLICATION_SEEDS) -> dict:
-    """Returns the verdict on each of the article's claims over ``seeds`` seeds (cached trainings)."""
+    """Returns the verdict on each article claim over ``seeds`` seeds (cached trainings)."""
     runs = claims.claim_runs(claims.seeds_from(bnlr.article.SEED, seeds))
     label = f"Judging the article's claims over {seeds} seeds"
     results = {

@@ -19,8 +19,8 @@ BASELINE_COLOUR = "#888888"  # grey: a reference line, readable on light and dar
 def colours(schedules: list[str], shown: list[str] | None = None) -> alt.Scale:
     """The baseline in grey, every other schedule its own Okabe-Ito colour, in the order given.
 
-    ``shown`` (a subset of ``schedules``) limits the legend to what a chart draws while every schedule
-    keeps the colour it has in the page's other charts.
+    ``shown`` (a subset of ``schedules``) limits the legend to what a chart draws while every
+    schedule keeps the colour it has in the page's other charts.
     """
     others = [s for s in schedules if s != BASELINE]
     colour = {BASELINE: BASELINE_COLOUR} | {s: PALETTE[i % 6] for i, s in enumerate(others)}
@@ -102,7 +102,7 @@ def loss_chart(
     width: int = 340,
     height: int = 230,
 ) -> alt.FacetChart:
-    """Returns the loss per epoch, one panel per model, one line per schedule (the baseline in grey).
+    """Returns the loss per epoch, one panel per model, one line per schedule (baseline in grey).
 
     ``bands`` has one row per arch × bn × schedule × epoch with loss, lo, hi (the seed band) and
     n_seeds; the band is drawn when there is more than one seed.

@@ -1,14 +1,16 @@
 """Controls of the scheduler playground: one column per schedule, each family's keys as widgets.
 
 Every key of a family in ``bnlr.families.FAMILIES`` becomes a widget named as torch names it, with
-torch's default and its line of help; titles, formulas and choices come from there too. The widgets' values become a schedule spec string
-(``step:step_size=10,gamma=0.5``), checked by ``bnlr`` itself: a bad value or a combination torch
-rejects is shown under the column in plain words, and the column keeps its last good schedule.
-Every widget is bound to the URL. Presets fill the columns with the article's families.
+torch's default and its line of help; titles, formulas and choices come from there too. The widgets'
+values become a schedule spec string (``step:step_size=10,gamma=0.5``), checked by ``bnlr`` itself:
+a bad value or a combination torch rejects is shown under the column in plain words, and the column
+keeps its last good schedule. Every widget is bound to the URL. Presets fill the columns with the
+article's families.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 
@@ -109,10 +111,9 @@ def apply_preset(name: str) -> None:
     # Streamlit puts a bound widget's value in the URL when code sets it on a widget that already
     # exists; the preset's new widgets (another family's arguments) get their URL entry here.
     for key, value in url.items():
-        try:
+        # a key bound to a widget on screen raises: Streamlit syncs that one itself
+        with contextlib.suppress(StreamlitAPIException):
             st.query_params[key] = _url_value(key, value)
-        except StreamlitAPIException:  # bound to a widget on screen: Streamlit syncs it itself
-            pass
 
 
 def _url_value(key: str, value) -> str:
@@ -168,8 +169,10 @@ def slot_count() -> int:
 
 
 def _first(key: str, **initial) -> dict:
-    """Returns the widget's initial-value argument unless session state (a preset, the URL) holds it:
-    Streamlit warns when both set a widget's value."""
+    """Returns the widget's initial-value argument unless session state (preset, URL) holds it.
+
+    Streamlit warns when both set a widget's value.
+    """
     return {} if key in st.session_state else initial
 
 
@@ -237,7 +240,10 @@ def slot_spec(slot: int, default: str) -> str:
             max_chars=400,
             **_first(f"s{slot}_lambda", value=default.expression or "0.5 ** epoch"),
             **BIND,
-            help=f"A factor in `epoch`: LambdaLR sets lr = factor × initial_lr. Accepted: {ACCEPTED}.",
+            help=(
+                f"A factor in `epoch`: LambdaLR sets lr = factor × initial_lr. "
+                f"Accepted: {ACCEPTED}."
+            ),
         )
         st.caption(
             "returns a **factor** of the initial lr, not an lr: `0.5 ** epoch` halves it each epoch"
@@ -287,7 +293,7 @@ def slot_spec(slot: int, default: str) -> str:
 
 
 def plain(text: str) -> str:
-    """Returns ``text`` with Markdown and LaTeX characters escaped: a message quotes the user's input."""
+    """Returns ``text`` with Markdown and LaTeX characters escaped: a message quotes user input."""
     return "".join("\\" + c if c in "\\`*_{}[]<>()#+-.!|$~" else c for c in text)
 
 
@@ -325,7 +331,7 @@ def checked_spec(
 def notes(
     spec: str, optimizer: bnlr.OptimizerConfig, epochs: int, steps_per_epoch: int
 ) -> list[str]:
-    """Returns what PyTorch does here that a user may not expect (the pitfalls), for one schedule."""
+    """Returns what PyTorch does here that a user may not expect (pitfalls), for one schedule."""
     p = parse_schedule(spec)
     out = []
     if p.name == "lambda":
@@ -349,9 +355,9 @@ def notes(
     if p.cycles_momentum:
         if optimizer.name == "sgd" and optimizer.momentum == 0:
             out.append(
-                f"`cycle_momentum=True` with plain SGD: PyTorch **turns momentum on** and cycles it "
-                f"between {p.get('base_momentum')} and {p.get('max_momentum')} (see the momentum chart). "
-                "Untick `cycle_momentum` for plain SGD."
+                f"`cycle_momentum=True` with plain SGD: PyTorch **turns momentum on** and cycles "
+                f"it between {p.get('base_momentum')} and {p.get('max_momentum')} "
+                "(see the momentum chart). Untick `cycle_momentum` for plain SGD."
             )
         elif optimizer.name != "sgd":
             out.append(
@@ -360,7 +366,8 @@ def notes(
             )
     if p.every != ("batch" if p.family.per_batch else "epoch"):
         out.append(
-            f"Stepped once per **{p.every}**: its step counts ({'batches' if p.every == 'batch' else 'epochs'}) "
+            f"Stepped once per **{p.every}**: its step counts "
+            f"({'batches' if p.every == 'batch' else 'epochs'}) "
             "change meaning accordingly."
         )
     return out

@@ -32,8 +32,8 @@ SIZES = {
     "label_limit": (220, 360),  # px before a label is cut with "…" (Vega's default is 180)
 }
 
-# Projector CSS: scaling the root font size scales all of Streamlit's rem-based text and widgets; the
-# main area's side padding (rem too) shrinks so fixed-width charts keep their room.
+# Projector CSS: scaling the root font size scales all of Streamlit's rem-based text and widgets;
+# the main area's side padding (rem too) shrinks so fixed-width charts keep their room.
 PRESENT_CSS = """<style>
 html { font-size: 20px; }
 [data-testid="stMainBlockContainer"] { padding-left: 1.5rem; padding-right: 1.5rem; }
@@ -87,7 +87,7 @@ def chart_config(present: bool = False) -> dict:
 
 
 def presenting() -> bool:
-    """Returns True when the current Streamlit session has presentation mode on (False outside a session)."""
+    """Returns True when the current session has presentation mode on (False outside a session)."""
     if get_script_run_ctx(suppress_warning=True) is None:
         return False
     return bool(st.session_state.get(PRESENT_KEY, False))

@@ -39,7 +39,7 @@ class App:
 
 @pytest.fixture(scope="session")
 def app(browser):
-    """The one server shared by every browser test (its training cache is shared too): .url, .log."""
+    """The one server shared by every browser test (and its training cache): .url, .log."""
     with harness.serve() as (url, _proc, log):
         harness.warm_up(browser, url)
         yield App(url, log)

@@ -1,10 +1,11 @@
-"""The app in a real browser: start the server the README's way, drive Debian's Chromium, read charts.
+"""The app in a real browser: serve it the README's way, drive Debian's Chromium, read charts.
 
-Shared by the browser tests (tests/e2e), the screenshots script and the load benchmarks. Playwright
-drives the system Chromium (``executable_path``), so nothing is downloaded (no ``playwright install``).
-A chart is "drawn" when its Vega-Lite element holds an SVG (Streamlit renders Vega as SVG) or a canvas
-with marks in it; a chart's *signature* is the geometry and text of its marks, so two equal
-signatures mean the same picture and a changed signature means the chart changed.
+Shared by the browser tests (tests/e2e), the screenshots script and the load benchmarks.
+Playwright drives the system Chromium (``executable_path``), so nothing is downloaded (no
+``playwright install``). A chart is "drawn" when its Vega-Lite element holds an SVG (Streamlit
+renders Vega as SVG) or a canvas with marks in it; a chart's *signature* is the geometry and text
+of its marks, so two equal signatures mean the same picture and a changed signature means the
+chart changed.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def server_command(port: int) -> list[str]:
 def serve(env: dict | None = None, timeout: float = 60):
     """Yields (base_url, process, log_path) of a fresh server; stops it on exit."""
     port = free_port()
-    log = tempfile.NamedTemporaryFile("w+", prefix="bnlr-server-", suffix=".log", delete=False)
+    # the log outlives this function's block: the caller reads it after the server stopped
+    log = tempfile.NamedTemporaryFile("w+", prefix="bnlr-server-", suffix=".log", delete=False)  # noqa: SIM115
     proc = subprocess.Popen(
         server_command(port),
         cwd=ROOT,
@@ -128,15 +130,21 @@ def launch(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
-# The drawn marks of every chart on the page, in document order: per chart, whether it is drawn and
-# a signature made of mark geometry and text (no generated ids, so the same picture gives the same text).
+# The drawn marks of every chart on the page, in document order: per chart, whether it is drawn
+# and a signature made of mark geometry and text (no generated ids, so the same picture gives the
+# same text).
 _CHARTS_JS = """(sel) => [...document.querySelectorAll(sel)].map(el => {
   const svg = el.querySelector('svg.marks'), canvas = el.querySelector('canvas');
   if (svg) {
-    const marks = [...svg.querySelectorAll('g[class*="mark-"] path, g[class*="mark-"] line, g[class*="mark-"] text')];
-    const sig = marks.map(m => (m.getAttribute('d') || '') + '|' + (m.getAttribute('transform') || '') + '|' +
-                               (m.getAttribute('stroke-width') || '') + '|' + (m.getAttribute('font-size') || '') + '|' + m.textContent).join('\\n');
-    const data = [...svg.querySelectorAll('g[class*="role-mark"] path')].filter(p => (p.getAttribute('d') || '').length > 4);
+    const marks = [...svg.querySelectorAll(
+      'g[class*="mark-"] path, g[class*="mark-"] line, g[class*="mark-"] text')];
+    const sig = marks.map(m => (m.getAttribute('d') || '') + '|' +
+                               (m.getAttribute('transform') || '') + '|' +
+                               (m.getAttribute('stroke-width') || '') + '|' +
+                               (m.getAttribute('font-size') || '') + '|' +
+                               m.textContent).join('\\n');
+    const data = [...svg.querySelectorAll('g[class*="role-mark"] path')]
+      .filter(p => (p.getAttribute('d') || '').length > 4);
     return {drawn: +svg.getAttribute('width') > 0 && data.length > 0, sig};
   }
   if (canvas) {
@@ -151,10 +159,11 @@ _CHARTS_JS = """(sel) => [...document.querySelectorAll(sel)].map(el => {
 ALL_DRAWN_JS = """(n) => {
   const app = document.querySelector('[data-testid="stApp"]');
   if (!app || app.getAttribute('data-test-connection-state') !== 'CONNECTED'
-      || app.getAttribute('data-test-script-state') !== 'notRunning' || document.querySelector('[data-stale="true"]')) return false;
+      || app.getAttribute('data-test-script-state') !== 'notRunning'
+      || document.querySelector('[data-stale="true"]')) return false;
   const charts = (%s)('%s');
   return charts.length >= n && charts.every(c => c.drawn);
-}""" % (_CHARTS_JS, CHART.replace("'", "\\'"))
+}""" % (_CHARTS_JS, CHART.replace("'", "\\'"))  # noqa: UP031 (the JS is full of braces)
 
 
 def charts(page) -> list[dict]:
@@ -176,7 +185,7 @@ def wait_idle(page, timeout: float = 60_000) -> None:
 
 
 def wait_drawn(page, at_least: int = 1, timeout: float = 180_000) -> list[dict]:
-    """Waits until the script finished and at least `at_least` charts are drawn; returns charts(page)."""
+    """Waits until the script finished and ≥ `at_least` charts are drawn; returns charts(page)."""
     deadline = time.monotonic() + timeout / 1000
     while True:
         wait_idle(page, timeout)
@@ -208,10 +217,16 @@ def wait_changed(page, before: list[dict], timeout: float = 180_000) -> list[dic
 
 
 def fit_to_content(page, width: int, min_height: int = 900, max_height: int = 6000) -> None:
-    """Makes the viewport as tall as the page's content: Streamlit scrolls inside its main area, so a
-    full-page screenshot of a short viewport would cut the page off."""
-    height = page.evaluate("""() => Math.max(...['[data-testid="stMain"]', '[data-testid="stMainBlockContainer"]',
-        '[data-testid="stSidebarContent"]'].map(s => document.querySelector(s)).filter(Boolean).map(e => e.scrollHeight))""")
+    """Makes the viewport as tall as the page's content.
+
+    Streamlit scrolls inside its main area, so a full-page screenshot of a short viewport would
+    cut the page off.
+    """
+    height = page.evaluate("""() => Math.max(...[
+        '[data-testid="stMain"]',
+        '[data-testid="stMainBlockContainer"]',
+        '[data-testid="stSidebarContent"]'
+    ].map(s => document.querySelector(s)).filter(Boolean).map(e => e.scrollHeight))""")
     page.set_viewport_size(
         {"width": width, "height": max(min_height, min(max_height, height + 40))}
     )

@@ -57,7 +57,7 @@ def shows(
     texts: dict | None = None,
     switched_on: tuple[str, ...] = (),
 ):
-    """Asserts the page's widgets show these values (number inputs, segmented options, text inputs, toggles)."""
+    """Asserts these values in the page's number and text inputs, segmented options and toggles."""
 
     def check(page: Page):
         for label in switched_on:

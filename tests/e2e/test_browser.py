@@ -55,7 +55,8 @@ def test_url_opens_the_page_in_that_state(page, app, spec):
 def axis_label_sizes(page) -> set[str]:
     return set(
         page.evaluate("""() => [...document.querySelectorAll(
-        '[data-testid="stVegaLiteChart"] svg .role-axis-label text')].map(t => t.getAttribute('font-size'))""")
+        '[data-testid="stVegaLiteChart"] svg .role-axis-label text')]
+        .map(t => t.getAttribute('font-size'))""")
     )
 
 
@@ -76,7 +77,7 @@ def test_presentation_mode_from_the_url_and_the_toggle(page, app):
 
 
 def test_presentation_mode_is_per_session(browser, app):
-    """Two people at once, one presenting: each sees only its own mode (the Altair theme is global)."""
+    """Two people at once, one presenting: each sees only its mode (the Altair theme is global)."""
     spec = PAGES[1] if len(PAGES) > 1 else PAGES[0]
     contexts = [browser.new_context(viewport={"width": 1400, "height": 1000}) for _ in range(2)]
     try:
