@@ -1,4 +1,4 @@
-"""Cold and cached render times of the LR pages at their default settings (the article's setup).
+"""Cold and cached render times of every page at its default settings (the article's setup).
 
 Each page runs in Streamlit's AppTest (the whole script: widgets, training through ui.runner's
 st.cache_data, metrics, chart specs). *Cold* = empty cache, so the page trains; *cached* = the
@@ -26,7 +26,12 @@ import bnlr
 
 ROOT = Path(__file__).resolve().parents[1]
 
-PAGES = {"LR sensitivity": "pages/lr_sensitivity.py", "LR learning curve": "pages/lr_curve.py"}
+PAGES = {  # Home is the entry script's default page (its links need the navigation)
+    "Home": "streamlit_app.py",
+    "LR sensitivity": "pages/lr_sensitivity.py",
+    "LR learning curve": "pages/lr_curve.py",
+    "Scheduler playground": "pages/scheduler_playground.py",
+}
 
 
 def render(path: str) -> float:

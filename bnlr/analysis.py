@@ -257,12 +257,13 @@ def sensitivity_report(
     m = metrics.run_metrics(result.history, split)
     sens = metrics.lr_sensitivity(m)
     statement = claims.STATEMENTS[1][0]
-    effects = claims.bn_sensitivity_effects(m)
+    per_seed = claims.sensitivity_per_seed(m)
+    effects = claims.bn_sensitivity_effects(per_seed)
     missing = _needs_both(m, statement)
     verdict = missing or claims.verdict(1, effects)
     pairs = []
     if missing is None:
-        per_pair = claims.bn_pair_effects(m)
+        per_pair = claims.bn_pair_effects(per_seed)
         for (arch, plain), part in per_pair.groupby(["arch", "plain"], sort=False):
             v = judge(
                 f"{arch} reacts more than {plain}",

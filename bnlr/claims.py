@@ -40,17 +40,18 @@ def _finals(m: pd.DataFrame) -> pd.DataFrame:
 def sensitivity_per_seed(m: pd.DataFrame) -> pd.DataFrame:
     """Returns the LR sensitivity of every model in every seed (``metrics.lr_sensitivity`` of
     one seed: max − min over the lrs of log10 final loss; NaN when a run diverged)."""
-    parts = [metrics.lr_sensitivity(part).assign(seed=seed) for seed, part in m.groupby("seed")]
-    return pd.concat(parts, ignore_index=True)
+    return metrics.lr_sensitivity(m, by=("seed",))
 
 
-def bn_sensitivity_effects(m: pd.DataFrame) -> pd.Series:
+def bn_sensitivity_effects(s: pd.DataFrame) -> pd.Series:
     """Returns per seed: mean LR sensitivity of the BN models − that of the plain models (decades).
 
     NaN in a seed where some model's sensitivity is NaN (it diverged at some lr), or where the
     runs hold no BN or no plain model.
+
+    Args:
+        s: from ``sensitivity_per_seed``.
     """
-    s = sensitivity_per_seed(m)
     out = {}
     for seed, part in s.groupby("seed"):
         bn, plain = part[part["bn"] != "none"], part[part["bn"] == "none"]
@@ -59,12 +60,14 @@ def bn_sensitivity_effects(m: pd.DataFrame) -> pd.Series:
     return pd.Series(out, dtype=float).rename_axis("seed")
 
 
-def bn_pair_effects(m: pd.DataFrame) -> pd.DataFrame:
+def bn_pair_effects(s: pd.DataFrame) -> pd.DataFrame:
     """Returns per BN model and seed its LR sensitivity minus that of the same network without BN.
 
-    Columns: arch (the BN model), plain (its plain twin), seed, effect (decades).
+    Args:
+        s: from ``sensitivity_per_seed``.
+
+    Returns columns: arch (the BN model), plain (its plain twin), seed, effect (decades).
     """
-    s = sensitivity_per_seed(m)
     net = s["arch"].str.split(" · ").str[0]
     s = s.assign(net=net)
     plain = s[s["bn"] == "none"].set_index(["net", "seed"])["sensitivity"]
@@ -171,7 +174,7 @@ def judge_claims(results: dict[int, Result], split: str = "train") -> dict[int, 
     """Returns the verdict on each claim from its trained runs ({1: result, 2: ..., 3: ...})."""
     m = {k: metrics.run_metrics(r.history, split) for k, r in results.items()}
     return {
-        1: verdict(1, bn_sensitivity_effects(m[1])),
+        1: verdict(1, bn_sensitivity_effects(sensitivity_per_seed(m[1]))),
         2: verdict(2, u_shape_effects(m[2])),
         3: verdict(3, schedule_effects(m[3], SCHEDULE).groupby("seed")["effect"].mean()),
     }

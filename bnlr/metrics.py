@@ -34,36 +34,57 @@ SETTINGS = [
 FINALS = ("last", "mean_last_k", "best")
 
 
+def _curves(losses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Returns the loss curves as (R, E) and each one's finite prefix length (R,)."""
+    L = np.atleast_2d(np.asarray(losses, dtype=float))
+    bad = ~np.isfinite(L)
+    n = np.where(bad.any(axis=1), bad.argmax(axis=1), L.shape[1])
+    return L, n
+
+
+def instabilities(losses: np.ndarray) -> np.ndarray:
+    """Returns Σ max(0, Δ log10 loss) over each curve's finite prefix (rows of ``losses``)."""
+    L, n = _curves(losses)
+    inside = np.arange(L.shape[1])[None, :] < n[:, None]  # (R, E): the finite prefix
+    positive = np.where(inside, L > 0, True).all(axis=1)
+    logs = np.log10(np.where(inside & (L > 0), L, 1.0))
+    rises = np.where(inside[:, 1:], np.clip(np.diff(logs, axis=1), 0, None), 0.0)
+    return np.where(positive & (n >= 2), rises.sum(axis=1), 0.0)
+
+
 def instability(loss: np.ndarray) -> float:
     """Returns Σ max(0, Δ log10 loss) over the finite prefix of ``loss``, in decades.
 
     >>> instability(np.array([1.0, 0.1, 1.0, 0.1]))
     1.0
     """
-    finite = loss[: _finite_prefix(loss)]
-    if len(finite) < 2 or (finite <= 0).any():
-        return 0.0
-    rises = np.diff(np.log10(finite))
-    return float(np.clip(rises, 0, None).sum())
+    return float(instabilities(loss)[0])
 
 
-def _finite_prefix(loss: np.ndarray) -> int:
-    bad = np.flatnonzero(~np.isfinite(loss))
-    return int(bad[0]) if len(bad) else len(loss)
+def best_losses(losses: np.ndarray) -> np.ndarray:
+    """Returns each curve's lowest loss before it diverged (NaN if it never had a finite one)."""
+    L, n = _curves(losses)
+    inside = np.arange(L.shape[1])[None, :] < n[:, None]
+    best = np.where(inside, L, np.inf).min(axis=1, initial=np.inf)
+    return np.where(n > 0, best, np.nan)
 
 
-def final_loss(loss: np.ndarray, final: str = "last", k: int = 5) -> float:
-    """Returns the run's final loss by the rule ``final``; NaN if it diverged (for last / mean)."""
+def final_losses(losses: np.ndarray, final: str = "last", k: int = 5) -> np.ndarray:
+    """Returns each curve's final loss by the rule ``final``; NaN where it diverged (last, mean)."""
     if final not in FINALS:
         raise ValueError(f"unknown final-loss rule {final!r}; accepted: {', '.join(FINALS)}")
     if k < 1:
         raise ValueError(f"k must be ≥ 1, got {k}")
-    n = _finite_prefix(loss)
+    L, n = _curves(losses)
     if final == "best":
-        return float(loss[:n].min()) if n else float("nan")
-    if n < len(loss):
-        return float("nan")
-    return float(loss[-1]) if final == "last" else float(loss[-k:].mean())
+        return best_losses(L)
+    value = L[:, -1] if final == "last" else L[:, -k:].mean(axis=1)
+    return np.where(n == L.shape[1], value, np.nan)
+
+
+def final_loss(loss: np.ndarray, final: str = "last", k: int = 5) -> float:
+    """Returns the run's final loss by the rule ``final``; NaN if it diverged (for last / mean)."""
+    return float(final_losses(loss, final, k)[0])
 
 
 def run_metrics(
@@ -79,45 +100,46 @@ def run_metrics(
     """
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; accepted: train, test")
-    rows = []
-    for run, curve in history[history["split"] == split].groupby("run", sort=True):
-        curve = curve.sort_values("epoch")
-        loss = curve["loss"].to_numpy(dtype=float)
-        n = _finite_prefix(loss)
-        row = {c: curve[c].iloc[0] for c in SETTINGS if c in curve}
-        row.update(
-            run=run,
-            final_loss=final_loss(loss, final, k),
-            best_loss=float(loss[:n].min()) if n else float("nan"),
-            instability=instability(loss),
-            diverged_epoch=float(curve["epoch"].iloc[n]) if n < len(loss) else float("nan"),
-        )
-        rows.append(row)
-    return pd.DataFrame(rows)
+    part = history[history["split"] == split]
+    wide = part.pivot(index="run", columns="epoch", values="loss").sort_index()  # (R, E)
+    L, n = _curves(wide.to_numpy())
+    epochs = wide.columns.to_numpy(dtype=float)
+    settings = [c for c in SETTINGS if c in part]
+    out = part.drop_duplicates("run").set_index("run").loc[wide.index, settings].reset_index()
+    return out[[*settings, "run"]].assign(
+        final_loss=final_losses(L, final, k),
+        best_loss=best_losses(L),
+        instability=instabilities(L),
+        diverged_epoch=np.where(n < L.shape[1], epochs[np.minimum(n, L.shape[1] - 1)], np.nan),
+    )
 
 
-def lr_sensitivity(metrics: pd.DataFrame) -> pd.DataFrame:
+def lr_sensitivity(metrics: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFrame:
     """Returns a row per architecture: sensitivity (decades), sensitivity_std, diverged_lrs, n_lrs.
 
     The seed-mean of log10(final_loss) is taken per learning rate; a rate where a seed diverged
     is counted in ``diverged_lrs`` and left out of the spread.
+
+    Args:
+        metrics: from ``run_metrics``.
+        by: more columns to keep apart, e.g. ``("seed",)`` for one row per architecture and seed.
     """
     keys = [
         c for c in ("arch", "depth", "bn", "activation", "optimizer", "schedule") if c in metrics
-    ]
-    rows = []
-    for key, part in metrics.groupby(keys, sort=False):
-        per_lr = part.groupby("lr")["final_loss"].apply(
-            lambda s: np.log10(s).mean() if s.notna().all() and (s > 0).all() else np.nan
-        )
-        ok = per_lr.dropna()
-        rows.append(
-            {
-                **dict(zip(keys, key)),
-                "sensitivity": float(ok.max() - ok.min()) if len(ok) > 1 else float("nan"),
-                "sensitivity_std": float(ok.std(ddof=0)) if len(ok) > 1 else float("nan"),
-                "diverged_lrs": int(per_lr.isna().sum()),
-                "n_lrs": len(per_lr),
-            }
-        )
-    return pd.DataFrame(rows)
+    ] + list(by)
+    f = metrics["final_loss"].to_numpy(dtype=float)
+    ok = np.isfinite(f) & (f > 0)
+    logs = metrics[[*keys, "lr"]].assign(log=np.log10(np.where(ok, f, 1.0)), ok=ok)
+    per = logs.groupby([*keys, "lr"], sort=False).agg(log=("log", "mean"), ok=("ok", "all"))
+    per["log"] = per["log"].where(per["ok"])  # a rate where a seed diverged has no mean
+    g = per.groupby(level=list(range(len(keys))), sort=False)["log"]
+    counted = g.count()
+    out = pd.DataFrame(
+        {
+            "sensitivity": (g.max() - g.min()).where(counted > 1),
+            "sensitivity_std": g.std(ddof=0).where(counted > 1),
+            "diverged_lrs": (g.size() - counted).astype(int),
+            "n_lrs": g.size().astype(int),
+        }
+    )
+    return out.reset_index()

@@ -122,20 +122,3 @@ def _tables(exp: Experiment, hists: list[RunHistory]) -> Result:
         }
     )
     return Result(history, steps, runs)
-
-
-def subset(result: Result, seeds) -> Result:
-    """Returns the runs of ``result`` with these seeds, numbered 0, 1, … in their order.
-
-    A run's numbers do not depend on the runs trained beside it, and a ``Grid`` lists seeds
-    innermost, so the subset of a grid's result equals the result of the same grid with only
-    these seeds, run numbers included.
-    """
-    runs = result.runs[result.runs["seed"].isin(set(seeds))]
-    number = {old: new for new, old in enumerate(runs["run"])}
-
-    def pick(df: pd.DataFrame) -> pd.DataFrame:
-        part = df[df["run"].isin(number)]
-        return part.assign(run=part["run"].map(number)).reset_index(drop=True)
-
-    return Result(pick(result.history), pick(result.steps), pick(runs))

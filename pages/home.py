@@ -22,7 +22,6 @@ st.markdown(
     f"So each claim is checked at the article's setup over the {N} seeds 929–{928 + N}: in how "
     "many seeds it holds, and a 90 % interval for its effect."
 )
-verdicts = runner.article_claims(N)
 CLAIMS = {
     1: (
         "BatchNorm models react more to the learning rate",
@@ -55,18 +54,13 @@ CLAIMS = {
         "🗓️",
     ),
 }
-for col, (number, (title, setup, subject, yes, page, label, icon)) in zip(
-    st.columns(3), CLAIMS.items()
-):
+# The cards and the rest of the page are drawn first; the verdicts fill in once trained (cached).
+slots = {}
+for col, (number, (title, setup, _, _, page, label, icon)) in zip(st.columns(3), CLAIMS.items()):
     with col, st.container(border=True):
-        v = verdicts[number]
         st.markdown(f"**{number} · {title}.** {setup}")
-        st.metric(
-            f"holds in (of {v.seeds} seeds)",
-            f"{v.seeds_holding}",
-            help="seeds in which the effect is > 0",
-        )
-        st.markdown(sentence(v, subject, yes))
+        slots[number] = st.empty()
+        slots[number].caption(f"Training the article's setup over {N} seeds…")
         st.page_link(page, label=label, icon=icon)
 
 st.header("How to read the charts")
@@ -85,3 +79,14 @@ st.markdown(f"""
   the article.
 - One request may train at most {WORK_CAP:,} sample-steps (runs × epochs × training samples).
 """)
+
+verdicts = runner.article_claims(N)
+for number, (_, _, subject, yes, *_) in CLAIMS.items():
+    v = verdicts[number]
+    with slots[number].container():
+        st.metric(
+            f"holds in (of {v.seeds} seeds)",
+            f"{v.seeds_holding}",
+            help="seeds in which the effect is > 0",
+        )
+        st.markdown(sentence(v, subject, yes))

@@ -26,9 +26,7 @@ with st.sidebar:
     grid = controls.grid(lrs=lrs, arch=arch, **controls.training())
     controls.work_cap_note(grid)
 
-grid, (result, many, skipped) = controls.last_good(
-    "lr_sensitivity", grid, runner.run_with_replication
-)
+grid, result = controls.last_good("lr_sensitivity", grid, lambda g: runner.run(g.experiment))
 show = controls.display()
 report = analysis.sensitivity_report(result, show["split"], show["band"])
 
@@ -50,6 +48,7 @@ st.caption(
     f"{show['split']} loss; the effect is the BN models' mean minus the plain models' mean "
     "(decades). It holds in a seed when the effect is > 0. Interval: 90 % bootstrap over seeds."
 )
+many, skipped = runner.replication(grid)
 if many is None:
     st.info(f"Replication not shown: {skipped}.")
 else:

@@ -69,8 +69,9 @@ def test_home_routes_to_every_page():
 def test_sensitivity_default_is_the_articles_experiment(trainings):
     at = page("lr_sensitivity.py")
     assert not at.exception
-    # one training: the article's experiment over seeds 929–948; the figure is its seed 929
-    (exp,) = trainings
+    # the article's experiment, then the same over seeds 929–948 for the replication
+    figure, exp = trainings
+    assert figure == bnlr.Grid().experiment
     assert exp == bnlr.Grid(seeds=tuple(range(929, 949))).experiment
     assert {(r.model.depth, r.model.bn, r.model.activation, r.lr) for r in exp.runs} == {
         (d, bn, "tanh", lr)
@@ -123,16 +124,16 @@ def test_several_seeds_state_a_verdict_whose_words_match_its_interval(trainings)
 
 def test_display_controls_do_not_retrain_training_controls_do(trainings):
     at = page("lr_sensitivity.py", lrs="0.1,0.01", epochs="3")
-    assert len(trainings) == 1 and trainings[0].epochs == 3
+    assert len(trainings) == 2 and trainings[0].epochs == 3  # the runs, and their replication
     at.toggle(key="logy").set_value(False).run()
     at.button_group(key="split").set_value("test").run()
     at.button_group(key="band").set_value("minmax").run()
-    assert len(trainings) == 1
+    assert len(trainings) == 2
     assert "type" not in charts(at)[0]["spec"]["layer"][1]["encoding"]["y"]["scale"]  # linear y now
     at.number_input(key="epochs").set_value(4).run()
-    assert len(trainings) == 2 and trainings[1].epochs == 4
+    assert len(trainings) == 4 and trainings[2].epochs == 4
     at.number_input(key="epochs").set_value(3).run()
-    assert len(trainings) == 2  # seen before: from the cache
+    assert len(trainings) == 4  # seen before: from the cache
     assert not at.exception
 
 
@@ -153,10 +154,11 @@ def test_url_parameters_restore_the_settings(trainings):
     assert at.text_input(key="lrs").value == "0.2,0.02"
     assert at.multiselect(key="depths").value == [2]
     assert at.toggle(key="logy").value is False
-    (exp,) = trainings  # the replication over 929–948; the figure shows its seeds 929, 930
+    exp, replica = trainings  # the figure's runs, then the replication over 929–948
     assert {(r.model.depth, r.model.bn, r.lr, r.seed, r.optimizer.name) for r in exp.runs} == {
-        (2, "post", lr, seed, "adam") for lr in (0.2, 0.02) for seed in range(929, 949)
+        (2, "post", lr, seed, "adam") for lr in (0.2, 0.02) for seed in (929, 930)
     }
+    assert {r.seed for r in replica.runs} == set(range(929, 949))
     figure = at.get("vega_lite_chart")[0].proto
     rows = pa.ipc.open_stream(figure.datasets[0].data.data).read_pandas()
     assert set(rows["n_seeds"]) == {2}  # the band is over the two seeds asked for
@@ -183,7 +185,7 @@ def test_bad_input_shows_a_message_and_keeps_the_previous_chart(trainings, key, 
     assert any(message in e.value for e in at.error), [e.value for e in at.error]
     assert panels(at) == before  # the last good chart stays
     assert any("last valid" in w.value for w in at.warning)
-    assert len(trainings) == 1
+    assert len(trainings) == 2  # the first runs and their replication; nothing since
 
 
 def test_empty_selection_names_what_is_missing(trainings):

@@ -85,9 +85,10 @@ def test_bn_sensitivity_effect_by_hand():
         for lr, frac in ((0.1, 1.0), (0.01, 0.0)):
             rows.append(("3×4 tanh · BN pre", "pre", lr, seed, 10 ** (bn_span * frac)))
             rows.append(("3×4 tanh · no BN", "none", lr, seed, 10 ** (plain_span * frac)))
-    e = claims.bn_sensitivity_effects(metrics_of(rows))
+    per_seed = claims.sensitivity_per_seed(metrics_of(rows))
+    e = claims.bn_sensitivity_effects(per_seed)
     assert e.to_dict() == pytest.approx({1: 1.0, 2: -1.0})
-    pairs = claims.bn_pair_effects(metrics_of(rows))
+    pairs = claims.bn_pair_effects(per_seed)
     assert pairs["effect"].tolist() == pytest.approx([1.0, -1.0])
     assert set(pairs["plain"]) == {"3×4 tanh · no BN"}
 

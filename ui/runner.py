@@ -15,7 +15,6 @@ import torch
 import bnlr
 import bnlr.article
 from bnlr import claims, lrfinder
-from bnlr.train import subset
 
 # These networks are tiny: intra-op threads buy nothing, and on a busy 2-core server their
 # spin-waiting made training ~50x slower (measured: 93 s vs 1.8 s for the default grid).
@@ -82,33 +81,24 @@ def sweep_and_range_test(
     return _train(experiment, _label="Sweeping the learning rate"), _range_test(experiment, num_it)
 
 
-def run_with_replication(
+def replication(
     grid: bnlr.Grid, count: int = claims.REPLICATION_SEEDS
-) -> tuple[bnlr.Result, bnlr.Result | None, str]:
-    """Returns the grid's result, the same experiment over ``count`` seeds from 929, and a note.
+) -> tuple[bnlr.Result | None, str]:
+    """Returns the same experiment over ``count`` seeds from 929 (cached), or None and why not.
 
-    When the grid's seeds are among the replication's, one training serves both (a run's numbers
-    do not depend on its neighbours). The replication is None, with the note saying why, when
-    it would pass the work cap.
+    Trained after the page's own runs, so the figure is on screen while the seeds train; with
+    the same seeds it is the very same cache entry.
     """
     replica = claims.replicate(grid, count)
     try:
         check_work(replica.experiment)
     except ValueError:
         asked = f"{work(replica.experiment):,}"
-        return (
-            run(grid.experiment),
-            None,
-            (
-                f"the {count}-seed replication of this setting would train {asked} sample-steps, "
-                f"over the demo's {WORK_CAP:,}; lower the learning rates, depths or epochs "
-                "to see it"
-            ),
+        return None, (
+            f"the {count}-seed replication of this setting would train {asked} sample-steps, over "
+            f"the demo's {WORK_CAP:,}; lower the learning rates, depths or epochs to see it"
         )
-    many = _train(replica.experiment, _label=f"Training over {count} seeds")
-    if set(grid.seeds) <= set(replica.seeds):
-        return subset(many, grid.seeds), many, ""
-    return run(grid.experiment), many, ""
+    return _train(replica.experiment, _label=f"Training over {count} seeds"), ""
 
 
 def article_claims(seeds: int = claims.REPLICATION_SEEDS) -> dict:
