@@ -41,7 +41,8 @@ controls.diverged_note(result.runs)
 st.subheader("Do BN models react more to the learning rate?")
 seeds = ", ".join(map(str, grid.seeds))
 st.markdown(
-    f"**On screen** (seed{'s' * (len(grid.seeds) > 1)} {seeds}): " + sentence(report.verdict, CLAIM)
+    f"**On screen** (seed{'s' * (len(grid.seeds) > 1)} {seeds}): "
+    + sentence(report.verdict, CLAIM, "more")
 )
 st.caption(
     "Per seed: each model's LR sensitivity is max − min over the lrs of log10 final "
@@ -55,7 +56,8 @@ else:
     replicated = analysis.sensitivity_report(many, show["split"], show["band"])
     v = replicated.verdict
     st.markdown(
-        f"**Replicated over {N} seeds** (929–{928 + N}, same settings): " + sentence(v, CLAIM)
+        f"**Replicated over {N} seeds** (929–{928 + N}, same settings): "
+        + sentence(v, CLAIM, "more")
     )
     if v.answered:
         st.altair_chart(charts.effect_strip(replicated.effects, v.low, v.high))

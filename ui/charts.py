@@ -350,42 +350,54 @@ def range_test_chart(
     return alt.layer(*layers).properties(width=width, height=height)
 
 
-def effect_strip(effects, low: float, high: float, unit: str = "decades", width: int = 420):
-    """Returns one dot per seed on the effect axis, the 90 % interval of the mean as a bar, and a
-    rule at 0 (no effect): the evidence behind a verdict at a glance.
+def effect_strip(effects, low: float, high: float, unit: str = "decades", width: int = 520):
+    """Returns one dot per seed on the effect axis, the mean with its 90 % interval on a row below,
+    and a dashed rule at 0 (no effect): a verdict's evidence at a glance.
 
     Args:
         effects: per-seed effect (a Series indexed by seed; NaN seeds are left out).
         low, high: the bootstrap interval of the mean effect.
     """
-    df = effects.dropna().rename("effect").rename_axis("seed").reset_index()
-    x = alt.X("effect:Q", title=f"effect per seed ({unit}); > 0: the claim holds")
+    seeds_row, mean_row = "each seed", "mean, 90 % interval"
+    df = effects.dropna().rename("effect").rename_axis("seed").reset_index().assign(row=seeds_row)
+    span = [float(min(df["effect"].min(), low, 0.0)), float(max(df["effect"].max(), high, 0.0))]
+    pad = 0.08 * (span[1] - span[0] or 1.0)
+    x = alt.X(
+        "effect:Q",
+        title=f"effect ({unit}); > 0: the claim holds",
+        scale=alt.Scale(domain=[span[0] - pad, span[1] + pad], nice=False),
+        axis=alt.Axis(tickCount=6, format="+.2f"),
+    )
+    y = alt.Y("row:N", title=None, sort=[seeds_row, mean_row])
     dots = (
         alt.Chart(df)
-        .mark_circle(size=70, opacity=0.75)
-        .encode(x=x, y=alt.value(22), tooltip=["seed:O", alt.Tooltip("effect:Q", format="+.3f")])
+        .mark_circle(size=80, opacity=0.7)
+        .encode(x=x, y=y, tooltip=["seed:O", alt.Tooltip("effect:Q", format="+.3f")])
     )
     zero = (
-        alt.Chart(pd.DataFrame({"x": [0.0]}))
+        alt.Chart(pd.DataFrame({"effect": [0.0]}))
         .mark_rule(color=MUTED, strokeDash=[4, 3])
-        .encode(x="x:Q")
+        .encode(x="effect:Q")
     )
     layers = [zero, dots]
     if np.isfinite(low) and np.isfinite(high):
+        mean = float(df["effect"].mean())
         interval = pd.DataFrame(
-            {"low": [low], "high": [high], "mean": [float(df["effect"].mean())]}
+            {"effect": [low], "high": [high], "mean": [mean], "row": [mean_row]}
+        )
+        tip = [
+            alt.Tooltip("mean:Q", format="+.3f"),
+            alt.Tooltip("effect:Q", title="90 % low", format="+.3f"),
+            alt.Tooltip("high:Q", title="90 % high", format="+.3f"),
+        ]
+        layers.append(
+            alt.Chart(interval)
+            .mark_rule(strokeWidth=7, opacity=0.55)
+            .encode(x="effect:Q", x2="high:Q", y=y, tooltip=tip)
         )
         layers.append(
             alt.Chart(interval)
-            .mark_rule(strokeWidth=6, opacity=0.6)
-            .encode(
-                x="low:Q",
-                x2="high:Q",
-                y=alt.value(6),
-                tooltip=[alt.Tooltip("low:Q", format="+.3f"), alt.Tooltip("high:Q", format="+.3f")],
-            )
+            .mark_tick(thickness=3, color=MUTED)
+            .encode(x="mean:Q", y=y, tooltip=tip)
         )
-        layers.append(
-            alt.Chart(interval).mark_tick(thickness=3, size=18).encode(x="mean:Q", y=alt.value(6))
-        )
-    return alt.layer(*layers).properties(width=width, height=36)
+    return alt.layer(*layers).properties(width=width, height=alt.Step(30))
