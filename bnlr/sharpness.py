@@ -28,6 +28,7 @@ BN_CODES = {"none": 0, "pre": 1, "post": 2}
 ACT_CODES = {"tanh": 0, "relu": 1, "sigmoid": 2, "leaky_relu": 3}
 LEAKY_SLOPE = 0.01  # F.leaky_relu's default, as bnlr.models uses it
 BN_EPS = 1e-5  # nn.BatchNorm1d's default
+CH = 8  # directions per chunk: one AVX-512 vector; a chunk's tangents stay in L2
 
 
 def layout(model: ModelConfig, in_features: int) -> list[tuple[str, tuple[int, ...]]]:
@@ -84,11 +85,9 @@ def _act(u, act):
 
 
 @njit(cache=True)
-def _bn_forward(x, xd, zh, s_out, m_out, l, w, q_end, eps):
-    """Normalises x[:, :w] (N, w) over samples into zh; in place turns the tangents xd (N, w, P)
-    into ẑ̇ = (ẋ - mean ẋ - ẑ·m)/s on [0, q_end), with m = mean(ẑ ẋ) = ṡ kept in m_out[l]."""
+def _bn_values(x, zh, s, w, eps):
+    """ẑ = (x - mean x) / sqrt(var x + eps) per column of x[:, :w], biased var over samples."""
     n_samples = x.shape[0]
-    mu_d = np.zeros(q_end)
     for i in range(w):
         mu = 0.0
         for n in range(n_samples):
@@ -97,280 +96,333 @@ def _bn_forward(x, xd, zh, s_out, m_out, l, w, q_end, eps):
         var = 0.0
         for n in range(n_samples):
             var += (x[n, i] - mu) ** 2
-        s = np.sqrt(var / n_samples + eps)
-        s_out[l, i] = s
+        s[i] = np.sqrt(var / n_samples + eps)
         for n in range(n_samples):
-            zh[l, n, i] = (x[n, i] - mu) / s
-        mu_d[:] = 0.0
-        m = m_out[l, i]
-        m[:q_end] = 0.0
-        for n in range(n_samples):
-            z = zh[l, n, i]
-            for q in range(q_end):
-                mu_d[q] += xd[n, i, q]
-                m[q] += z * xd[n, i, q]
-        for q in range(q_end):
-            mu_d[q] /= n_samples
-            m[q] /= n_samples
-        for n in range(n_samples):
-            z = zh[l, n, i]
-            for q in range(q_end):
-                xd[n, i, q] = (xd[n, i, q] - mu_d[q] - z * m[q]) / s
+            zh[n, i] = (x[n, i] - mu) / s[i]
 
 
 @njit(cache=True)
-def _bn_backward(gz, gzd, zh, zhd, s, m, w, q_end, gx, gxd):
-    """BN train-mode backward and its tangent: from ẑ's adjoint gz (N, w) and tangent gzd
-    (N, w, P) to x's, gx and gxd, on [0, q_end). zh, zhd: ẑ and ẑ̇; s, m: (w,), (w, P) = ṡ."""
-    n_samples = gz.shape[0]
-    a_d = np.zeros(q_end)
-    b_d = np.zeros(q_end)
+def _values(theta, X, y, sizes, offs, bn, act, eps, vals):
+    """Forward and backward pass of one run's values (no tangents) into ``vals``: what every
+    chunk of directions reuses. ga[k], gz[k]: adjoints of hidden layer k's output and of its
+    Linear's output z; gu: of u (σ's input; none, pre); gzh: of ẑ; gx: of BN's input."""
+    a, u, zh, s, d1, d2, r, ga, gu, gzh, gx, gz, bb, x = vals
+    n_samples, n_hidden = X.shape[0], sizes.shape[0] - 2
+    a[0, :, : X.shape[1]] = X
+    for k in range(n_hidden):
+        fan_in, w = sizes[k], sizes[k + 1]
+        ow, ob, og, obeta = offs[k, 0], offs[k, 1], offs[k, 2], offs[k, 3]
+        for n in range(n_samples):
+            for i in range(w):
+                z = theta[ob + i]
+                for j in range(fan_in):
+                    z += theta[ow + i * fan_in + j] * a[k, n, j]
+                x[n, i] = z
+                u[k, n, i] = z
+        if bn == 1:
+            _bn_values(x, zh[k], s[k], w, eps)
+            for n in range(n_samples):
+                for i in range(w):
+                    u[k, n, i] = theta[og + i] * zh[k, n, i] + theta[obeta + i]
+        for n in range(n_samples):
+            for i in range(w):
+                x[n, i], d1[k, n, i], d2[k, n, i] = _act(u[k, n, i], act)
+                a[k + 1, n, i] = x[n, i]
+        if bn == 2:
+            _bn_values(x, zh[k], s[k], w, eps)
+            for n in range(n_samples):
+                for i in range(w):
+                    a[k + 1, n, i] = theta[og + i] * zh[k, n, i] + theta[obeta + i]
+    oo, w_last = offs[n_hidden, 0], sizes[n_hidden]
+    for n in range(n_samples):
+        f = theta[oo + w_last]
+        for j in range(w_last):
+            f += theta[oo + j] * a[n_hidden, n, j]
+        r[n] = 2.0 * (f - y[n]) / n_samples
+        for j in range(w_last):
+            ga[n_hidden - 1, n, j] = r[n] * theta[oo + j]
+    for k in range(n_hidden - 1, -1, -1):
+        fan_in, w = sizes[k], sizes[k + 1]
+        ow, og = offs[k, 0], offs[k, 2]
+        for n in range(n_samples):
+            for i in range(w):
+                gu[k, n, i] = ga[k, n, i] * d1[k, n, i]
+                gzh[k, n, i] = (gu[k, n, i] if bn == 1 else ga[k, n, i]) * theta[og + i]
+        if bn:
+            for i in range(w):
+                mean_g, mean_gz = 0.0, 0.0
+                for n in range(n_samples):
+                    mean_g += gzh[k, n, i]
+                    mean_gz += gzh[k, n, i] * zh[k, n, i]
+                mean_g /= n_samples
+                bb[k, i] = mean_gz / n_samples
+                for n in range(n_samples):
+                    gx[k, n, i] = (gzh[k, n, i] - mean_g - zh[k, n, i] * bb[k, i]) / s[k, i]
+        for n in range(n_samples):
+            for i in range(w):
+                if bn == 0:
+                    gz[k, n, i] = gu[k, n, i]
+                elif bn == 1:
+                    gz[k, n, i] = gx[k, n, i]
+                else:
+                    gz[k, n, i] = gx[k, n, i] * d1[k, n, i]
+            if k:
+                for j in range(fan_in):
+                    g = 0.0
+                    for i in range(w):
+                        g += gz[k, n, i] * theta[ow + i * fan_in + j]
+                    ga[k - 1, n, j] = g
+
+
+@njit(cache=True)
+def _bn_tangent(xd, zh, s, m, w, eps_unused=0.0):
+    """In place, BN's input tangents xd (N, w, CH) become ẑ̇ = (ẋ - mean ẋ - ẑ m) / s, with
+    m = mean(ẑ ẋ) = ṡ kept in m (w, CH) for the backward pass."""
+    n_samples = xd.shape[0]
+    mu = np.empty(CH)
     for i in range(w):
-        a = 0.0
-        b = 0.0
+        mu[:] = 0.0
+        m[i, :] = 0.0
         for n in range(n_samples):
-            a += gz[n, i]
-            b += gz[n, i] * zh[n, i]
-        a /= n_samples
-        b /= n_samples
-        a_d[:] = 0.0
-        b_d[:] = 0.0
-        for n in range(n_samples):
-            g, z = gz[n, i], zh[n, i]
-            for q in range(q_end):
-                a_d[q] += gzd[n, i, q]
-                b_d[q] += gzd[n, i, q] * z + g * zhd[n, i, q]
-        for q in range(q_end):
-            a_d[q] /= n_samples
-            b_d[q] /= n_samples
+            z = zh[n, i]
+            for t in range(CH):
+                mu[t] += xd[n, i, t]
+                m[i, t] += z * xd[n, i, t]
+        for t in range(CH):
+            mu[t] /= n_samples
+            m[i, t] /= n_samples
         inv = 1.0 / s[i]
         for n in range(n_samples):
             z = zh[n, i]
-            gx[n, i] = (gz[n, i] - a - z * b) * inv
-            for q in range(q_end):
-                gxd[n, i, q] = (
-                    -m[i, q] * gx[n, i]
-                    + gzd[n, i, q]
-                    - a_d[q]
-                    - zhd[n, i, q] * b
-                    - z * b_d[q]
+            for t in range(CH):
+                xd[n, i, t] = (xd[n, i, t] - mu[t] - z * m[i, t]) * inv
+
+
+@njit(cache=True)
+def _bn_adjoint_tangent(gzhd, gzh, gx, zh, zhd, s, m, bb, w, gxd):
+    """Tangent of BN's train-mode backward x̄ = (ẑ̄ - mean ẑ̄ - ẑ B) / s, B = mean(ẑ̄ ẑ):
+    from ẑ̄̇ (gzhd) to x̄̇ (gxd), both (N, w, CH); ṡ = m."""
+    n_samples = gzhd.shape[0]
+    a_d = np.empty(CH)
+    b_d = np.empty(CH)
+    for i in range(w):
+        a_d[:] = 0.0
+        b_d[:] = 0.0
+        for n in range(n_samples):
+            g, z = gzh[n, i], zh[n, i]
+            for t in range(CH):
+                a_d[t] += gzhd[n, i, t]
+                b_d[t] += gzhd[n, i, t] * z + g * zhd[n, i, t]
+        for t in range(CH):
+            a_d[t] /= n_samples
+            b_d[t] /= n_samples
+        inv, b = 1.0 / s[i], bb[i]
+        for n in range(n_samples):
+            z, g = zh[n, i], gx[n, i]
+            for t in range(CH):
+                gxd[n, i, t] = (
+                    gzhd[n, i, t] - a_d[t] - zhd[n, i, t] * b - z * b_d[t] - m[i, t] * g
                 ) * inv
 
 
 @njit(cache=True)
-def _hessian_one(theta, X, y, sizes, bn, act, eps, H, ws):
-    """The lower triangle (and each layer's diagonal block) of one run's Hessian into H (P, P)."""
-    n_samples = X.shape[0]
-    n_hidden = sizes.shape[0] - 2
-    n_params = theta.shape[0]
-    # Offsets of each hidden layer's W, b, gamma, beta; ends[k] = params of layers ≤ k.
-    off_w = np.zeros(n_hidden + 1, np.int64)
-    ends = np.zeros(n_hidden + 1, np.int64)
-    o = 0
-    for k in range(n_hidden + 1):
-        off_w[k] = o
-        o += sizes[k + 1] * sizes[k] + sizes[k + 1] + (2 * sizes[k + 1] if bn and k < n_hidden else 0)
-        ends[k] = o
-    a, u, zh, s, a_d, u_d, zh_d, m, x, r, r_d, g_a, g_ad, g_u, g_ud, g_z, g_zd = ws
-    a[0, :, : X.shape[1]] = X
-    for k in range(n_hidden):
-        fan_in, w, q_prev, q_end = sizes[k], sizes[k + 1], ends[k - 1] if k else 0, ends[k]
-        ow, ob = off_w[k], off_w[k] + w * fan_in
-        og, obeta = ob + w, ob + 2 * w
-        # z = W a + b and ż, into u_d (none, post) or zh_d (pre: BN's input)
-        zd = zh_d[k] if bn == 1 else u_d[k]
+def _chunk(theta, sizes, offs, ends, bn, q0, vals, tans, H):
+    """Adds H[p, q0:q0+CH] for every row p of a layer ≥ the layer of q0 (so all of the lower
+    triangle), by pushing the CH unit directions e_q0… through the forward and backward pass."""
+    a, u, zh, s, d1, d2, r, ga, gu, gzh, gx, gz, bb, x = vals
+    ad, ud, zhd, m, rd, gad, t1, t2 = tans
+    n_samples, n_hidden = a.shape[1], sizes.shape[0] - 2
+    k0 = 0
+    while ends[k0] <= q0:
+        k0 += 1
+    for k in range(k0, n_hidden):
+        fan_in, w = sizes[k], sizes[k + 1]
+        ow, ob, og, obeta = offs[k, 0], offs[k, 1], offs[k, 2], offs[k, 3]
+        # ż = W ȧ + ẇ a + ḃ, into u̇ (none, post) or ẑ̇ (pre: BN's input)
+        zd = zhd[k] if bn == 1 else ud[k]
         for n in range(n_samples):
             for i in range(w):
-                z = theta[ob + i]
-                zq = zd[n, i]
-                zq[:q_end] = 0.0
+                zd[n, i, :] = 0.0
                 for j in range(fan_in):
-                    wij = theta[ow + i * fan_in + j]
-                    z += wij * a[k, n, j]
-                    if k:
-                        aq = a_d[k, n, j]
-                        for q in range(q_prev):
-                            zq[q] += wij * aq[q]
-                    zq[ow + i * fan_in + j] += a[k, n, j]
-                zq[ob + i] += 1.0
-                if bn == 1:
-                    x[n, i] = z
-                else:
-                    u[k, n, i] = z
+                    if k > k0:
+                        wij = theta[ow + i * fan_in + j]
+                        for t in range(CH):
+                            zd[n, i, t] += wij * ad[k - 1, n, j, t]
+                    t = ow + i * fan_in + j - q0
+                    if 0 <= t < CH:
+                        zd[n, i, t] += a[k, n, j]
+                t = ob + i - q0
+                if 0 <= t < CH:
+                    zd[n, i, t] += 1.0
         if bn == 1:
-            _bn_forward(x, zh_d[k], zh, s, m, k, w, q_end, eps)
+            _bn_tangent(zhd[k], zh[k], s[k], m[k], w)
             for n in range(n_samples):
                 for i in range(w):
-                    g, z = theta[og + i], zh[k, n, i]
-                    u[k, n, i] = g * z + theta[obeta + i]
-                    uq, zq = u_d[k, n, i], zh_d[k, n, i]
-                    for q in range(q_end):
-                        uq[q] = g * zq[q]
-                    uq[og + i] += z
-                    uq[obeta + i] += 1.0
+                    g = theta[og + i]
+                    for t in range(CH):
+                        ud[k, n, i, t] = g * zhd[k, n, i, t]
+                    t = og + i - q0
+                    if 0 <= t < CH:
+                        ud[k, n, i, t] += zh[k, n, i]
+                    t = obeta + i - q0
+                    if 0 <= t < CH:
+                        ud[k, n, i, t] += 1.0
+        # through σ: ȧ = σ' u̇ (none, pre), or BN's input ḣ = σ' u̇ (post)
+        out = zhd[k] if bn == 2 else ad[k]
         for n in range(n_samples):
             for i in range(w):
-                val, d1, _ = _act(u[k, n, i], act)
-                uq = u_d[k, n, i]
-                if bn == 2:
-                    x[n, i] = val
-                    xq = zh_d[k, n, i]
-                    for q in range(q_end):
-                        xq[q] = d1 * uq[q]
-                else:
-                    a[k + 1, n, i] = val
-                    aq = a_d[k + 1, n, i]
-                    for q in range(q_end):
-                        aq[q] = d1 * uq[q]
+                c = d1[k, n, i]
+                for t in range(CH):
+                    out[n, i, t] = c * ud[k, n, i, t]
         if bn == 2:
-            _bn_forward(x, zh_d[k], zh, s, m, k, w, q_end, eps)
+            _bn_tangent(zhd[k], zh[k], s[k], m[k], w)
             for n in range(n_samples):
                 for i in range(w):
-                    g, z = theta[og + i], zh[k, n, i]
-                    a[k + 1, n, i] = g * z + theta[obeta + i]
-                    aq, zq = a_d[k + 1, n, i], zh_d[k, n, i]
-                    for q in range(q_end):
-                        aq[q] = g * zq[q]
-                    aq[og + i] += z
-                    aq[obeta + i] += 1.0
-    # Output f = W_o a_L + b_o; its adjoint r = dL/df = 2 (f - y) / N and tangent.
-    w_last, q_last, oo = sizes[n_hidden], ends[n_hidden - 1], off_w[n_hidden]
+                    g = theta[og + i]
+                    for t in range(CH):
+                        ad[k, n, i, t] = g * zhd[k, n, i, t]
+                    t = og + i - q0
+                    if 0 <= t < CH:
+                        ad[k, n, i, t] += zh[k, n, i]
+                    t = obeta + i - q0
+                    if 0 <= t < CH:
+                        ad[k, n, i, t] += 1.0
+    # output f = W_o a_L + b_o: ṙ = 2 ḟ / N; output rows; ā̇_L
+    oo, w_last, last = offs[n_hidden, 0], sizes[n_hidden], n_hidden - 1
+    scale = 2.0 / n_samples
     for n in range(n_samples):
-        f = theta[oo + w_last]
-        rq = r_d[n]
-        rq[:q_last] = 0.0
+        rd[n, :] = 0.0
         for j in range(w_last):
-            wj = theta[oo + j]
-            f += wj * a[n_hidden, n, j]
-            aq = a_d[n_hidden, n, j]
-            for q in range(q_last):
-                rq[q] += wj * aq[q]
-            rq[oo + j] = a[n_hidden, n, j]
-        rq[oo + w_last] = 1.0
-        r[n] = 2.0 * (f - y[n]) / n_samples
-        for q in range(n_params):
-            rq[q] *= 2.0 / n_samples
-    # Output rows (all columns), and the adjoint of a_L on the prefix of layers ≤ L.
-    for n in range(n_samples):
-        rq = r_d[n]
+            if last >= k0:
+                wj = theta[oo + j]
+                for t in range(CH):
+                    rd[n, t] += wj * ad[last, n, j, t]
+            t = oo + j - q0
+            if 0 <= t < CH:
+                rd[n, t] += a[n_hidden, n, j]
+        t = oo + w_last - q0
+        if 0 <= t < CH:
+            rd[n, t] += 1.0
+        for t in range(CH):
+            rd[n, t] *= scale
         for j in range(w_last):
-            aj, hq, aq = a[n_hidden, n, j], H[oo + j], a_d[n_hidden, n, j]
-            for q in range(n_params):
-                hq[q] += rq[q] * aj
-            for q in range(q_last):
-                hq[q] += r[n] * aq[q]
-            wj = theta[oo + j]
-            g_a[n, j] = r[n] * wj
-            gq = g_ad[n, j]
-            for q in range(q_last):
-                gq[q] = rq[q] * wj
-        hq = H[oo + w_last]
-        for q in range(n_params):
-            hq[q] += rq[q]
-    for k in range(n_hidden - 1, -1, -1):
-        fan_in, w, q_prev, q_end = sizes[k], sizes[k + 1], ends[k - 1] if k else 0, ends[k]
-        ow, ob = off_w[k], off_w[k] + w * fan_in
-        og, obeta = ob + w, ob + 2 * w
-        if bn == 2:  # a = γ ẑ + β: gamma, beta rows; ẑ's adjoint; BN back to h = σ(u)
+            aj, row = a[n_hidden, n, j], oo + j
+            for t in range(CH):
+                H[row, q0 + t] += rd[n, t] * aj
+            if last >= k0:
+                for t in range(CH):
+                    H[row, q0 + t] += r[n] * ad[last, n, j, t]
+        for t in range(CH):
+            H[oo + w_last, q0 + t] += rd[n, t]
+        if last >= k0:
+            for j in range(w_last):
+                wj = theta[oo + j]
+                for t in range(CH):
+                    gad[n, j, t] = rd[n, t] * wj
+                t = oo + j - q0
+                if 0 <= t < CH:
+                    gad[n, j, t] += r[n]
+    for k in range(n_hidden - 1, k0 - 1, -1):
+        fan_in, w = sizes[k], sizes[k + 1]
+        ow, ob, og, obeta = offs[k, 0], offs[k, 1], offs[k, 2], offs[k, 3]
+        # through σ (none, pre): ū̇ = ā̇ σ' + ā σ'' u̇, into t2 (none: it is z̄̇) or t1
+        if bn != 2:
+            tgt = t2 if bn == 0 else t1
             for n in range(n_samples):
                 for i in range(w):
-                    g, ga, z = theta[og + i], g_a[n, i], zh[k, n, i]
-                    gq, zq, hg, hb = g_ad[n, i], zh_d[k, n, i], H[og + i], H[obeta + i]
-                    cq = g_ud[n, i]
-                    for q in range(q_end):
-                        hg[q] += gq[q] * z + ga * zq[q]
-                        hb[q] += gq[q]
-                        cq[q] = gq[q] * g
-                    cq[og + i] += ga
-                    g_u[n, i] = ga * g
-            _bn_backward(g_u, g_ud, zh[k], zh_d[k], s[k], m[k], w, q_end, g_a, g_ad)
-        # through the activation: adjoint of u, into g_u (none, pre) or g_z (post)
+                    c1, c2 = d1[k, n, i], ga[k, n, i] * d2[k, n, i]
+                    for t in range(CH):
+                        tgt[n, i, t] = gad[n, i, t] * c1 + c2 * ud[k, n, i, t]
+        if bn:
+            # the affine γ ẑ + β: gamma and beta rows, then ẑ̄̇ = (ū̇ or ā̇) γ + (ū or ā) γ̇ in t1
+            src = t1 if bn == 1 else gad
+            g_val = gu if bn == 1 else ga
+            for n in range(n_samples):
+                for i in range(w):
+                    g, gv, z = theta[og + i], g_val[k, n, i], zh[k, n, i]
+                    for t in range(CH):
+                        H[og + i, q0 + t] += src[n, i, t] * z + gv * zhd[k, n, i, t]
+                        H[obeta + i, q0 + t] += src[n, i, t]
+                        t1[n, i, t] = src[n, i, t] * g
+                    t = og + i - q0
+                    if 0 <= t < CH:
+                        t1[n, i, t] += gv
+            _bn_adjoint_tangent(t1, gzh[k], gx[k], zh[k], zhd[k], s[k], m[k], bb[k], w, t2)
+        if bn == 2:  # through σ after BN's backward: z̄̇ = h̄̇ σ' + h̄ σ'' u̇, in place in t2
+            for n in range(n_samples):
+                for i in range(w):
+                    c1, c2 = d1[k, n, i], gx[k, n, i] * d2[k, n, i]
+                    for t in range(CH):
+                        t2[n, i, t] = t2[n, i, t] * c1 + c2 * ud[k, n, i, t]
+        # z = W a + b: rows of W and b; ā̇ of the layer below (t2 holds z̄̇)
         for n in range(n_samples):
             for i in range(w):
-                _, d1, d2 = _act(u[k, n, i], act)
-                ga, gq, uq = g_a[n, i], g_ad[n, i], u_d[k, n, i]
-                c = ga * d2
-                tq = g_zd[n, i] if bn == 2 else g_ud[n, i]
-                for q in range(q_end):
-                    tq[q] = gq[q] * d1 + c * uq[q]
-                if bn == 2:
-                    g_z[n, i] = ga * d1
-                else:
-                    g_u[n, i] = ga * d1
-        if bn == 0:
-            g_z[:, :w] = g_u[:, :w]
-            g_zd[:, :w] = g_ud[:, :w]
-        if bn == 1:  # u = γ ẑ + β: gamma, beta rows; ẑ's adjoint; BN back to z
-            for n in range(n_samples):
-                for i in range(w):
-                    g, gu, z = theta[og + i], g_u[n, i], zh[k, n, i]
-                    gq, zq, hg, hb = g_ud[n, i], zh_d[k, n, i], H[og + i], H[obeta + i]
-                    for q in range(q_end):
-                        hg[q] += gq[q] * z + gu * zq[q]
-                        hb[q] += gq[q]
-                        gq[q] *= g
-                    gq[og + i] += gu
-                    g_u[n, i] = gu * g
-            _bn_backward(g_u, g_ud, zh[k], zh_d[k], s[k], m[k], w, q_end, g_z, g_zd)
-        # z = W a + b: rows of W and b; the adjoint of the layer's input on its prefix
-        for n in range(n_samples):
-            for i in range(w):
-                gz, gzq = g_z[n, i], g_zd[n, i]
+                gzi = gz[k, n, i]
                 for j in range(fan_in):
-                    hq = H[ow + i * fan_in + j]
-                    aj = a[k, n, j]
-                    for q in range(q_end):
-                        hq[q] += gzq[q] * aj
-                    if k:
-                        aq = a_d[k, n, j]
-                        for q in range(q_prev):
-                            hq[q] += gz * aq[q]
-                hq = H[ob + i]
-                for q in range(q_end):
-                    hq[q] += gzq[q]
-            if k:
+                    row, aj = ow + i * fan_in + j, a[k, n, j]
+                    for t in range(CH):
+                        H[row, q0 + t] += t2[n, i, t] * aj
+                    if k > k0:
+                        for t in range(CH):
+                            H[row, q0 + t] += gzi * ad[k - 1, n, j, t]
+                for t in range(CH):
+                    H[ob + i, q0 + t] += t2[n, i, t]
+            if k > k0:
                 for j in range(fan_in):
-                    ga = 0.0
-                    gq = g_ad[n, j]
-                    gq[:q_prev] = 0.0
+                    gad[n, j, :] = 0.0
                     for i in range(w):
                         wij = theta[ow + i * fan_in + j]
-                        ga += g_z[n, i] * wij
-                        gzq = g_zd[n, i]
-                        for q in range(q_prev):
-                            gq[q] += gzq[q] * wij
-                    g_a[n, j] = ga
+                        for t in range(CH):
+                            gad[n, j, t] += t2[n, i, t] * wij
+                        t = ow + i * fan_in + j - q0
+                        if 0 <= t < CH:
+                            gad[n, j, t] += gz[k, n, i]
 
 
 @njit(cache=True)
-def _hessians(params, X, y, sizes, bn, act, eps):
+def _hessians(params, X, y, sizes, offs, ends, bn, act, eps):
+    """(R, P, P): each run's lower triangle (and more) of the Hessian, in chunks of CH columns."""
     n_runs, n_params = params.shape
-    n_hidden, n_samples = sizes.shape[0] - 2, X.shape[0]
-    width = sizes[1:-1].max()
-    # One workspace for all runs, never zeroed: the kernel writes every entry it reads.
-    # Names as in _hessian_one: values, then tangents on the last axis (directions).
-    ws = (
+    n_hidden, n_samples, width = sizes.shape[0] - 2, X.shape[0], sizes[1:-1].max()
+    lw = (n_hidden, n_samples, width)
+    # Workspaces shared by all runs and chunks, never cleared: the kernels write all they read.
+    vals = (
         np.zeros((n_hidden + 1, n_samples, max(width, X.shape[1]))),  # a (a[0] = X)
-        np.empty((n_hidden, n_samples, width)),  # u, the activation's input
-        np.empty((n_hidden, n_samples, width)),  # ẑ
+        np.empty(lw),  # u, σ's input
+        np.empty(lw),  # ẑ
         np.empty((n_hidden, width)),  # BN's s = sqrt(var + eps)
-        np.empty((n_hidden + 1, n_samples, width, n_params)),  # ȧ (ȧ[0] unused: X is fixed)
-        np.empty((n_hidden, n_samples, width, n_params)),  # u̇
-        np.empty((n_hidden, n_samples, width, n_params)),  # ẑ̇ (first BN's input tangent)
-        np.empty((n_hidden, width, n_params)),  # ṡ = mean(ẑ ẋ)
-        np.empty((n_samples, width)),  # the BN input of the layer at hand
+        np.empty(lw),  # σ'(u)
+        np.empty(lw),  # σ''(u)
         np.empty(n_samples),  # r = dL/df
-        np.empty((n_samples, n_params)),  # ṙ
-        np.empty((n_samples, width)),  # adjoint of a (post: of h = σ(u) after BN backward)
-        np.empty((n_samples, width, n_params)),
-        np.empty((n_samples, width)),  # adjoint of u (pre, none) or of ẑ (post)
-        np.empty((n_samples, width, n_params)),
-        np.empty((n_samples, width)),  # adjoint of z = W a + b
-        np.empty((n_samples, width, n_params)),
+        np.empty(lw),  # ā (adjoint of each hidden layer's output)
+        np.empty(lw),  # ū
+        np.empty(lw),  # ẑ̄
+        np.empty(lw),  # adjoint of BN's input
+        np.empty(lw),  # z̄
+        np.empty((n_hidden, width)),  # BN's B = mean(ẑ̄ ẑ)
+        np.empty((n_samples, width)),  # scratch: the layer's BN or σ input
     )
+    tw = (n_samples, width, CH)
+    tans = (
+        np.empty((n_hidden, *tw)),  # ȧ
+        np.empty((n_hidden, *tw)),  # u̇
+        np.empty((n_hidden, *tw)),  # ẑ̇
+        np.empty((n_hidden, width, CH)),  # ṡ
+        np.empty((n_samples, CH)),  # ṙ
+        np.empty(tw),  # ā̇
+        np.empty(tw),  # ū̇ or ẑ̄̇
+        np.empty(tw),  # z̄̇ (post: first BN input's adjoint tangent)
+    )
+    n_chunks = (n_params + CH - 1) // CH
+    H = np.empty((n_params, n_chunks * CH))
     out = np.zeros((n_runs, n_params, n_params))
-    for r in range(n_runs):
-        _hessian_one(params[r], X, y, sizes, bn, act, eps, out[r], ws)
+    for run in range(n_runs):
+        theta = params[run]
+        _values(theta, X, y, sizes, offs, bn, act, eps, vals)
+        H[:] = 0.0
+        for c in range(n_chunks):
+            _chunk(theta, sizes, offs, ends, bn, c * CH, vals, tans, H)
+        out[run] = H[:, :n_params]
     return out
 
 
@@ -381,9 +433,15 @@ def _lower_hessians(model: ModelConfig, params, X, y) -> np.ndarray:
     if params.ndim != 2 or params.shape[1] != parameter_count(model, X.shape[1]):
         raise ValueError(f"params must be (runs, {parameter_count(model, X.shape[1])})")
     sizes = np.array([X.shape[1], *model.widths, 1], dtype=np.int64)
-    return _hessians(
-        params, X, y, sizes, BN_CODES[model.bn], ACT_CODES[model.activation], BN_EPS
-    )
+    # offs[k] = offsets of layer k's W, b, gamma, beta (the output layer last); ends[k] = the
+    # number of parameters of layers ≤ k.
+    offs, ends, o = np.zeros((len(sizes) - 1, 4), np.int64), np.zeros(len(sizes) - 1, np.int64), 0
+    for k, (fan_in, w) in enumerate(zip(sizes[:-1], sizes[1:])):
+        offs[k] = o, o + w * fan_in, o + w * fan_in + w, o + w * fan_in + 2 * w
+        o += w * fan_in + w + (2 * w if model.bn != "none" and k < len(sizes) - 2 else 0)
+        ends[k] = o
+    bn, act = BN_CODES[model.bn], ACT_CODES[model.activation]
+    return _hessians(params, X, y, sizes, offs, ends, bn, act, BN_EPS)
 
 
 def hessian(model: ModelConfig, params, X, y) -> np.ndarray:
