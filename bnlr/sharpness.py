@@ -28,7 +28,8 @@ BN_CODES = {"none": 0, "pre": 1, "post": 2}
 ACT_CODES = {"tanh": 0, "relu": 1, "sigmoid": 2, "leaky_relu": 3}
 LEAKY_SLOPE = 0.01  # F.leaky_relu's default, as bnlr.models uses it
 BN_EPS = 1e-5  # nn.BatchNorm1d's default
-CH = 8  # directions per chunk: one AVX-512 vector; a chunk's tangents stay in L2
+# Reassociation lets LLVM vectorise the sums over samples; no nnan/ninf, so NaN still propagates.
+FM = {"reassoc", "contract"}
 
 
 def layout(model: ModelConfig, in_features: int) -> list[tuple[str, tuple[int, ...]]]:
@@ -84,310 +85,274 @@ def _act(u, act):
     return (u, 1.0, 0.0) if u > 0.0 else (LEAKY_SLOPE * u, LEAKY_SLOPE, 0.0)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FM)
 def _bn_values(x, zh, s, w, eps):
-    """ẑ = (x - mean x) / sqrt(var x + eps) per column of x[:, :w], biased var over samples."""
-    n_samples = x.shape[0]
+    """ẑ = (x - mean x) / sqrt(var x + eps) per row of x[:w] (w, N), biased var over samples."""
+    n_samples = x.shape[1]
     for i in range(w):
         mu = 0.0
         for n in range(n_samples):
-            mu += x[n, i]
+            mu += x[i, n]
         mu /= n_samples
         var = 0.0
         for n in range(n_samples):
-            var += (x[n, i] - mu) ** 2
+            var += (x[i, n] - mu) ** 2
         s[i] = np.sqrt(var / n_samples + eps)
         for n in range(n_samples):
-            zh[n, i] = (x[n, i] - mu) / s[i]
+            zh[i, n] = (x[i, n] - mu) / s[i]
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FM)
 def _values(theta, X, y, sizes, offs, bn, act, eps, vals):
-    """Forward and backward pass of one run's values (no tangents) into ``vals``: what every
-    chunk of directions reuses. ga[k], gz[k]: adjoints of hidden layer k's output and of its
-    Linear's output z; gu: of u (σ's input; none, pre); gzh: of ẑ; gx: of BN's input."""
+    """Forward and backward pass of one run's values (no tangents) into ``vals``, reused by
+    every column. ga[k], gz[k]: adjoints of hidden layer k's output and of its Linear's output
+    z; gu: of u (σ's input; none, pre); gzh: of ẑ; gx: of BN's input."""
     a, u, zh, s, d1, d2, r, ga, gu, gzh, gx, gz, bb, x = vals
     n_samples, n_hidden = X.shape[0], sizes.shape[0] - 2
-    a[0, :, : X.shape[1]] = X
+    a[0, : X.shape[1]] = X.T
     for k in range(n_hidden):
         fan_in, w = sizes[k], sizes[k + 1]
         ow, ob, og, obeta = offs[k, 0], offs[k, 1], offs[k, 2], offs[k, 3]
-        for n in range(n_samples):
-            for i in range(w):
-                z = theta[ob + i]
-                for j in range(fan_in):
-                    z += theta[ow + i * fan_in + j] * a[k, n, j]
-                x[n, i] = z
-                u[k, n, i] = z
+        for i in range(w):
+            x[i, :] = theta[ob + i]
+            for j in range(fan_in):
+                wij = theta[ow + i * fan_in + j]
+                for n in range(n_samples):
+                    x[i, n] += wij * a[k, j, n]
+            u[k, i, :] = x[i, :]
         if bn == 1:
             _bn_values(x, zh[k], s[k], w, eps)
-            for n in range(n_samples):
-                for i in range(w):
-                    u[k, n, i] = theta[og + i] * zh[k, n, i] + theta[obeta + i]
-        for n in range(n_samples):
             for i in range(w):
-                x[n, i], d1[k, n, i], d2[k, n, i] = _act(u[k, n, i], act)
-                a[k + 1, n, i] = x[n, i]
+                for n in range(n_samples):
+                    u[k, i, n] = theta[og + i] * zh[k, i, n] + theta[obeta + i]
+        for i in range(w):
+            for n in range(n_samples):
+                x[i, n], d1[k, i, n], d2[k, i, n] = _act(u[k, i, n], act)
+            a[k + 1, i, :] = x[i, :]
         if bn == 2:
             _bn_values(x, zh[k], s[k], w, eps)
-            for n in range(n_samples):
-                for i in range(w):
-                    a[k + 1, n, i] = theta[og + i] * zh[k, n, i] + theta[obeta + i]
+            for i in range(w):
+                for n in range(n_samples):
+                    a[k + 1, i, n] = theta[og + i] * zh[k, i, n] + theta[obeta + i]
     oo, w_last = offs[n_hidden, 0], sizes[n_hidden]
+    r[:] = theta[oo + w_last]
+    for j in range(w_last):
+        for n in range(n_samples):
+            r[n] += theta[oo + j] * a[n_hidden, j, n]
     for n in range(n_samples):
-        f = theta[oo + w_last]
-        for j in range(w_last):
-            f += theta[oo + j] * a[n_hidden, n, j]
-        r[n] = 2.0 * (f - y[n]) / n_samples
-        for j in range(w_last):
-            ga[n_hidden - 1, n, j] = r[n] * theta[oo + j]
+        r[n] = 2.0 * (r[n] - y[n]) / n_samples
+    for j in range(w_last):
+        for n in range(n_samples):
+            ga[n_hidden - 1, j, n] = r[n] * theta[oo + j]
     for k in range(n_hidden - 1, -1, -1):
         fan_in, w = sizes[k], sizes[k + 1]
         ow, og = offs[k, 0], offs[k, 2]
-        for n in range(n_samples):
-            for i in range(w):
-                gu[k, n, i] = ga[k, n, i] * d1[k, n, i]
-                gzh[k, n, i] = (gu[k, n, i] if bn == 1 else ga[k, n, i]) * theta[og + i]
+        for i in range(w):
+            for n in range(n_samples):
+                gu[k, i, n] = ga[k, i, n] * d1[k, i, n]
+                gzh[k, i, n] = (gu[k, i, n] if bn == 1 else ga[k, i, n]) * theta[og + i]
         if bn:
             for i in range(w):
                 mean_g, mean_gz = 0.0, 0.0
                 for n in range(n_samples):
-                    mean_g += gzh[k, n, i]
-                    mean_gz += gzh[k, n, i] * zh[k, n, i]
+                    mean_g += gzh[k, i, n]
+                    mean_gz += gzh[k, i, n] * zh[k, i, n]
                 mean_g /= n_samples
                 bb[k, i] = mean_gz / n_samples
                 for n in range(n_samples):
-                    gx[k, n, i] = (gzh[k, n, i] - mean_g - zh[k, n, i] * bb[k, i]) / s[k, i]
-        for n in range(n_samples):
-            for i in range(w):
+                    gx[k, i, n] = (gzh[k, i, n] - mean_g - zh[k, i, n] * bb[k, i]) / s[k, i]
+        for i in range(w):
+            for n in range(n_samples):
                 if bn == 0:
-                    gz[k, n, i] = gu[k, n, i]
+                    gz[k, i, n] = gu[k, i, n]
                 elif bn == 1:
-                    gz[k, n, i] = gx[k, n, i]
+                    gz[k, i, n] = gx[k, i, n]
                 else:
-                    gz[k, n, i] = gx[k, n, i] * d1[k, n, i]
-            if k:
-                for j in range(fan_in):
-                    g = 0.0
-                    for i in range(w):
-                        g += gz[k, n, i] * theta[ow + i * fan_in + j]
-                    ga[k - 1, n, j] = g
+                    gz[k, i, n] = gx[k, i, n] * d1[k, i, n]
+        if k:
+            for j in range(fan_in):
+                ga[k - 1, j, :] = 0.0
+                for i in range(w):
+                    wij = theta[ow + i * fan_in + j]
+                    for n in range(n_samples):
+                        ga[k - 1, j, n] += gz[k, i, n] * wij
 
 
-@njit(cache=True)
-def _bn_tangent(xd, zh, s, m, w, eps_unused=0.0):
-    """In place, BN's input tangents xd (N, w, CH) become ẑ̇ = (ẋ - mean ẋ - ẑ m) / s, with
-    m = mean(ẑ ẋ) = ṡ kept in m (w, CH) for the backward pass."""
-    n_samples = xd.shape[0]
-    mu = np.empty(CH)
+@njit(cache=True, fastmath=FM)
+def _bn_tangent(xd, zh, s, m, w):
+    """In place, BN's input tangents xd (w, N) become ẑ̇ = (ẋ - mean ẋ - ẑ m) / s, with
+    m = mean(ẑ ẋ) = ṡ kept in m (w,) for the backward pass."""
+    n_samples = xd.shape[1]
     for i in range(w):
-        mu[:] = 0.0
-        m[i, :] = 0.0
+        mu, mi = 0.0, 0.0
         for n in range(n_samples):
-            z = zh[n, i]
-            for t in range(CH):
-                mu[t] += xd[n, i, t]
-                m[i, t] += z * xd[n, i, t]
-        for t in range(CH):
-            mu[t] /= n_samples
-            m[i, t] /= n_samples
+            mu += xd[i, n]
+            mi += zh[i, n] * xd[i, n]
+        mu /= n_samples
+        mi /= n_samples
+        m[i] = mi
         inv = 1.0 / s[i]
         for n in range(n_samples):
-            z = zh[n, i]
-            for t in range(CH):
-                xd[n, i, t] = (xd[n, i, t] - mu[t] - z * m[i, t]) * inv
+            xd[i, n] = (xd[i, n] - mu - zh[i, n] * mi) * inv
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FM)
 def _bn_adjoint_tangent(gzhd, gzh, gx, zh, zhd, s, m, bb, w, gxd):
     """Tangent of BN's train-mode backward x̄ = (ẑ̄ - mean ẑ̄ - ẑ B) / s, B = mean(ẑ̄ ẑ):
-    from ẑ̄̇ (gzhd) to x̄̇ (gxd), both (N, w, CH); ṡ = m."""
-    n_samples = gzhd.shape[0]
-    a_d = np.empty(CH)
-    b_d = np.empty(CH)
+    from ẑ̄̇ (gzhd) to x̄̇ (gxd), both (w, N); ṡ = m."""
+    n_samples = gzhd.shape[1]
     for i in range(w):
-        a_d[:] = 0.0
-        b_d[:] = 0.0
+        a_d, b_d = 0.0, 0.0
         for n in range(n_samples):
-            g, z = gzh[n, i], zh[n, i]
-            for t in range(CH):
-                a_d[t] += gzhd[n, i, t]
-                b_d[t] += gzhd[n, i, t] * z + g * zhd[n, i, t]
-        for t in range(CH):
-            a_d[t] /= n_samples
-            b_d[t] /= n_samples
-        inv, b = 1.0 / s[i], bb[i]
+            a_d += gzhd[i, n]
+            b_d += gzhd[i, n] * zh[i, n] + gzh[i, n] * zhd[i, n]
+        a_d /= n_samples
+        b_d /= n_samples
+        inv, b, mi = 1.0 / s[i], bb[i], m[i]
         for n in range(n_samples):
-            z, g = zh[n, i], gx[n, i]
-            for t in range(CH):
-                gxd[n, i, t] = (
-                    gzhd[n, i, t] - a_d[t] - zhd[n, i, t] * b - z * b_d[t] - m[i, t] * g
-                ) * inv
+            gxd[i, n] = (
+                gzhd[i, n] - a_d - zhd[i, n] * b - zh[i, n] * b_d - mi * gx[i, n]
+            ) * inv
 
 
-@njit(cache=True)
-def _chunk(theta, sizes, offs, ends, bn, q0, vals, tans, H):
-    """Adds H[p, q0:q0+CH] for every row p of a layer ≥ the layer of q0 (so all of the lower
-    triangle), by pushing the CH unit directions e_q0… through the forward and backward pass."""
+@njit(cache=True, fastmath=FM)
+def _dot(u, v):
+    acc = 0.0
+    for n in range(u.shape[0]):
+        acc += u[n] * v[n]
+    return acc
+
+
+@njit(cache=True, fastmath=FM)
+def _column(theta, sizes, offs, ends, bn, q, vals, tans, H):
+    """H[p, q] for every row p of a layer ≥ q's layer (so all of the lower triangle): the
+    direction e_q pushed through the forward and the backward pass (one exact HVP)."""
     a, u, zh, s, d1, d2, r, ga, gu, gzh, gx, gz, bb, x = vals
     ad, ud, zhd, m, rd, gad, t1, t2 = tans
-    n_samples, n_hidden = a.shape[1], sizes.shape[0] - 2
+    n_samples, n_hidden = a.shape[2], sizes.shape[0] - 2
     k0 = 0
-    while ends[k0] <= q0:
+    while ends[k0] <= q:
         k0 += 1
     for k in range(k0, n_hidden):
         fan_in, w = sizes[k], sizes[k + 1]
         ow, ob, og, obeta = offs[k, 0], offs[k, 1], offs[k, 2], offs[k, 3]
-        # ż = W ȧ + ẇ a + ḃ, into u̇ (none, post) or ẑ̇ (pre: BN's input)
+        # ż = W ȧ + Ẇ a + ḃ, into u̇ (none, post) or ẑ̇ (pre: BN's input)
         zd = zhd[k] if bn == 1 else ud[k]
-        for n in range(n_samples):
-            for i in range(w):
-                zd[n, i, :] = 0.0
+        for i in range(w):
+            zd[i, :] = 0.0
+            if k > k0:
                 for j in range(fan_in):
-                    if k > k0:
-                        wij = theta[ow + i * fan_in + j]
-                        for t in range(CH):
-                            zd[n, i, t] += wij * ad[k - 1, n, j, t]
-                    t = ow + i * fan_in + j - q0
-                    if 0 <= t < CH:
-                        zd[n, i, t] += a[k, n, j]
-                t = ob + i - q0
-                if 0 <= t < CH:
-                    zd[n, i, t] += 1.0
+                    wij = theta[ow + i * fan_in + j]
+                    for n in range(n_samples):
+                        zd[i, n] += wij * ad[k - 1, j, n]
+        if k == k0 and q < ob:
+            zd[(q - ow) // fan_in, :] = a[k, (q - ow) % fan_in, :]
+        elif k == k0 and q < ob + w:
+            zd[q - ob, :] = 1.0
         if bn == 1:
             _bn_tangent(zhd[k], zh[k], s[k], m[k], w)
-            for n in range(n_samples):
-                for i in range(w):
-                    g = theta[og + i]
-                    for t in range(CH):
-                        ud[k, n, i, t] = g * zhd[k, n, i, t]
-                    t = og + i - q0
-                    if 0 <= t < CH:
-                        ud[k, n, i, t] += zh[k, n, i]
-                    t = obeta + i - q0
-                    if 0 <= t < CH:
-                        ud[k, n, i, t] += 1.0
+            for i in range(w):
+                g = theta[og + i]
+                for n in range(n_samples):
+                    ud[k, i, n] = g * zhd[k, i, n]
+            if og <= q < og + w:
+                ud[k, q - og, :] += zh[k, q - og, :]
+            elif obeta <= q < obeta + w:
+                ud[k, q - obeta, :] += 1.0
         # through σ: ȧ = σ' u̇ (none, pre), or BN's input ḣ = σ' u̇ (post)
         out = zhd[k] if bn == 2 else ad[k]
-        for n in range(n_samples):
-            for i in range(w):
-                c = d1[k, n, i]
-                for t in range(CH):
-                    out[n, i, t] = c * ud[k, n, i, t]
+        for i in range(w):
+            for n in range(n_samples):
+                out[i, n] = d1[k, i, n] * ud[k, i, n]
         if bn == 2:
             _bn_tangent(zhd[k], zh[k], s[k], m[k], w)
-            for n in range(n_samples):
-                for i in range(w):
-                    g = theta[og + i]
-                    for t in range(CH):
-                        ad[k, n, i, t] = g * zhd[k, n, i, t]
-                    t = og + i - q0
-                    if 0 <= t < CH:
-                        ad[k, n, i, t] += zh[k, n, i]
-                    t = obeta + i - q0
-                    if 0 <= t < CH:
-                        ad[k, n, i, t] += 1.0
+            for i in range(w):
+                g = theta[og + i]
+                for n in range(n_samples):
+                    ad[k, i, n] = g * zhd[k, i, n]
+            if og <= q < og + w:
+                ad[k, q - og, :] += zh[k, q - og, :]
+            elif obeta <= q < obeta + w:
+                ad[k, q - obeta, :] += 1.0
     # output f = W_o a_L + b_o: ṙ = 2 ḟ / N; output rows; ā̇_L
     oo, w_last, last = offs[n_hidden, 0], sizes[n_hidden], n_hidden - 1
     scale = 2.0 / n_samples
-    for n in range(n_samples):
-        rd[n, :] = 0.0
+    rd[:] = 0.0
+    if last >= k0:
         for j in range(w_last):
-            if last >= k0:
-                wj = theta[oo + j]
-                for t in range(CH):
-                    rd[n, t] += wj * ad[last, n, j, t]
-            t = oo + j - q0
-            if 0 <= t < CH:
-                rd[n, t] += a[n_hidden, n, j]
-        t = oo + w_last - q0
-        if 0 <= t < CH:
-            rd[n, t] += 1.0
-        for t in range(CH):
-            rd[n, t] *= scale
-        for j in range(w_last):
-            aj, row = a[n_hidden, n, j], oo + j
-            for t in range(CH):
-                H[row, q0 + t] += rd[n, t] * aj
-            if last >= k0:
-                for t in range(CH):
-                    H[row, q0 + t] += r[n] * ad[last, n, j, t]
-        for t in range(CH):
-            H[oo + w_last, q0 + t] += rd[n, t]
+            wj = theta[oo + j] * scale
+            for n in range(n_samples):
+                rd[n] += wj * ad[last, j, n]
+    elif q < oo + w_last:
+        for n in range(n_samples):
+            rd[n] = scale * a[n_hidden, q - oo, n]
+    else:
+        rd[:] = scale
+    for j in range(w_last):
+        h = _dot(rd, a[n_hidden, j])
         if last >= k0:
-            for j in range(w_last):
-                wj = theta[oo + j]
-                for t in range(CH):
-                    gad[n, j, t] = rd[n, t] * wj
-                t = oo + j - q0
-                if 0 <= t < CH:
-                    gad[n, j, t] += r[n]
+            h += _dot(r, ad[last, j])
+        H[oo + j, q] = h
+    H[oo + w_last, q] = rd.sum()
+    if last < k0:
+        return
+    for j in range(w_last):
+        wj = theta[oo + j]
+        for n in range(n_samples):
+            gad[j, n] = rd[n] * wj
     for k in range(n_hidden - 1, k0 - 1, -1):
         fan_in, w = sizes[k], sizes[k + 1]
         ow, ob, og, obeta = offs[k, 0], offs[k, 1], offs[k, 2], offs[k, 3]
         # through σ (none, pre): ū̇ = ā̇ σ' + ā σ'' u̇, into t2 (none: it is z̄̇) or t1
         if bn != 2:
             tgt = t2 if bn == 0 else t1
-            for n in range(n_samples):
-                for i in range(w):
-                    c1, c2 = d1[k, n, i], ga[k, n, i] * d2[k, n, i]
-                    for t in range(CH):
-                        tgt[n, i, t] = gad[n, i, t] * c1 + c2 * ud[k, n, i, t]
+            for i in range(w):
+                for n in range(n_samples):
+                    tgt[i, n] = gad[i, n] * d1[k, i, n] + ga[k, i, n] * d2[k, i, n] * ud[k, i, n]
         if bn:
             # the affine γ ẑ + β: gamma and beta rows, then ẑ̄̇ = (ū̇ or ā̇) γ + (ū or ā) γ̇ in t1
             src = t1 if bn == 1 else gad
-            g_val = gu if bn == 1 else ga
-            for n in range(n_samples):
-                for i in range(w):
-                    g, gv, z = theta[og + i], g_val[k, n, i], zh[k, n, i]
-                    for t in range(CH):
-                        H[og + i, q0 + t] += src[n, i, t] * z + gv * zhd[k, n, i, t]
-                        H[obeta + i, q0 + t] += src[n, i, t]
-                        t1[n, i, t] = src[n, i, t] * g
-                    t = og + i - q0
-                    if 0 <= t < CH:
-                        t1[n, i, t] += gv
+            g_val = gu[k] if bn == 1 else ga[k]
+            for i in range(w):
+                H[og + i, q] = _dot(src[i], zh[k, i]) + _dot(g_val[i], zhd[k, i])
+                H[obeta + i, q] = src[i].sum()
+                g = theta[og + i]
+                for n in range(n_samples):
+                    t1[i, n] = src[i, n] * g
+            if og <= q < og + w:
+                t1[q - og, :] += g_val[q - og, :]
             _bn_adjoint_tangent(t1, gzh[k], gx[k], zh[k], zhd[k], s[k], m[k], bb[k], w, t2)
         if bn == 2:  # through σ after BN's backward: z̄̇ = h̄̇ σ' + h̄ σ'' u̇, in place in t2
-            for n in range(n_samples):
-                for i in range(w):
-                    c1, c2 = d1[k, n, i], gx[k, n, i] * d2[k, n, i]
-                    for t in range(CH):
-                        t2[n, i, t] = t2[n, i, t] * c1 + c2 * ud[k, n, i, t]
-        # z = W a + b: rows of W and b; ā̇ of the layer below (t2 holds z̄̇)
-        for n in range(n_samples):
             for i in range(w):
-                gzi = gz[k, n, i]
-                for j in range(fan_in):
-                    row, aj = ow + i * fan_in + j, a[k, n, j]
-                    for t in range(CH):
-                        H[row, q0 + t] += t2[n, i, t] * aj
-                    if k > k0:
-                        for t in range(CH):
-                            H[row, q0 + t] += gzi * ad[k - 1, n, j, t]
-                for t in range(CH):
-                    H[ob + i, q0 + t] += t2[n, i, t]
-            if k > k0:
-                for j in range(fan_in):
-                    gad[n, j, :] = 0.0
-                    for i in range(w):
-                        wij = theta[ow + i * fan_in + j]
-                        for t in range(CH):
-                            gad[n, j, t] += t2[n, i, t] * wij
-                        t = ow + i * fan_in + j - q0
-                        if 0 <= t < CH:
-                            gad[n, j, t] += gz[k, n, i]
+                for n in range(n_samples):
+                    t2[i, n] = t2[i, n] * d1[k, i, n] + gx[k, i, n] * d2[k, i, n] * ud[k, i, n]
+        # z = W a + b: rows of W and b; ā̇ of the layer below (t2 holds z̄̇)
+        for i in range(w):
+            for j in range(fan_in):
+                h = _dot(t2[i], a[k, j])
+                if k > k0:
+                    h += _dot(gz[k, i], ad[k - 1, j])
+                H[ow + i * fan_in + j, q] = h
+            H[ob + i, q] = t2[i].sum()
+        if k > k0:
+            for j in range(fan_in):
+                gad[j, :] = 0.0
+                for i in range(w):
+                    wij = theta[ow + i * fan_in + j]
+                    for n in range(n_samples):
+                        gad[j, n] += t2[i, n] * wij
 
 
 @njit(cache=True)
 def _hessians(params, X, y, sizes, offs, ends, bn, act, eps):
-    """(R, P, P): each run's lower triangle (and more) of the Hessian, in chunks of CH columns."""
+    """(R, P, P): each run's Hessian, exact on and below the diagonal, one column at a time."""
     n_runs, n_params = params.shape
     n_hidden, n_samples, width = sizes.shape[0] - 2, X.shape[0], sizes[1:-1].max()
-    lw = (n_hidden, n_samples, width)
-    # Workspaces shared by all runs and chunks, never cleared: the kernels write all they read.
+    lw = (n_hidden, width, n_samples)
+    # Workspaces shared by all runs and columns, never cleared: the kernels write all they read.
+    # Samples on the last axis: every loop over them is long, contiguous and vectorised.
     vals = (
-        np.zeros((n_hidden + 1, n_samples, max(width, X.shape[1]))),  # a (a[0] = X)
+        np.zeros((n_hidden + 1, max(width, X.shape[1]), n_samples)),  # a (a[0] = Xᵀ)
         np.empty(lw),  # u, σ's input
         np.empty(lw),  # ẑ
         np.empty((n_hidden, width)),  # BN's s = sqrt(var + eps)
@@ -400,29 +365,25 @@ def _hessians(params, X, y, sizes, offs, ends, bn, act, eps):
         np.empty(lw),  # adjoint of BN's input
         np.empty(lw),  # z̄
         np.empty((n_hidden, width)),  # BN's B = mean(ẑ̄ ẑ)
-        np.empty((n_samples, width)),  # scratch: the layer's BN or σ input
+        np.empty((width, n_samples)),  # scratch: the layer's BN or σ input
     )
-    tw = (n_samples, width, CH)
+    tw = (width, n_samples)
     tans = (
-        np.empty((n_hidden, *tw)),  # ȧ
-        np.empty((n_hidden, *tw)),  # u̇
-        np.empty((n_hidden, *tw)),  # ẑ̇
-        np.empty((n_hidden, width, CH)),  # ṡ
-        np.empty((n_samples, CH)),  # ṙ
+        np.empty(lw),  # ȧ
+        np.empty(lw),  # u̇
+        np.empty(lw),  # ẑ̇
+        np.empty((n_hidden, width)),  # ṡ
+        np.empty(n_samples),  # ṙ
         np.empty(tw),  # ā̇
         np.empty(tw),  # ū̇ or ẑ̄̇
         np.empty(tw),  # z̄̇ (post: first BN input's adjoint tangent)
     )
-    n_chunks = (n_params + CH - 1) // CH
-    H = np.empty((n_params, n_chunks * CH))
     out = np.zeros((n_runs, n_params, n_params))
     for run in range(n_runs):
         theta = params[run]
         _values(theta, X, y, sizes, offs, bn, act, eps, vals)
-        H[:] = 0.0
-        for c in range(n_chunks):
-            _chunk(theta, sizes, offs, ends, bn, c * CH, vals, tans, H)
-        out[run] = H[:, :n_params]
+        for q in range(n_params):
+            _column(theta, sizes, offs, ends, bn, q, vals, tans, out[run])
     return out
 
 
