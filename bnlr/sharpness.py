@@ -210,9 +210,7 @@ def _bn_adjoint_tangent(gzhd, gzh, gx, zh, zhd, s, m, bb, w, gxd):
         b_d /= n_samples
         inv, b, mi = 1.0 / s[i], bb[i], m[i]
         for n in range(n_samples):
-            gxd[i, n] = (
-                gzhd[i, n] - a_d - zhd[i, n] * b - zh[i, n] * b_d - mi * gx[i, n]
-            ) * inv
+            gxd[i, n] = (gzhd[i, n] - a_d - zhd[i, n] * b - zh[i, n] * b_d - mi * gx[i, n]) * inv
 
 
 @njit(cache=True, fastmath=FM)
@@ -227,7 +225,7 @@ def _dot(u, v):
 def _column(theta, sizes, offs, ends, bn, q, vals, tans, H):
     """H[p, q] for every row p of a layer ≥ q's layer (so all of the lower triangle): the
     direction e_q pushed through the forward and the backward pass (one exact HVP)."""
-    a, u, zh, s, d1, d2, r, ga, gu, gzh, gx, gz, bb, x = vals
+    a, _u, zh, s, d1, d2, r, ga, gu, gzh, gx, gz, bb, _x = vals
     ad, ud, zhd, m, rd, gad, t1, t2 = tans
     n_samples, n_hidden = a.shape[2], sizes.shape[0] - 2
     k0 = 0
