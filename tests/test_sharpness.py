@@ -1,0 +1,104 @@
+"""bnlr.sharpness against torch.autograd.functional.hessian of the real MLP in train mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import bnlr
+from bnlr import sharpness as sh
+from bnlr.data import make_data
+from bnlr.models import MLP, initial_parameters
+
+DATA = make_data(bnlr.DataConfig(), torch.float64)
+X, Y = DATA.X_train, DATA.y_train
+
+
+def autograd_hessian(model: bnlr.ModelConfig, theta: np.ndarray) -> np.ndarray:
+    """The MSE over the whole split through bnlr.models.MLP (train mode: batch statistics)."""
+    mlp = MLP(model, X.shape[1], torch.float64).train()
+    blocks = sh.layout(model, X.shape[1])
+
+    def loss(flat):
+        parts = torch.split(flat, [int(np.prod(shape)) for _, shape in blocks])
+        named = {name: p.reshape(shape) for (name, shape), p in zip(blocks, parts)}
+        return ((torch.func.functional_call(mlp, named, (X,)) - Y) ** 2).mean()
+
+    return torch.autograd.functional.hessian(loss, torch.tensor(theta)).numpy()
+
+
+def start(model: bnlr.ModelConfig, seed: int) -> np.ndarray:
+    """initial_parameters, and BN's affine drawn away from (1, 0) so that it matters."""
+    gen = torch.Generator().manual_seed(seed)
+    layers = initial_parameters(model, X.shape[1], gen, torch.float64)
+    if model.bn == "none":
+        return sh.flat_parameters(layers)
+    gammas = [0.5 + torch.rand(w, generator=gen, dtype=torch.float64) for w in model.widths]
+    betas = [0.3 * torch.randn(w, generator=gen, dtype=torch.float64) for w in model.widths]
+    return sh.flat_parameters(layers, gammas, betas)
+
+
+def trained(model: bnlr.ModelConfig, theta: np.ndarray, steps=20, lr=0.05) -> np.ndarray:
+    """A few hand-written full-batch SGD steps through the MLP, away from the initial point."""
+    mlp = MLP(model, X.shape[1], torch.float64).train()
+    blocks = sh.layout(model, X.shape[1])
+    flat = torch.tensor(theta, requires_grad=True)
+    for _ in range(steps):
+        parts = torch.split(flat, [int(np.prod(shape)) for _, shape in blocks])
+        named = {name: p.reshape(shape) for (name, shape), p in zip(blocks, parts)}
+        loss = ((torch.func.functional_call(mlp, named, (X,)) - Y) ** 2).mean()
+        (grad,) = torch.autograd.grad(loss, flat)
+        flat = (flat - lr * grad).detach().requires_grad_()
+    return flat.detach().numpy()
+
+
+CASES = [
+    (act, bn, widths)
+    for act in ("tanh", "relu")
+    for bn in ("none", "pre", "post")
+    for widths in ((4, 4, 4), (4, 3, 4, 4))
+] + [(act, bn, (4, 4, 4)) for act in ("sigmoid", "leaky_relu") for bn in ("none", "pre", "post")]
+
+
+@pytest.mark.parametrize(("act", "bn", "widths"), CASES)
+def test_hessian_and_sharpness_match_autograd(act, bn, widths):
+    model = bnlr.ModelConfig(widths=widths, activation=act, bn=bn)
+    theta0 = start(model, 929)
+    params = np.stack([theta0, trained(model, theta0)])
+    assert params.shape[1] == sh.parameter_count(model, X.shape[1])
+    H = sh.hessian(model, params, X, Y)
+    lam = sh.sharpness(model, params, X, Y)
+    for run in range(2):
+        ref = autograd_hessian(model, params[run])
+        np.testing.assert_allclose(H[run], ref, rtol=0, atol=1e-9 * np.abs(ref).max())
+        assert np.array_equal(H[run], H[run].T)
+        ref_lam = np.linalg.eigvalsh(ref)[-1]
+        assert abs(lam[run] - ref_lam) <= 1e-8 * abs(ref_lam)
+
+
+def test_layout_is_the_mlp_parameter_order():
+    model = bnlr.ModelConfig(widths=(4, 4, 4), bn="pre")
+    mlp = MLP(model, 5, torch.float64)
+    with torch.no_grad():
+        for i, p in enumerate(mlp.parameters()):
+            p.copy_(torch.arange(p.numel(), dtype=torch.float64).reshape(p.shape) + 100 * i)
+    names = [name for name, _ in sh.layout(model, 5)]
+    assert sorted(names) == sorted(n for n, _ in mlp.named_parameters())
+    flat = sh.from_module(mlp)
+    params = dict(mlp.named_parameters())
+    assert np.array_equal(flat, np.concatenate([params[n].detach().numpy().ravel() for n in names]))
+    assert flat.size == sh.parameter_count(model, 5) == 93
+
+
+def test_runs_are_independent_and_flat_parameters_matches_from_module():
+    model = bnlr.ModelConfig(widths=(4, 4, 4), bn="post")
+    gen = torch.Generator().manual_seed(3)
+    layers = initial_parameters(model, 5, gen, torch.float64)
+    mlp = MLP(model, 5, torch.float64).load_initial(layers)
+    theta = sh.flat_parameters(layers, [torch.ones(4)] * 3, [torch.zeros(4)] * 3)
+    assert np.array_equal(theta, sh.from_module(mlp))
+    other = start(model, 5)
+    both = sh.sharpness(model, np.stack([theta, other]), X, Y)
+    assert both[0] == sh.sharpness(model, theta[None], X, Y)[0]
+    assert both[1] == sh.sharpness(model, other[None], X, Y)[0]
