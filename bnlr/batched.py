@@ -47,15 +47,18 @@ def train_batched(
     data: Dataset,
     tick: Callable[[int], None],
     cancel: Callable[[], bool] | None = None,
+    record: bool = False,
 ) -> list[RunHistory]:
-    """Returns one RunHistory per run of ``experiment``, in the experiment's order."""
+    """Returns one RunHistory per run of ``experiment``, in the experiment's order (with its
+    parameters at init and after every epoch when ``record``)."""
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, run in enumerate(experiment.runs):
         groups[(run.model, run.optimizer)].append(i)
     out: list[RunHistory | None] = [None] * len(experiment.runs)
     for idxs in groups.values():
         for i, hist in zip(
-            idxs, _Group(experiment, [experiment.runs[i] for i in idxs], data).train(tick, cancel)
+            idxs,
+            _Group(experiment, [experiment.runs[i] for i in idxs], data).train(tick, cancel, record),
         ):
             out[i] = hist
     return out  # type: ignore[return-value]
@@ -220,7 +223,21 @@ class _Group:
         pred = self.forward(X1.expand(self.R, *X1.shape), training=False)  # (R, 1, N)
         return ((pred - y) ** 2).mean(dim=(1, 2)).double().numpy()
 
-    def train(self, tick, cancel) -> list[RunHistory]:
+    def flat_index(self) -> torch.Tensor:
+        """Returns (R, P): where each run's parameters sit in theta, in ``models.layout`` order."""
+        offsets = np.cumsum([0] + [math.prod(s) for s in self.shapes])
+        depth, bn = self.model.depth, self.model.bn != "none"
+        parts = []
+        for k in range(depth + 1):  # Linear k as (R, out, in + 1): weight columns, then bias
+            R, out, cols = self.shapes[k]
+            block = np.arange(R * out * cols).reshape(R, out, cols) + offsets[k]
+            parts += [block[:, :, :-1].reshape(R, -1), block[:, :, -1]]
+            if bn and k < depth:  # gamma_k, beta_k follow theta's Linear blocks
+                for j in (depth + 1 + 2 * k, depth + 2 + 2 * k):
+                    parts.append(np.arange(R * self.shapes[j][1]).reshape(R, -1) + offsets[j])
+        return torch.from_numpy(np.concatenate(parts, axis=1))
+
+    def train(self, tick, cancel, record: bool = False) -> list[RunHistory]:
         exp, R, S = self.exp, self.R, self.exp.steps_per_epoch
         E, bs = exp.epochs, exp.batch_size
         trajs = [trajectory(r.schedule, r.lr, E, S, r.optimizer) for r in self.runs]
@@ -241,6 +258,10 @@ class _Group:
         optimizer = self.opt_cfg.rule(self.opt_cfg, self.theta)
         hists = [RunHistory.empty(E, S) for _ in range(R)]
         alive = np.ones(R, dtype=bool)
+        index = self.flat_index() if record else None
+        if record:
+            params = np.full((R, E + 1, index.shape[1]), np.nan)
+            params[:, 0] = self.theta[index].double().numpy()
         d = self.data
         ones = lambda X: torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], dim=1)  # noqa: E731
         Xtr1, Xte1 = ones(d.X_train), ones(d.X_test)  # (N, in + 1)
@@ -292,7 +313,11 @@ class _Group:
                         lr_table[r, epoch + 1 :] = live[r].lr
                 if not alive.all():
                     self._quarantine(~alive, optimizer)
+                if record:
+                    params[alive, epoch + 1] = self.theta[index].double().numpy()[alive]
                 tick(int(alive.sum()))
+        for r, h in enumerate(hists):
+            h.parameters = params[r] if record else None
         return hists
 
     def _quarantine(self, dead: np.ndarray, optimizer: Rule) -> None:

@@ -11,7 +11,7 @@ import sys
 import pandas as pd
 import torch
 
-from . import analysis, article, claims, metrics
+from . import analysis, article, claims, metrics, why
 from .config import DataConfig, Grid, log_grid
 from .optimizers import OptimizerConfig
 from .schedules import trajectory
@@ -107,6 +107,24 @@ TABLES = {
 }
 
 
+def metrics_settings(grid: Grid, epochs: pd.DataFrame) -> pd.DataFrame:
+    """The why table with each run's settings in front (as ``run`` writes them)."""
+    runs = pd.DataFrame(
+        [
+            {
+                "run": i,
+                "depth": r.model.depth,
+                "width": r.model.widths[0],
+                "activation": r.model.activation,
+                "optimizer": r.optimizer.label,
+                "schedule": r.schedule,
+            }
+            for i, r in enumerate(grid.experiment.runs)
+        ]
+    )
+    return runs.merge(epochs, on="run")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m bnlr", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -122,6 +140,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--split", default="train", choices=["train", "test"])
     run.add_argument("--final", default="last", choices=list(metrics.FINALS))
+    why_ = sub.add_parser(
+        "why",
+        help="sharpness vs 2/lr, BN's effective lr and twin distance per run and epoch (CSV)",
+    )
+    _run_options(why_)
+    why_.add_argument("--runs-out", default=None, help="also write one row per run (CSV path)")
     claims = sub.add_parser(
         "claims",
         help="judge the article's three claims over seeds 929, 930, ... (CSV, one row per claim)",
@@ -154,6 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # tiny tensors: more intra-op threads only spin (see ui/runner.py)
     try:
+        if args.command == "why":
+            grid = _grid(args)
+            report = why.run_physics(grid)
+            settings = metrics_settings(grid, report.epochs)
+            _write(settings, args.out)
+            if args.runs_out:
+                _write(report.runs, args.runs_out)
+            return 0
         if args.command == "claims":
             if args.seeds < 1:
                 raise ValueError(f"--seeds must be ≥ 1, got {args.seeds}")

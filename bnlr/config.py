@@ -123,11 +123,14 @@ class RunConfig:
     seed: int = article.SEED  # seeds the initial weights and the batch order
     schedule: str = "constant"  # a schedule spec, see bnlr.schedules
     optimizer: OptimizerConfig = OptimizerConfig()
+    perturb: float = 0.0  # a twin: initial weights × (1 + perturb · N(0, 1)), same batch order
 
     def __post_init__(self):
         _positive_finite("lr", self.lr)
         _int_at_least("seed", self.seed, 0)
         parse_schedule(self.schedule)
+        if not (0 <= self.perturb < 1):
+            raise ValueError(f"perturb must lie in [0, 1), got {self.perturb!r}")
 
 
 @dataclass(frozen=True)

@@ -81,3 +81,16 @@ class MLP(nn.Module):
             if self.bn == "post":
                 x = self.bns[i](x)
         return self.out(x)
+
+
+def layout(model: ModelConfig, in_features: int) -> list[tuple[str, tuple[int, ...]]]:
+    """Returns [(MLP parameter name, shape), ...] in the flat order every per-run parameter vector
+    of bnlr uses: per hidden layer its weight (row-major), bias, then BN gamma and beta (if any);
+    last the output layer's weight and bias."""
+    sizes = [in_features, *model.widths]
+    blocks = []
+    for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        blocks += [(f"linears.{k}.weight", (b, a)), (f"linears.{k}.bias", (b,))]
+        if model.bn != "none":
+            blocks += [(f"bns.{k}.weight", (b,)), (f"bns.{k}.bias", (b,))]
+    return [*blocks, ("out.weight", (1, sizes[-1])), ("out.bias", (1,))]

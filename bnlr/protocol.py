@@ -21,15 +21,28 @@ from .models import MLP, initial_parameters
 from .optimizers import make_optimizer
 from .schedules import Stepper
 
+TWIN_SEED_OFFSET = 1_000_003  # the perturbation's generator: seed + this, never the run's own
+
 
 def start(
     run: RunConfig, data: Dataset, epochs: int
 ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-    """Returns the run's initial [(weight, bias), ...] and its batch order (epochs, N_train)."""
+    """Returns the run's initial [(weight, bias), ...] and its batch order (epochs, N_train).
+
+    A twin (``run.perturb`` > 0) starts from the same weights times 1 + perturb · N(0, 1), drawn
+    from a generator of its own, and keeps the run's batch order.
+    """
     n_train, n_features = data.X_train.shape
     generator = torch.Generator().manual_seed(run.seed)
     layers = initial_parameters(run.model, n_features, generator, data.X_train.dtype)
     order = batch_order(n_train, epochs, generator)  # (E, N_train), drawn after the weights
+    if run.perturb:  # a twin: its own generator, so the batch order stays the run's
+        twin = torch.Generator().manual_seed(run.seed + TWIN_SEED_OFFSET)
+        layers = [
+            tuple(p * (1 + run.perturb * torch.randn(p.shape, generator=twin, dtype=p.dtype))
+                  for p in layer)
+            for layer in layers
+        ]
     return layers, order
 
 

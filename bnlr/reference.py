@@ -11,12 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
 from .config import Experiment, RunConfig
 from .data import Dataset
 from .history import Cancelled, RunHistory
+from .models import MLP, layout
 from .protocol import torch_run
 
 
@@ -25,16 +27,31 @@ def train_reference(
     data: Dataset,
     tick: Callable[[int], None],
     cancel: Callable[[], bool] | None = None,
+    record: bool = False,
 ) -> list[RunHistory]:
-    """Returns one RunHistory per run of ``experiment``, trained one after another."""
-    return [_train_one(experiment, run, data, tick, cancel) for run in experiment.runs]
+    """Returns one RunHistory per run of ``experiment``, trained one after another (with its
+    parameters at init and after every epoch when ``record``)."""
+    return [_train_one(experiment, run, data, tick, cancel, record) for run in experiment.runs]
 
 
-def _train_one(exp: Experiment, run: RunConfig, data: Dataset, tick, cancel) -> RunHistory:
+def flat_parameters(model: MLP, config) -> np.ndarray:
+    """Returns the model's parameters as one float64 vector in ``models.layout`` order."""
+    named = dict(model.named_parameters())
+    names = [name for name, _ in layout(config, model.linears[0].in_features)]
+    return torch.cat([named[n].detach().reshape(-1) for n in names]).double().numpy()
+
+
+def _train_one(
+    exp: Experiment, run: RunConfig, data: Dataset, tick, cancel, record: bool = False
+) -> RunHistory:
     r = torch_run(run, data, exp.epochs, exp.steps_per_epoch)
     model, optimizer, stepper = r.model, r.optimizer, r.stepper
     loss_fn = nn.MSELoss()
     hist = RunHistory.empty(exp.epochs, exp.steps_per_epoch)
+    if record:
+        first = flat_parameters(model, run.model)
+        hist.parameters = np.full((exp.epochs + 1, len(first)), np.nan)
+        hist.parameters[0] = first
     for epoch in range(exp.epochs):
         if cancel is not None and cancel():
             raise Cancelled()
@@ -54,8 +71,10 @@ def _train_one(exp: Experiment, run: RunConfig, data: Dataset, tick, cancel) -> 
         hist.train[epoch], hist.test[epoch] = train_loss, test_loss
         tick(1)
         if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
-            hist.diverged_epoch = epoch + 1
+            hist.diverged_epoch = epoch + 1  # its parameters stay NaN from here on
             tick(exp.epochs - epoch - 1)
             break
+        if record:
+            hist.parameters[epoch + 1] = flat_parameters(model, run.model)
         stepper.after_epoch(train_loss, test_loss)
     return hist

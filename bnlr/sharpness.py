@@ -23,6 +23,7 @@ import torch
 from numba import njit
 
 from .config import ModelConfig
+from .models import layout
 
 BN_CODES = {"none": 0, "pre": 1, "post": 2}
 ACT_CODES = {"tanh": 0, "relu": 1, "sigmoid": 2, "leaky_relu": 3}
@@ -30,17 +31,6 @@ LEAKY_SLOPE = 0.01  # F.leaky_relu's default, as bnlr.models uses it
 BN_EPS = 1e-5  # nn.BatchNorm1d's default
 # Reassociation lets LLVM vectorise the sums over samples; no nnan/ninf, so NaN still propagates.
 FM = {"reassoc", "contract"}
-
-
-def layout(model: ModelConfig, in_features: int) -> list[tuple[str, tuple[int, ...]]]:
-    """Returns [(MLP parameter name, shape), ...] in the flat order."""
-    sizes = [in_features, *model.widths]
-    blocks = []
-    for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        blocks += [(f"linears.{k}.weight", (b, a)), (f"linears.{k}.bias", (b,))]
-        if model.bn != "none":
-            blocks += [(f"bns.{k}.weight", (b,)), (f"bns.{k}.bias", (b,))]
-    return [*blocks, ("out.weight", (1, sizes[-1])), ("out.bias", (1,))]
 
 
 def parameter_count(model: ModelConfig, in_features: int) -> int:

@@ -8,7 +8,7 @@ optimizer step (the lr and momentum / beta1 in effect). Progress leaves through
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,7 @@ class Result:
     history: pd.DataFrame  # run settings + epoch (1-based), split, loss, epoch_lr, diverged
     steps: pd.DataFrame  # run, epoch, step (1-based over the run), lr, momentum
     runs: pd.DataFrame  # one row per run: its settings and diverged_epoch
+    parameters: dict[int, np.ndarray] | None = None  # run → (E + 1, P), if recorded
 
 
 def train(
@@ -37,6 +38,7 @@ def train(
     engine: str = "batched",
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    record_parameters: bool = False,
 ) -> Result:
     """Returns the tidy results of every run in ``experiment`` (a Grid is expanded first).
 
@@ -46,6 +48,8 @@ def train(
             per run).
         progress: called as ``progress(done, total)`` in run-epochs.
         cancel: polled between epochs; when it returns True, ``bnlr.Cancelled`` is raised.
+        record_parameters: keep every run's parameters at init and after each epoch
+            (``Result.parameters``, in ``bnlr.models.layout`` order; NaN after divergence).
 
     >>> from bnlr import Grid
     >>> r = train(Grid(depths=(3,), bns=("none",), lrs=(0.01,), epochs=2))
@@ -65,8 +69,11 @@ def train(
         if progress is not None and n:
             progress(done, total)
 
-    hists = ENGINES[engine](experiment, data, tick, cancel)
-    return _tables(experiment, hists)
+    hists = ENGINES[engine](experiment, data, tick, cancel, record_parameters)
+    result = _tables(experiment, hists)
+    if record_parameters:
+        return replace(result, parameters={i: h.parameters for i, h in enumerate(hists)})
+    return result
 
 
 def _tables(exp: Experiment, hists: list[RunHistory]) -> Result:

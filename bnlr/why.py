@@ -1,0 +1,259 @@
+"""Why it happens: the curvature against 2/lr, BatchNorm's effective learning rate, and chaos.
+
+Three measurements per run and epoch (epoch 0 = at init), from the parameters the batched engine
+records after every epoch (``bnlr.train(..., record_parameters=True)``):
+
+- **Sharpness** λ_max, the largest eigenvalue of the Hessian of the training loss over the whole
+  training split (BatchNorm in train mode, normalising with that split's statistics), exact
+  (``bnlr.sharpness``). Gradient descent on a quadratic with curvature λ is stable only for
+  lr < 2/λ (2(1 + μ)/lr for heavy-ball momentum μ); with a large lr the sharpness rises until it
+  hovers near 2/lr: the edge of stability (Cohen et al. 2021).
+- **BatchNorm's effective learning rate.** A weight row w that feeds BatchNorm directly (BN "pre")
+  is scale-invariant: L(c·w) = L(w), so w · ∇L = 0 and a step of lr moves its direction like a step
+  of lr/‖w‖² on the unit sphere. Growing ‖w‖ shrinks that effective lr: BN "auto-tunes" the rate
+  (van Laarhoven 2017; Hoffer et al. 2018; Arora, Li & Lyu 2019). Measured here: ‖w‖, lr/‖w‖²,
+  the angle w turns per epoch, and |w·∇L| / (‖w‖‖∇L‖), which is ~1e-16 for "pre" and not small
+  for "post" or "none".
+- **Chaos.** Each run has a twin whose initial weights are multiplied by 1 + 1e-8 · N(0, 1), same
+  batch order. Their relative parameter distance per epoch, and a finite-time Lyapunov exponent:
+  the slope of ln(distance) per epoch while it grows. Twins *part* when the distance reaches 1e-2
+  (a millionfold growth): there a single curve is one sample of chaos.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import Experiment, Grid
+from .data import make_data
+from .models import layout
+from .train import Result, train
+
+TWIN = 1e-8  # relative perturbation of a twin's initial weights
+PARTED = 1e-2  # relative parameter distance at which twins count as parted
+BN_EPS = 1e-5
+
+
+def with_twins(experiment: Experiment | Grid) -> Experiment:
+    """Returns the experiment with a twin after all its runs (same runs, perturbed weights)."""
+    exp = experiment.experiment if isinstance(experiment, Grid) else experiment
+    twins = tuple(replace(r, perturb=TWIN) for r in exp.runs)
+    return replace(exp, runs=exp.runs + twins)
+
+
+def _blocks(model, in_features: int, params: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Splits (R, P) flat parameters into named (R, ...) blocks (``models.layout`` order)."""
+    out, i = {}, 0
+    for name, shape in layout(model, in_features):
+        size = int(np.prod(shape))
+        out[name] = params[:, i : i + size].reshape(params.shape[0], *shape)
+        i += size
+    return out
+
+
+ACTIVATIONS = {
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "sigmoid": torch.sigmoid,
+    "leaky_relu": torch.nn.functional.leaky_relu,
+}
+
+
+def full_batch_loss(
+    model, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor, eps: float = BN_EPS
+) -> torch.Tensor:
+    """Returns (R,) MSE over the whole split of each run, BatchNorm in train mode on that split.
+
+    ``eps`` is BatchNorm's (nn.BatchNorm1d's 1e-5); with eps = 0 a BN "pre" layer is exactly
+    scale-invariant, with eps > 0 only up to about eps / var.
+    """
+    b = _blocks(model, X.shape[1], params)
+    act = ACTIVATIONS[model.activation]
+    x = X.expand(params.shape[0], *X.shape)  # (R, N, F)
+
+    def norm(z, k):  # BatchNorm1d in train mode: the batch's mean and biased variance
+        mu = z.mean(1, keepdim=True)
+        var = ((z - mu) ** 2).mean(1, keepdim=True)
+        g, beta = b[f"bns.{k}.weight"].unsqueeze(1), b[f"bns.{k}.bias"].unsqueeze(1)
+        return (z - mu) / torch.sqrt(var + eps) * g + beta
+
+    for k in range(model.depth):
+        w, bias = b[f"linears.{k}.weight"], b[f"linears.{k}.bias"]
+        z = torch.baddbmm(bias.unsqueeze(1), x, w.transpose(1, 2))  # (R, N, out)
+        z = norm(z, k) if model.bn == "pre" else z
+        x = act(z)
+        x = norm(x, k) if model.bn == "post" else x
+    pred = torch.baddbmm(b["out.bias"].unsqueeze(1), x, b["out.weight"].transpose(1, 2))
+    return ((pred - y) ** 2).mean(dim=(1, 2))
+
+
+def full_batch_gradients(model, params: np.ndarray, X, y, eps: float = BN_EPS) -> np.ndarray:
+    """Returns (R, P): each run's gradient of ``full_batch_loss``, float64."""
+    theta = torch.as_tensor(params, dtype=torch.float64).clone().requires_grad_(True)
+    loss = full_batch_loss(model, theta, X.double(), y.double(), eps).sum()
+    (g,) = torch.autograd.grad(loss, theta)
+    return g.numpy()
+
+
+def _rows(model, in_features: int) -> list[slice]:
+    """The flat slices of each hidden Linear's weight, one slice per layer (rows inside)."""
+    out, i = [], 0
+    for name, shape in layout(model, in_features):
+        size = int(np.prod(shape))
+        if name.startswith("linears.") and name.endswith(".weight"):
+            out.append((slice(i, i + size), shape))
+        i += size
+    return out
+
+
+def row_measures(model, in_features: int, params: np.ndarray, grads: np.ndarray) -> dict:
+    """Returns per run (R,): mean ‖w‖ over the hidden weight rows, and the mean of
+    |w·∇L| / (‖w‖‖∇L‖) over them (the scale invariance of each row)."""
+    norms, cosines = [], []
+    for sl, (out, inp) in _rows(model, in_features):
+        w = params[:, sl].reshape(-1, out, inp)
+        g = grads[:, sl].reshape(-1, out, inp)
+        wn, gn = np.linalg.norm(w, axis=2), np.linalg.norm(g, axis=2)
+        norms.append(wn)
+        cosines.append(np.abs((w * g).sum(axis=2)) / np.where(wn * gn > 0, wn * gn, np.nan))
+    return {"weight_norm": np.concatenate(norms, 1), "invariance": np.concatenate(cosines, 1)}
+
+
+def _angles(params: np.ndarray, model, in_features: int) -> np.ndarray:
+    """Returns (E + 1, rows): the angle (degrees) each hidden weight row turned in each epoch."""
+    out = []
+    for sl, (rows, inp) in _rows(model, in_features):
+        w = params[:, sl].reshape(len(params), rows, inp)  # (E + 1, rows, in)
+        cos = (w[1:] * w[:-1]).sum(2) / (
+            np.linalg.norm(w[1:], axis=2) * np.linalg.norm(w[:-1], axis=2)
+        )
+        out.append(
+            np.vstack([np.full((1, rows), np.nan), np.degrees(np.arccos(np.clip(cos, -1, 1)))])
+        )
+    return np.concatenate(out, axis=1)
+
+
+def lyapunov(distance: np.ndarray) -> float:
+    """Returns the slope of ln(distance) per epoch over the epochs before it saturates (< 0.1).
+
+    >>> round(lyapunov(np.array([1e-8, 1e-7, 1e-6, 1e-5])), 4)  # ×10 per epoch: ln 10
+    2.3026
+    """
+    d = np.asarray(distance, dtype=float)
+    epochs = np.arange(len(d))
+    ok = np.isfinite(d) & (d > 0) & (d < 0.1)
+    if ok.sum() < 3:
+        return float("nan")
+    return float(np.polyfit(epochs[ok], np.log(d[ok]), 1)[0])
+
+
+@dataclass(frozen=True)
+class WhyReport:
+    """The physics of the runs on screen."""
+
+    epochs: pd.DataFrame  # per run × epoch (0 = init): sharpness, stability_lr, effective_lr, ...
+    runs: pd.DataFrame  # per run: lyapunov, final twin distance, parted, predicted stable lr
+    parting_lr: pd.DataFrame  # per network: the smallest lr whose twins parted (NaN: none did)
+
+
+def physics(experiment: Experiment, result: Result) -> WhyReport:
+    """Returns the why-page tables for ``result``, trained from ``with_twins(experiment)`` with
+    ``record_parameters=True``; ``experiment`` is the one without twins."""
+    if result.parameters is None:
+        raise ValueError(
+            "physics needs the parameters of every epoch: train with record_parameters"
+        )
+    n = len(experiment.runs)
+    data = make_data(experiment.data, torch.float64)
+    X, y = data.X_train, data.y_train
+    from .sharpness import sharpness  # numba: imported only where sharpness is asked for
+
+    rows, per_run = [], []
+    by_model: dict = {}
+    for i, run in enumerate(experiment.runs):
+        by_model.setdefault(run.model, []).append(i)
+    measures: dict[int, dict] = {}
+    for model, idxs in by_model.items():
+        stack = np.stack([result.parameters[i] for i in idxs])  # (R, E + 1, P)
+        R, E1, P = stack.shape
+        flat = stack.reshape(R * E1, P)
+        ok = np.isfinite(flat).all(axis=1)
+        lam = np.full(R * E1, np.nan)
+        grads = np.full_like(flat, np.nan)
+        if ok.any():
+            lam[ok] = sharpness(model, flat[ok], X, y)
+            grads[ok] = full_batch_gradients(model, flat[ok], X, y)
+        rm = row_measures(model, X.shape[1], flat, grads)
+        for j, i in enumerate(idxs):
+            part = slice(j * E1, (j + 1) * E1)
+            measures[i] = {
+                "sharpness": lam[part],
+                "weight_norm": rm["weight_norm"][part],
+                "invariance": rm["invariance"][part],
+                "angle": _angles(stack[j], model, X.shape[1]),
+            }
+    hist = result.history[result.history["split"] == "train"]
+    for i, run in enumerate(experiment.runs):
+        m = measures[i]
+        own, twin = result.parameters[i], result.parameters[i + n]
+        distance = np.linalg.norm(twin - own, axis=1) / np.linalg.norm(own, axis=1)
+        lrs = hist[hist["run"] == i].sort_values("epoch")["epoch_lr"].to_numpy()
+        lr_at = np.concatenate([[run.lr], lrs])  # the lr that follows each epoch's parameters
+        momentum = run.optimizer.momentum if run.optimizer.name == "sgd" else 0.0
+        effective = lr_at[:, None] / m["weight_norm"] ** 2 if run.model.bn == "pre" else None
+        E1 = len(own)
+        for e in range(E1):
+            rows.append(
+                {
+                    "run": i,
+                    "arch": run.model.label,
+                    "bn": run.model.bn,
+                    "lr": run.lr,
+                    "seed": run.seed,
+                    "epoch": e,
+                    "sharpness": m["sharpness"][e],
+                    "stability_lr": 2 / m["sharpness"][e] if m["sharpness"][e] > 0 else np.nan,
+                    "edge": 2 * (1 + momentum) / lr_at[e],
+                    "effective_lr": float(np.nanmean(effective[e]))
+                    if effective is not None
+                    else np.nan,
+                    "weight_norm": float(np.nanmean(m["weight_norm"][e])),
+                    "angle": float(np.nanmean(m["angle"][e])) if e else np.nan,
+                    "invariance": float(np.nanmean(m["invariance"][e])),
+                    "twin_distance": distance[e],
+                }
+            )
+        lam0 = m["sharpness"][0]
+        per_run.append(
+            {
+                "run": i,
+                "arch": run.model.label,
+                "bn": run.model.bn,
+                "lr": run.lr,
+                "seed": run.seed,
+                "lyapunov": lyapunov(distance),
+                "twin_distance": distance[-1],
+                "parted": bool(np.nanmax(distance) >= PARTED) or not np.isfinite(distance[-1]),
+                "sharpness_at_init": lam0,
+                "predicted_max_lr": 2 * (1 + momentum) / lam0 if lam0 > 0 else np.nan,
+                "diverged": bool(np.isnan(own[-1]).any()),
+            }
+        )
+    runs = pd.DataFrame(per_run)
+    parted = runs[runs["parted"]].groupby("arch")["lr"].min()
+    parting = runs.groupby("arch", sort=False)["lr"].min().rename("smallest lr").to_frame()
+    parting["parting_lr"] = parted.reindex(parting.index)
+    return WhyReport(pd.DataFrame(rows), runs, parting.reset_index())
+
+
+def run_physics(experiment: Experiment | Grid, progress=None, cancel=None) -> WhyReport:
+    """Trains ``experiment`` with twins in float64 (a relative 1e-8 is below float32's
+    resolution), recording every epoch's parameters, and returns the physics."""
+    exp = experiment.experiment if isinstance(experiment, Grid) else experiment
+    exp = replace(exp, dtype="float64")
+    result = train(with_twins(exp), progress=progress, cancel=cancel, record_parameters=True)
+    return physics(exp, result)
