@@ -39,8 +39,10 @@ def start(
     if run.perturb:  # a twin: its own generator, so the batch order stays the run's
         twin = torch.Generator().manual_seed(run.seed + TWIN_SEED_OFFSET)
         layers = [
-            tuple(p * (1 + run.perturb * torch.randn(p.shape, generator=twin, dtype=p.dtype))
-                  for p in layer)
+            tuple(
+                p * (1 + run.perturb * torch.randn(p.shape, generator=twin, dtype=p.dtype))
+                for p in layer
+            )
             for layer in layers
         ]
     return layers, order
