@@ -18,6 +18,7 @@ pages = [
         icon="🗓️",
         url_path="schedules",
     ),
+    st.Page("pages/why.py", title="Why it happens", icon="🔬", url_path="why"),
 ]
 page = st.navigation(pages)
 present = st.sidebar.toggle(

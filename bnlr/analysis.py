@@ -290,6 +290,7 @@ class LRCurveReport:
     bn_best_lr: Verdict  # do BN networks have a higher best lr than plain ones?
     suggested: pd.DataFrame  # each rule's lr per arch and seed, against that seed's best lr
     rules: pd.DataFrame  # per rule: median and 10–90 % range of the distance, in decades
+    stability: pd.DataFrame | None = None  # per arch: lr predicted by 2/λ_max(0) vs diverged lr
 
 
 def lr_curve_report(
@@ -300,6 +301,7 @@ def lr_curve_report(
     final: str = "last",
     k: int = 5,
     band: str = "spread",
+    initial: pd.DataFrame | None = None,
 ) -> LRCurveReport:
     """Returns the LR learning curve page's tables: the U over seeds and the range test against it.
 
@@ -307,6 +309,8 @@ def lr_curve_report(
         result: the sweep (``bnlr.train`` over a grid of lrs).
         curves: the range test of each network and seed (``lrfinder.range_test``).
         num_it: the range test's batches at most (its rules trim the curve by it).
+        initial: ``why.initial_sharpness`` of the sweep's networks, to set the lr their
+            curvature at init predicts (2/λ_max(0)) beside the lr where runs diverged.
     """
     m = metrics.run_metrics(result.history, split, final, k)
     bands = metrics_band(m, "final_loss", band)
@@ -329,6 +333,7 @@ def lr_curve_report(
         statement, claims.bn_best_lr_effects(per_seed), "higher", "lower", "decades"
     )
     suggested = lrfinder.against_sweep(lrfinder.suggestions(curves, num_it), per_seed)
+    stability = None if initial is None else stability_against_sweep(initial, bands)
     return LRCurveReport(
         m,
         bands,
@@ -338,7 +343,21 @@ def lr_curve_report(
         bn_best,
         suggested,
         lrfinder.rule_distances(suggested),
+        stability,
     )
+
+
+def stability_against_sweep(initial: pd.DataFrame, bands: pd.DataFrame) -> pd.DataFrame:
+    """Returns per arch the lr its curvature at init predicts as the largest stable one (the
+    median over seeds of 2(1 + μ)/λ_max(0)), the smallest lr of the sweep where some run
+    diverged, and how many decades apart they are (NaN where nothing diverged)."""
+    predicted = initial.groupby("arch", sort=False)["predicted_max_lr"].median()
+    diverged = bands[bands["diverged"] > 0].groupby("arch")["lr"].min()
+    out = pd.DataFrame(
+        {"predicted_max_lr": predicted, "first_diverged_lr": diverged.reindex(predicted.index)}
+    )
+    out["decades"] = np.log10(out["first_diverged_lr"] / out["predicted_max_lr"])
+    return out.reset_index()
 
 
 @dataclass(frozen=True)

@@ -257,3 +257,44 @@ def run_physics(experiment: Experiment | Grid, progress=None, cancel=None) -> Wh
     exp = replace(exp, dtype="float64")
     result = train(with_twins(exp), progress=progress, cancel=cancel, record_parameters=True)
     return physics(exp, result)
+
+
+def initial_sharpness(experiment: Experiment | Grid) -> pd.DataFrame:
+    """Returns per network and seed λ_max at init and the lr it predicts as the largest stable
+    one, 2(1 + μ)/λ_max(0) (columns arch, bn, seed, sharpness, predicted_max_lr)."""
+    from .protocol import start
+    from .sharpness import sharpness
+
+    exp = experiment.experiment if isinstance(experiment, Grid) else experiment
+    data = make_data(exp.data, torch.float64)
+    seen, rows = {}, []
+    for run in exp.runs:
+        seen.setdefault((run.model, run.optimizer), {})[run.seed] = run
+    for (model, optimizer), by_seed in seen.items():
+        flats = []
+        for run in by_seed.values():
+            layers, _ = start(run, data, 1)
+            flats.append(_flat_init(model, layers, data.X_train.shape[1]))
+        lam = sharpness(model, np.stack(flats), data.X_train, data.y_train)
+        momentum = optimizer.momentum if optimizer.name == "sgd" else 0.0
+        for run, value in zip(by_seed.values(), lam):
+            rows.append(
+                {
+                    "arch": model.label,
+                    "bn": model.bn,
+                    "seed": run.seed,
+                    "sharpness": value,
+                    "predicted_max_lr": 2 * (1 + momentum) / value,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _flat_init(model, layers, in_features: int) -> np.ndarray:
+    """The initial [(W, b), ...] with BatchNorm's initial gamma = 1, beta = 0, flat."""
+    from .sharpness import flat_parameters
+
+    if model.bn == "none":
+        return flat_parameters(layers)
+    ones = [torch.ones(w, dtype=torch.float64) for w in model.widths]
+    return flat_parameters(layers, ones, [torch.zeros_like(o) for o in ones])

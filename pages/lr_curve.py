@@ -1,6 +1,7 @@
 """LR learning curve: final loss against the learning rate (the article's U), and Smith's range
 test beside it."""
 
+import numpy as np
 import streamlit as st
 
 from bnlr import analysis
@@ -46,15 +47,20 @@ grid, (result, curves) = controls.last_good(
     "lr_curve", grid, lambda g: runner.sweep_and_range_test(g.experiment, num_it)
 )
 show = controls.display(finals=True)
+initial = runner.initial_sharpness(grid.experiment)
 report = analysis.lr_curve_report(
-    result, curves, num_it, show["split"], show["final"], int(show["k"]), show["band"]
+    result, curves, num_it, show["split"], show["final"], int(show["k"]), show["band"], initial
 )
 
 left, right = st.columns(2)
 with left:
     st.subheader("Final loss against learning rate")
     y_title = f"final {show['split']} MSE ({show['final']})"
-    st.altair_chart(charts.lr_curve(report.bands, y_title=y_title, log_y=show["log_y"]))
+    st.altair_chart(
+        charts.lr_curve(
+            report.bands, y_title=y_title, log_y=show["log_y"], predicted=report.stability
+        )
+    )
     st.caption(
         f"◆ best lr per network · grey: some run diverged · band: {analysis.BANDS[show['band']]}."
     )
@@ -70,6 +76,22 @@ with right:
 controls.diverged_note(result.runs)
 
 st.subheader("What the sweep says, seed by seed")
+stab = report.stability
+if stab is not None and len(stab):
+    pred = stab["predicted_max_lr"].median()
+    div = stab["first_diverged_lr"].dropna()
+    where = (
+        f"the sweep's first diverged lr is **{div.median():.2g}** (median over networks), "
+        f"{np.log10(div.median() / pred):+.1f} decades from it"
+        if len(div)
+        else "no run of the sweep diverged"
+    )
+    st.markdown(
+        f"**Curvature at init:** 2/λ_max(0) predicts instability above lr ≈ **{pred:.2g}** "
+        f"(median over networks and seeds); {where}. Minibatch SGD is not full-batch gradient "
+        "descent, and the sharpness changes as training goes: the gap is the lesson "
+        "(see *Why it happens*)."
+    )
 seeds = len(grid.seeds)
 st.markdown(
     "**Is it a U?** "

@@ -140,6 +140,7 @@ def lr_curve(
     log_y: bool = True,
     width: int = 580,
     height: int = 340,
+    predicted: pd.DataFrame | None = None,
 ) -> alt.LayerChart:
     """Returns the U-curve: a run metric against lr (log x), a band over seeds, the best lr per
     architecture marked with a large diamond, the region where runs diverged shaded grey.
@@ -189,6 +190,20 @@ def lr_curve(
         )
     )
     layers = [band, line, best]
+    if predicted is not None and len(predicted):  # 2/λ_max(0) per network, dotted
+        pred = label(predicted.merge(bands[["arch", "bn"]].drop_duplicates(), on="arch"))
+        layers.append(
+            alt.Chart(pred)
+            .mark_rule(strokeDash=[2, 3], strokeWidth=2, clip=True)
+            .encode(
+                x="predicted_max_lr:Q",
+                color=_colour(bands, legend=False),
+                tooltip=[
+                    "arch:N",
+                    alt.Tooltip("predicted_max_lr:Q", format=".3g", title="2/λ_max(0)"),
+                ],
+            )
+        )
     region = diverged_region(bands)
     if len(region):
         shade = (

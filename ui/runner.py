@@ -14,7 +14,7 @@ import torch
 
 import bnlr
 import bnlr.article
-from bnlr import claims, lrfinder
+from bnlr import claims, lrfinder, why
 
 # These networks are tiny: intra-op threads buy nothing, and on a busy 2-core server their
 # spin-waiting made training ~50x slower (measured: 93 s vs 1.8 s for the default grid).
@@ -67,6 +67,12 @@ def _range_test(experiment: bnlr.Experiment, num_it: int) -> pd.DataFrame:
     return lrfinder.range_test(experiment, lrfinder.RangeTest(num_it=num_it))
 
 
+@st.cache_data(max_entries=CACHE_ENTRIES, show_spinner="Curvature at init (exact Hessians)…")
+def initial_sharpness(experiment: bnlr.Experiment) -> pd.DataFrame:
+    """Returns ``why.initial_sharpness`` of the experiment's networks and seeds (cached)."""
+    return why.initial_sharpness(experiment)
+
+
 def run(experiment: bnlr.Experiment, label: str = "Training") -> bnlr.Result:
     """Returns the trained result, from the cache when these settings ran before."""
     check_work(experiment)
@@ -111,3 +117,23 @@ def article_claims(seeds: int = claims.REPLICATION_SEEDS) -> dict:
         3: _train(runs.schedules.experiment, _label=label + " (3/3)"),
     }
     return claims.judge_claims(results)
+
+
+@st.cache_data(max_entries=CACHE_ENTRIES, show_spinner=False)
+def _physics(experiment: bnlr.Experiment) -> why.WhyReport:
+    bar = st.progress(0.0, text="Training the runs and their twins…")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / total, text=f"Training the runs and their twins: {done}/{total}")
+
+    try:
+        with st.spinner("Sharpness: the exact Hessian of every run after every epoch…"):
+            return why.run_physics(experiment, progress=progress)
+    finally:
+        bar.empty()
+
+
+def physics(experiment: bnlr.Experiment) -> why.WhyReport:
+    """Returns ``bnlr.why``'s measurements of the runs (trained with their twins; cached)."""
+    check_work(why.with_twins(experiment))
+    return _physics(experiment)

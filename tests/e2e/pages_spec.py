@@ -111,4 +111,14 @@ PAGES = [
         query_keys=("lr0", "lr_log"),
         shows_query=shows({"Initial lr (the optimizer's lr)": 0.1}, switched_on=("Log lr axis",)),
     ),
+    PageSpec(
+        "why",
+        "why",
+        "Why it happens",
+        5,
+        training=type_text("Learning rates", "0.1, 0.01"),
+        query="epochs=10&wd=0.01",
+        query_keys=("epochs", "wd"),
+        shows_query=shows({"Epochs": 10, "Weight decay": "0.01"}),
+    ),
 ]
