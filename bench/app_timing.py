@@ -31,6 +31,7 @@ PAGES = {  # Home is the entry script's default page (its links need the navigat
     "LR sensitivity": "pages/lr_sensitivity.py",
     "LR learning curve": "pages/lr_curve.py",
     "Scheduler playground": "pages/scheduler_playground.py",
+    "Why it happens": "pages/why.py",
 }
 
 

@@ -203,7 +203,11 @@ def test_lr_curve_default_sweep_and_range_test(trainings):
     assert lrs == list(bnlr.log_grid(1e-4, 1.0, len(lrs))) and len(lrs) >= 12
     assert len({r.seed for r in exp.runs}) >= 2
     u = charts(at)[0]
-    assert u["layer"][-2]["encoding"]["x"]["scale"]["type"] == "log"  # the U: lr on a log axis
+    (line,) = [ly for ly in u["layer"] if ly["mark"]["type"] == "line"]
+    assert line["encoding"]["x"]["scale"]["type"] == "log"  # the U: lr on a log axis
+    # 2/λ_max(0) of each network is drawn: one dotted rule per network
+    (rules,) = [ly for ly in u["layer"] if ly["mark"]["type"] == "rule"]
+    assert rules["encoding"]["x"]["field"] == "predicted_max_lr"
     assert any("Range test vs full sweep" in m.value for m in at.markdown)
     at.button_group(key="final").set_value("best").run()  # a display control
     assert len(trainings) == 1 and not at.exception
