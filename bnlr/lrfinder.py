@@ -15,6 +15,7 @@ for Training Neural Networks" (2017), §3.3; fastai ``LRFinder`` and ``Suggestio
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -24,6 +25,7 @@ from torch import nn
 
 from .config import Experiment, RunConfig
 from .data import make_data
+from .history import Cancelled
 from .protocol import torch_run
 
 
@@ -156,7 +158,8 @@ def run_range_test(
     loss_fn = nn.MSELoss()
     r.model.train()
     lrs, losses = [], []
-    for idx in batches[: test.num_it]:
+    avg, best = 0.0, math.inf  # smooth() and stop_index() kept up to date batch by batch
+    for i, idx in enumerate(batches[: test.num_it]):
         lrs.append(r.stepper.lr)
         r.optimizer.zero_grad()
         loss = loss_fn(r.model(data.X_train[idx]), data.y_train[idx])
@@ -164,8 +167,11 @@ def run_range_test(
         r.optimizer.step()
         r.stepper.after_batch()
         losses.append(loss.item())
-        if stop_index(smooth(losses, test.beta), test.stop_factor) is not None:
+        avg = test.beta * avg + (1 - test.beta) * losses[-1]
+        s = avg / (1 - test.beta ** (i + 1))
+        if not math.isfinite(s) or s > test.stop_factor * best:
             break
+        best = min(best, s)
     return pd.DataFrame(
         {
             "iteration": np.arange(1, len(losses) + 1),
@@ -176,16 +182,24 @@ def run_range_test(
     )
 
 
-def range_test(experiment: Experiment, test: RangeTest = RangeTest()) -> pd.DataFrame:
+def range_test(
+    experiment: Experiment,
+    test: RangeTest = RangeTest(),
+    cancel: Callable[[], bool] | None = None,
+) -> pd.DataFrame:
     """Returns the range test of every network of ``experiment`` with each of its seeds, tidy.
 
     Columns: arch, depth, width, activation, bn, seed, iteration, lr, loss, smooth_loss.
+    ``cancel()`` is polled before each network; when it returns True, ``bnlr.Cancelled`` is
+    raised.
     """
     seen, parts = set(), []
     for run in experiment.runs:
         key = (run.model, run.optimizer, run.seed)
         if key in seen:
             continue
+        if cancel is not None and cancel():
+            raise Cancelled()
         seen.add(key)
         curve = run_range_test(run, experiment, test)
         m = run.model
