@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .config import Experiment, RunConfig
-from .data import make_data
+from .data import Dataset, make_data
 from .history import Cancelled
 from .protocol import torch_run
 
@@ -141,6 +141,7 @@ def run_range_test(
     run: RunConfig,
     experiment: Experiment,
     test: RangeTest = RangeTest(),
+    data: Dataset | None = None,
 ) -> pd.DataFrame:
     """Returns the range test of one run: iteration, lr, loss (of that batch) and smooth_loss.
 
@@ -151,7 +152,8 @@ def run_range_test(
     rising = replace(
         run, lr=test.start_lr, schedule=f"exponential:gamma={test.gamma!r},every=batch"
     )
-    data = make_data(experiment.data, getattr(torch, experiment.dtype))
+    if data is None:  # the experiment's data (range_test makes it once for all its networks)
+        data = make_data(experiment.data, getattr(torch, experiment.dtype))
     epochs = math.ceil(test.num_it / experiment.steps_per_epoch)
     r = torch_run(rising, data, epochs, experiment.steps_per_epoch)
     batches = [idx for order in r.order for idx in order.split(experiment.batch_size)]
@@ -194,6 +196,7 @@ def range_test(
     raised.
     """
     seen, parts = set(), []
+    data = make_data(experiment.data, getattr(torch, experiment.dtype))
     for run in experiment.runs:
         key = (run.model, run.optimizer, run.seed)
         if key in seen:
@@ -201,7 +204,7 @@ def range_test(
         if cancel is not None and cancel():
             raise Cancelled()
         seen.add(key)
-        curve = run_range_test(run, experiment, test)
+        curve = run_range_test(run, experiment, test, data)
         m = run.model
         parts.append(
             curve.assign(
