@@ -9,7 +9,7 @@ from bnlr.config import steps_per_epoch
 from bnlr.evidence import sentence
 from bnlr.safe_expr import parse_factor
 from bnlr.schedules import parse_schedule
-from ui import controls, runner
+from ui import controls, runner, urlcheck
 from ui import schedule_charts as sc
 from ui import schedule_controls as scc
 
@@ -21,6 +21,7 @@ st.markdown(
     "families (Géron, ch. 11) are one click away:"
 )
 
+urlcheck.start("schedules")
 with st.sidebar:
     controls.reset_button(controls.ARTICLE)
     lr = scc.initial_lr()
@@ -41,7 +42,8 @@ schedules = tuple(dict.fromkeys([analysis.BASELINE, *filter(None, specs)]))
 
 with st.sidebar:
     grid = controls.grid(lrs=(lr,), arch=arch, schedules=schedules, **training)
-    controls.work_cap_note(grid)
+    controls.cost_note(grid)
+urlcheck.finish((*controls.DISPLAY_KEYS, "lr_log", "state_sched", "state_steps", "code_model"))
 grid, result = controls.last_good("schedules", grid, lambda g: runner.run(g.experiment))
 E, S, lr0, order = grid.epochs, grid.experiment.steps_per_epoch, grid.lrs[0], list(grid.schedules)
 report = analysis.schedule_report(result, grid)

@@ -11,6 +11,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import bnlr
+from ui import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 180  # 2 shared cores: a cold run trains and imports torch
@@ -20,6 +21,7 @@ TIMEOUT = 180  # 2 shared cores: a cold run trains and imports torch
 def trainings(monkeypatch):
     """Returns the list of experiments bnlr.train was called with (the cache hides repeats)."""
     st.cache_data.clear()
+    runner.clear_cache()
     seen = []
     real = bnlr.train
 
@@ -30,6 +32,7 @@ def trainings(monkeypatch):
     monkeypatch.setattr(bnlr, "train", counting)
     yield seen
     st.cache_data.clear()
+    runner.clear_cache()
 
 
 def page(name: str, **params) -> AppTest:
