@@ -31,6 +31,7 @@ from .config import Experiment, ModelConfig
 COST_S = {
     "request": 2.0e-2,
     "group": 1.0e-3,
+    "run": 1.0e-3,
     "step": 1.5e-5,
     "step_layer": 1.5e-5,
     "step_bn_layer": 2.0e-5,
@@ -51,6 +52,7 @@ COST_S = {
 LOWER = {
     "request": "",
     "group": "depths, activations or BN placements",
+    "run": "learning rates, seeds, depths, activations or BN placements",
     "step": "epochs or samples, or raise the batch size",
     "step_layer": "epochs, samples or depths, or raise the batch size",
     "step_bn_layer": "epochs, samples or BN placements, or raise the batch size",
@@ -90,6 +92,7 @@ def features(experiment: Experiment, range_test_batches: int = 0) -> dict[str, f
         layers, params, hidden = _shape(model, data.n_features)
         per_sample = params + 2 * hidden  # multiply-adds, plus the activation (and BN) per unit
         f["group"] += 1
+        f["run"] += R
         f["step"] += E * S
         f["step_layer"] += E * S * layers
         f["step_bn_layer"] += E * S * (layers - 1) * (model.bn != "none")

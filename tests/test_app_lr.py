@@ -174,7 +174,7 @@ def test_url_parameters_restore_the_settings(trainings):
         ("lrs", "0.1, -1", "learning rate -1 must be a finite number > 0"),
         ("lrs", " , ", "the learning-rate list is empty"),
         ("lrs", "0.1, fast", "learning rate 'fast' is not a number"),
-        ("n", 20000, "the demo allows"),
+        ("n", 20000, "the demo's cap is"),
     ],
 )
 def test_bad_input_shows_a_message_and_keeps_the_previous_chart(trainings, key, value, message):
