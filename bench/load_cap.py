@@ -1,6 +1,6 @@
 """Hostile links vs a class: heavy accepted settings and default pages at once, one server.
 
-    python bench/load_cap.py [--heavy 10] [--default 10] [--query "..."]
+    python bench/load_cap.py [--heavy 10] [--default 10] [--query "..."] [--distinct]
 
 Starts a fresh server (the README's command, 127.0.0.1, a free port, bench/hooks on PYTHONPATH
 to count trainings), opens Home once (Streamlit's first-run page list), then opens at once
@@ -86,13 +86,16 @@ def summary(name: str, results: list[dict], key: str) -> str:
     )
 
 
-async def main(heavy: int, default: int, query: str, timeout: float) -> int:
+async def main(heavy: int, default: int, query: str, timeout: float, distinct: bool) -> int:
     page, q = HEAVY[0], query or HEAVY[1]
+    # --distinct: every heavy session a different request (its own training): "&seeds=k" style
+    # variants are not all accepted, so the lr grid's top moves instead (lr_hi=1, 0.99, ...)
+    queries = [f"{q}&lr_hi={1 - k / 100:g}" if distinct else q for k in range(heavy)]
     with harness.serve(env=HOOKS) as (url, proc, log):
         await session(url, "", "", timeout)  # Home once: the page list, Home's claims trained
         before = len(trainings(log))
         cpu0, load0 = cpu_seconds(proc.pid), os.getloadavg()[0]
-        jobs = [session(url, page, q, timeout) for _ in range(heavy)]
+        jobs = [session(url, page, hq, timeout) for hq in queries]
         jobs += [session(url, *DEFAULT, timeout) for _ in range(default)]
         results = await asyncio.gather(*jobs, return_exceptions=True)
         cpu = cpu_seconds(proc.pid) - cpu0
@@ -102,7 +105,7 @@ async def main(heavy: int, default: int, query: str, timeout: float) -> int:
     ok_results = [r for r in results if not isinstance(r, BaseException)]
     heavy_r, default_r = ok_results[:heavy], ok_results[heavy:]
     print(f"server {url}; {os.cpu_count()} cores; load average before {load0:.1f}")
-    print(f"heavy: /{page}?{q}")
+    print(f"heavy: /{page}?{q}" + (" with lr_hi = 1, 0.99, … (distinct)" if distinct else ""))
     print(summary("heavy", heavy_r, "finished"))
     print(summary("default LR sensitivity", default_r, "first_chart"))
     print(summary("default LR sensitivity", default_r, "finished"))
@@ -127,5 +130,8 @@ if __name__ == "__main__":
     parser.add_argument("--default", type=int, default=10)
     parser.add_argument("--query", default="", help="the heavy sessions' query string")
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument(
+        "--distinct", action="store_true", help="each heavy session a different request"
+    )
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.heavy, args.default, args.query, args.timeout)))
+    sys.exit(asyncio.run(main(args.heavy, args.default, args.query, args.timeout, args.distinct)))

@@ -163,6 +163,24 @@ def test_a_job_nobody_waits_for_is_dropped_from_the_queue(monkeypatch):
     assert ran == [] and isinstance(queued.error, bnlr.Cancelled)
 
 
+def test_heavy_requests_leave_a_slot_for_light_ones(monkeypatch):
+    monkeypatch.setattr(runner, "SLOTS", 2)
+    release = threading.Event()
+
+    def wait(cancel, progress):
+        release.wait(600)
+
+    heavy = [runner.enqueue(("heavy", k), wait, f"heavy {k}", seconds=4.0) for k in range(3)]
+    light = runner.enqueue("light", lambda cancel, progress: "drawn", "light", seconds=0.5)
+    until(light.done.is_set)  # it took the free slot although three heavy ones came first
+    assert light.value == "drawn"
+    assert runner.state() == {"running": ["heavy 0"], "queued": ["heavy 1", "heavy 2"]}
+    release.set()
+    until(lambda: all(j.done.is_set() for j in heavy))
+    for job in (*heavy, light):
+        runner._leave(job)
+
+
 # ---------------------------------------------------------------- abandoned work stops
 
 

@@ -5,7 +5,8 @@
   controls to lower; its result must also stay under ``RESULT_CAP_BYTES``.
 - **At most ``SLOTS`` trainings at once** (the machine's cores, or ``BNLR_TRAINING_SLOTS``), each
   in a worker thread; later requests wait in a first-come queue and the page shows its place
-  ("2 trainings ahead of yours").
+  ("2 trainings ahead of yours"). Heavy requests (over ``HEAVY_S``) take at most SLOTS − 1 slots,
+  so a default page never waits behind a row of heavy links.
 - **Shared, and stopped when nobody waits**: sessions asking for the same settings wait for the
   same job. A session stops waiting when its script is interrupted — Streamlit raises
   ``RerunException`` / ``StopException`` at the page's next Streamlit call when the visitor
@@ -42,6 +43,7 @@ RESULT_CAP_BYTES = 48 * 2**20  # one request's result (tables) at most
 SLOTS = int(os.environ.get("BNLR_TRAINING_SLOTS", "0")) or os.cpu_count() or 1
 CACHE_ENTRIES = 24  # trained results kept per server
 CACHE_BYTES = 160 * 2**20  # ... and their bytes at most (pandas memory_usage, deep)
+HEAVY_S = 1.0  # a request estimated above this is heavy: heavy ones leave a slot for the rest
 GRACE_S = 0.5  # a job nobody waits for is cancelled after this (a rerun re-attaches within it)
 POLL_S = 0.2  # how often a waiting page looks at its job (and lets Streamlit interrupt it)
 
@@ -79,6 +81,7 @@ class Job:
     key: Hashable
     fn: Callable  # fn(cancel, progress) -> value
     label: str
+    heavy: bool = False
     waiters: int = 0
     left_at: float = 0.0
     started: bool = False
@@ -142,14 +145,23 @@ def _ahead(job: Job) -> int:
 
 
 def _dispatch() -> None:
-    """Starts queued jobs while a slot is free (holding _lock)."""
-    while len(_running) < SLOTS and _queue:
-        job = _queue.pop(0)
+    """Starts queued jobs, first come first served, while a slot is free (holding _lock).
+
+    Heavy jobs take at most SLOTS − 1 slots (1 on a 1- or 2-core machine), so a light request
+    (a default page) never waits behind a row of heavy links: it takes the slot left free.
+    """
+    for job in list(_queue):
+        if len(_running) >= SLOTS:
+            return
         if job.waiters == 0:  # everybody left while it was queued: it never starts
+            _queue.remove(job)
             _jobs.pop(job.key, None)
             job.error = bnlr.Cancelled()
             job.done.set()
             continue
+        if job.heavy and sum(j.heavy for j in _running) >= max(1, SLOTS - 1):
+            continue
+        _queue.remove(job)
         job.started = True
         _running.append(job)
         threading.Thread(target=_work, args=(job,), name="bnlr-training", daemon=True).start()
@@ -171,14 +183,17 @@ def _work(job: Job) -> None:
         _dispatch()
 
 
-def enqueue(key: Hashable, fn: Callable, label: str = "Training", waiters: int = 1) -> Job:
+def enqueue(
+    key: Hashable, fn: Callable, label: str = "Training", waiters: int = 1, seconds: float = 0.0
+) -> Job:
     """Returns the job for ``key`` with ``waiters`` more sessions waiting for it: the one already
     queued or running, or a new one at the end of the queue. ``fn(cancel, progress)`` runs in a
-    worker thread; a job nobody waits for is dropped from the queue, or cancelled if it runs."""
+    worker thread; a job nobody waits for is dropped from the queue, or cancelled if it runs.
+    ``seconds``: its estimated cost (above HEAVY_S it is heavy)."""
     with _lock:
         job = _jobs.get(key)
         if job is None:
-            job = _jobs[key] = Job(key, fn, label)
+            job = _jobs[key] = Job(key, fn, label, heavy=seconds > HEAVY_S)
             _queue.append(job)
         job.waiters += waiters
         _dispatch()
@@ -209,7 +224,7 @@ def _trainings(n: int) -> str:
     return f"{n} training{'s' * (n != 1)}"
 
 
-def obtain(key: Hashable, fn: Callable, label: str = "Training"):
+def obtain(key: Hashable, fn: Callable, label: str = "Training", seconds: float = 0.0):
     """Returns the value of ``fn(cancel, progress)`` for ``key``: from the cache, or by waiting
     (with a progress bar, or the queue position) for the job that computes it."""
     while True:
@@ -217,7 +232,7 @@ def obtain(key: Hashable, fn: Callable, label: str = "Training"):
             if key in _cache:
                 _cache.move_to_end(key)
                 return _cache[key][0]
-            job = enqueue(key, fn, label)
+            job = enqueue(key, fn, label, seconds=seconds)
             ahead = _ahead(job)
         box = st.empty()
         try:
@@ -257,6 +272,7 @@ def run(experiment: bnlr.Experiment, label: str = "Training") -> bnlr.Result:
         ("train", experiment),
         lambda cancel, progress: bnlr.train(experiment, progress=progress, cancel=cancel),
         label,
+        estimate(experiment),
     )
 
 
@@ -270,7 +286,12 @@ def sweep_and_range_test(
         result = bnlr.train(experiment, progress=progress, cancel=cancel)
         return result, lrfinder.range_test(experiment, lrfinder.RangeTest(num_it=num_it), cancel)
 
-    return obtain(("sweep", experiment, num_it), both, "Sweeping the learning rate")
+    return obtain(
+        ("sweep", experiment, num_it),
+        both,
+        "Sweeping the learning rate",
+        estimate(experiment, num_it),
+    )
 
 
 def replication_cost(grid: bnlr.Grid, count: int = claims.REPLICATION_SEEDS) -> float:
@@ -313,5 +334,6 @@ def article_claims(seeds: int = claims.REPLICATION_SEEDS) -> dict:
             ("train", exp),
             lambda cancel, progress, exp=exp: bnlr.train(exp, progress=progress, cancel=cancel),
             f"{label} ({k}/3)",
+            estimate(exp),
         )
     return claims.judge_claims(results)
