@@ -243,7 +243,7 @@ def measure(path: str, params: dict) -> tuple[float, float, int, list[str]]:
     return cpu_s, wall, len(calls), problems
 
 
-def walk() -> int:
+def walk(only: list[str]) -> int:
     from bnlr import claims
     from ui import runner
 
@@ -259,6 +259,8 @@ def walk() -> int:
     )
     worst, over = (0.0, ""), []
     for page, path in PAGES.items():
+        if only and page not in only:
+            continue
         for corner, p in CORNERS.items():
             if corner == "longest range test" and "curve" not in page:
                 continue
@@ -288,6 +290,10 @@ def walk() -> int:
             worst = max(worst, (cpu_s, f"{page}, {corner}: {shown}"))
             if cpu_s > runner.COST_CAP_S:
                 over.append(f"{page}, {corner}")
+    if only and "Home" not in only:
+        print(f"worst accepted request: {worst[0]:.2f} s CPU ({worst[1]})")
+        print("OK" if not over else f"OVER THE CAP: {over}")
+        return 1 if over else 0
     runs = claims.claim_runs(claims.seeds_from(929, claims.REPLICATION_SEEDS))
     est = sum(runner.estimate(g.experiment) for g in (runs.sensitivity, runs.curve, runs.schedules))
     cpu_s, wall, n, problems = measure("streamlit_app.py", {})
@@ -306,6 +312,7 @@ if __name__ == "__main__":
     parser.add_argument("--fit", action="store_true")
     parser.add_argument("--points", type=int, default=60)
     parser.add_argument("--save", default="/tmp/bnlr-cost-points.json")
+    parser.add_argument("--pages", nargs="*", default=[], help="walk only these pages")
     parser.add_argument("--refit", help="fit again from a file --fit saved")
     args = parser.parse_args()
     if args.refit:
@@ -314,4 +321,4 @@ if __name__ == "__main__":
     elif args.fit:
         fit(args.points, args.save)
     else:
-        sys.exit(walk())
+        sys.exit(walk(args.pages))

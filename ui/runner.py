@@ -51,9 +51,16 @@ POLL_S = 0.2  # how often a waiting page looks at its job (and lets Streamlit in
 # ---------------------------------------------------------------- the cost cap
 
 
+# The LR curve page's analysis (best lr per seed and network, the range-test rules over every
+# curve, bands over 16–64 lrs) adds to its training: the corner walk measured the page's CPU at up
+# to 1.10 × the training estimate there (bench/cost.py, 2026-11-26), the other pages at ≤ 1.0 ×.
+CURVE_PAGE_FACTOR = 1.12
+
+
 def estimate(experiment: bnlr.Experiment, range_test_batches: int = 0) -> float:
-    """Returns the estimated seconds of training (bnlr.cost) for a request."""
-    return cost.estimate(experiment, range_test_batches)
+    """Returns the estimated seconds of a request (bnlr.cost; the LR curve's with its analysis)."""
+    secs = cost.estimate(experiment, range_test_batches)
+    return secs * CURVE_PAGE_FACTOR if range_test_batches else secs
 
 
 def check_cost(experiment: bnlr.Experiment, range_test_batches: int = 0) -> None:
