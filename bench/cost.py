@@ -144,7 +144,8 @@ CORNERS = {  # one control at its extreme, the rest at the page's defaults
     "every depth": {"depths": ALL_DEPTHS},
     "most epochs": {"epochs": "2000"},
     "most seeds": {"seeds": "10"},
-    "smallest batch": {"batch": "1"},
+    "smallest batch (BN: 2)": {"batch": "2"},
+    "smallest batch, no BN": {"batch": "1", "bn": ["no BN"]},
     "most samples": {"n": "20000"},
     "longest lr list": {"lrs": TWELVE_LRS, "lr_n": "64"},
     "every model": {
@@ -154,7 +155,7 @@ CORNERS = {  # one control at its extreme, the rest at the page's defaults
     },
     "longest range test": {"num_it": "500"},
     "widest, deepest, most seeds": {"width": "64", "depths": ["8"], "seeds": "10"},
-    "smallest batch, most samples": {"batch": "1", "n": "20000"},
+    "smallest batch, most samples": {"batch": "1", "n": "20000", "bn": ["no BN"]},
 }
 BN = {"no BN": "none", "BN pre": "pre", "BN post": "post"}
 

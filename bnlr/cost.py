@@ -23,7 +23,8 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-from .config import Experiment, ModelConfig
+from .config import DataConfig, Experiment, ModelConfig, steps_per_epoch
+from .optimizers import OptimizerConfig
 
 # Seconds per unit of each feature, fitted on this machine by ``python bench/cost.py --fit``
 # (non-negative least squares on the relative error of CPU time over 62 trainings and range
@@ -43,6 +44,7 @@ COST_S = {
     "run_epoch": 6.95e-06,
     "order": 2.42e-08,
     "step_row": 3.99e-06,
+    "schedule_step": 3.8e-06,
     "rt_net": 0.0103,
     "rt_order": 6.9e-07,
     "rt_step": 0.000102,
@@ -64,6 +66,7 @@ LOWER = {
     "run_epoch": "epochs, learning rates or seeds",
     "order": "epochs, samples, learning rates or seeds",
     "step_row": "epochs, samples, learning rates or seeds, or raise the batch size",
+    "schedule_step": "epochs or samples, or raise the batch size",
     "rt_net": "range test batches, depths or seeds",
     "rt_order": "samples, depths or seeds",
     "rt_step": "range test batches, depths or seeds",
@@ -82,7 +85,7 @@ def _shape(model: ModelConfig, n_features: int) -> tuple[int, int, int]:
     return len(sizes) - 1, params, hidden
 
 
-def features(experiment: Experiment, range_test_batches: int = 0) -> dict[str, float]:
+def features(experiment: Experiment | Shape, range_test_batches: int = 0) -> dict[str, float]:
     """Returns the count of each unit of work in ``experiment`` (and its range test)."""
     data, E, B = experiment.data, experiment.epochs, experiment.batch_size
     S = experiment.steps_per_epoch
@@ -104,6 +107,8 @@ def features(experiment: Experiment, range_test_batches: int = 0) -> dict[str, f
         f["run_epoch"] += R * E
         f["order"] += R * E * n_train * (data.n_features + 1)
         f["step_row"] += R * E * S
+    # every (schedule, lr) is checked once by stepping its torch scheduler over the whole run
+    f["schedule_step"] = len({(r.schedule, r.lr, r.optimizer) for r in experiment.runs}) * E * S
     if range_test_batches:
         nets = {(r.model, r.optimizer, r.seed) for r in experiment.runs}
         for model, _, _ in nets:
@@ -116,17 +121,17 @@ def features(experiment: Experiment, range_test_batches: int = 0) -> dict[str, f
     return f
 
 
-def breakdown(experiment: Experiment, range_test_batches: int = 0) -> dict[str, float]:
+def breakdown(experiment: Experiment | Shape, range_test_batches: int = 0) -> dict[str, float]:
     """Returns the estimated seconds of each term."""
     return {k: COST_S[k] * v for k, v in features(experiment, range_test_batches).items()}
 
 
-def estimate(experiment: Experiment, range_test_batches: int = 0) -> float:
+def estimate(experiment: Experiment | Shape, range_test_batches: int = 0) -> float:
     """Returns the estimated seconds (one core, this machine) to train ``experiment``."""
     return sum(breakdown(experiment, range_test_batches).values())
 
 
-def result_bytes(experiment: Experiment) -> int:
+def result_bytes(experiment: Experiment | Shape) -> int:
     """Returns about how many bytes the trained result holds (history, steps and runs tables)."""
     R, E, S = len(experiment.runs), experiment.epochs, experiment.steps_per_epoch
     return R * E * S * STEP_ROW_BYTES + R * E * 2 * HISTORY_ROW_BYTES + R * 400
@@ -152,7 +157,7 @@ class Refusal:
         )
 
 
-def lower_what(experiment: Experiment, range_test_batches: int = 0) -> str:
+def lower_what(experiment: Experiment | Shape, range_test_batches: int = 0) -> str:
     """Returns the controls to lower: those of the two largest terms of the estimate."""
     terms = sorted(breakdown(experiment, range_test_batches).items(), key=lambda kv: -kv[1])
     picked: list[str] = []
@@ -162,3 +167,59 @@ def lower_what(experiment: Experiment, range_test_batches: int = 0) -> str:
         if len(picked) == 2:
             break
     return "; or ".join(picked)
+
+
+@dataclass(frozen=True)
+class _Run:
+    model: ModelConfig
+    optimizer: OptimizerConfig
+    lr: float
+    seed: int
+    schedule: str
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the estimate reads of an experiment, without validating it: building a Grid steps
+    every schedule's torch scheduler over the whole run, which is itself a cost to cap."""
+
+    runs: tuple[_Run, ...]
+    data: DataConfig
+    epochs: int
+    batch_size: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return steps_per_epoch(self.data.n_train, self.batch_size)
+
+
+def grid_shape(
+    depths,
+    width: int,
+    activations,
+    bns,
+    lrs,
+    seeds,
+    schedules=("constant",),
+    optimizer: OptimizerConfig = OptimizerConfig(),
+    data: DataConfig = DataConfig(),
+    epochs: int = 40,
+    batch_size: int = 50,
+    bn_momentum: float = 0.1,
+    **_,
+) -> Shape:
+    """Returns the Shape of ``bnlr.Grid(...)`` with these arguments (cheap: nothing is stepped)."""
+    models = [
+        ModelConfig((width,) * d, a, b, bn_momentum)
+        for d in depths
+        for a in activations
+        for b in bns
+    ]
+    runs = tuple(
+        _Run(m, optimizer, float(lr), seed, sched)
+        for m in models
+        for sched in schedules
+        for lr in lrs
+        for seed in seeds
+    )
+    return Shape(runs, data, int(epochs), int(batch_size))

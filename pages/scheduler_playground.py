@@ -31,17 +31,31 @@ with st.sidebar:
 scc.preset_buttons()
 n_slots = scc.slot_count()
 S = steps_per_epoch(training["data"].n_train, training["batch_size"])
+# checking a schedule steps its torch scheduler over the whole run: capped before that
+try:
+    if arch is not None:
+        slots = tuple(f"slot {k}" for k in range(n_slots + 1))  # the baseline and each column
+        runner.precheck(lrs=(lr,), schedules=slots, **arch, **training)
+    affordable = True
+except ValueError as e:
+    st.error(str(e), icon="⚠️")
+    affordable = False
 specs = []
 for slot, col in enumerate(st.columns(n_slots), 1):
     with col, st.container(border=True):
         spec = scc.slot_spec(
             slot, scc.DEFAULT_SLOTS[slot - 1] if slot <= len(scc.DEFAULT_SLOTS) else "cosine"
         )
-        specs.append(scc.checked_spec(slot, spec, lr, training["epochs"], S, training["optimizer"]))
+        if affordable:
+            specs.append(
+                scc.checked_spec(slot, spec, lr, training["epochs"], S, training["optimizer"])
+            )
 schedules = tuple(dict.fromkeys([analysis.BASELINE, *filter(None, specs)]))
 
 with st.sidebar:
-    grid = controls.grid(lrs=(lr,), arch=arch, schedules=schedules, **training)
+    grid = (
+        controls.grid(lrs=(lr,), arch=arch, schedules=schedules, **training) if affordable else None
+    )
     controls.cost_note(grid)
 urlcheck.finish((*controls.DISPLAY_KEYS, "lr_log", "state_sched", "state_steps", "code_model"))
 grid, result = controls.last_good("schedules", grid, lambda g: runner.run(g.experiment))

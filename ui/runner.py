@@ -57,13 +57,19 @@ POLL_S = 0.2  # how often a waiting page looks at its job (and lets Streamlit in
 CURVE_PAGE_FACTOR = 1.12
 
 
-def estimate(experiment: bnlr.Experiment, range_test_batches: int = 0) -> float:
+def estimate(experiment: bnlr.Experiment | cost.Shape, range_test_batches: int = 0) -> float:
     """Returns the estimated seconds of a request (bnlr.cost; the LR curve's with its analysis)."""
     secs = cost.estimate(experiment, range_test_batches)
     return secs * CURVE_PAGE_FACTOR if range_test_batches else secs
 
 
-def check_cost(experiment: bnlr.Experiment, range_test_batches: int = 0) -> None:
+def precheck(**grid_kwargs) -> None:
+    """check_cost for ``bnlr.Grid(**grid_kwargs)`` before it is built (building one steps every
+    schedule over the whole run: a cost too, capped here first)."""
+    check_cost(cost.grid_shape(**grid_kwargs))
+
+
+def check_cost(experiment: bnlr.Experiment | cost.Shape, range_test_batches: int = 0) -> None:
     """Raises ValueError, naming the cap and the controls to lower, when a request is over it."""
     seconds = estimate(experiment, range_test_batches)
     if seconds > COST_CAP_S:
