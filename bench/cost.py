@@ -187,11 +187,12 @@ def page_cost(page: str, grid: bnlr.Grid, rt: int) -> tuple[float, bool]:
     """Returns (estimated seconds of the page's trainings, accepted?) as ui.runner decides."""
     from ui import runner
 
+    factor = runner.PAGE_FACTOR["schedules"] if "playground" in page else 1.0
     try:
-        runner.check_cost(grid.experiment, rt)
+        runner.check_cost(grid.experiment, rt, factor)
     except ValueError:
-        return runner.estimate(grid.experiment, rt), False
-    secs = runner.estimate(grid.experiment, rt)
+        return runner.estimate(grid.experiment, rt, factor), False
+    secs = runner.estimate(grid.experiment, rt, factor)
     if "sensitivity" in page:
         more = runner.replication_cost(grid)
         if secs + more <= runner.COST_CAP_S:

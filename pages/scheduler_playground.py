@@ -21,6 +21,7 @@ st.markdown(
     "families (Géron, ch. 11) are one click away:"
 )
 
+FACTOR = runner.PAGE_FACTOR["schedules"]  # the page's own work beside its training
 urlcheck.start("schedules")
 with st.sidebar:
     controls.reset_button(controls.ARTICLE)
@@ -35,7 +36,7 @@ S = steps_per_epoch(training["data"].n_train, training["batch_size"])
 try:
     if arch is not None:
         slots = tuple(f"slot {k}" for k in range(n_slots + 1))  # the baseline and each column
-        runner.precheck(lrs=(lr,), schedules=slots, **arch, **training)
+        runner.precheck(FACTOR, lrs=(lr,), schedules=slots, **arch, **training)
     affordable = True
 except ValueError as e:
     st.error(str(e), icon="⚠️")
@@ -54,11 +55,15 @@ schedules = tuple(dict.fromkeys([analysis.BASELINE, *filter(None, specs)]))
 
 with st.sidebar:
     grid = (
-        controls.grid(lrs=(lr,), arch=arch, schedules=schedules, **training) if affordable else None
+        controls.grid(lrs=(lr,), arch=arch, schedules=schedules, factor=FACTOR, **training)
+        if affordable
+        else None
     )
-    controls.cost_note(grid)
+    controls.cost_note(grid, factor=FACTOR)
 urlcheck.finish((*controls.DISPLAY_KEYS, "lr_log", "state_sched", "state_steps", "code_model"))
-grid, result = controls.last_good("schedules", grid, lambda g: runner.run(g.experiment))
+grid, result = controls.last_good(
+    "schedules", grid, lambda g: runner.run(g.experiment, factor=FACTOR)
+)
 E, S, lr0, order = grid.epochs, grid.experiment.steps_per_epoch, grid.lrs[0], list(grid.schedules)
 report = analysis.schedule_report(result, grid)
 

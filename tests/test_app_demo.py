@@ -89,9 +89,9 @@ def test_over_the_cap_is_refused_before_any_training(trainings, params, names):
 
 def test_the_replication_is_left_out_when_the_page_would_pass_the_cap(trainings):
     # the figure fits, the same over 20 seeds does not: one training, and a sentence saying why
-    at = page("lr_sensitivity.py", epochs="300", lrs="0.1,0.01")
+    at = page("lr_sensitivity.py", epochs="150", lrs="0.1,0.01")
     assert not at.exception
-    g = bnlr.Grid(epochs=300, lrs=(0.1, 0.01))
+    g = bnlr.Grid(epochs=150, lrs=(0.1, 0.01))
     assert runner.estimate(g.experiment) <= runner.COST_CAP_S
     assert runner.estimate(g.experiment) + runner.replication_cost(g) > runner.COST_CAP_S
     assert trainings == [g.experiment]

@@ -204,26 +204,29 @@ def training(seeds_default: int = 1) -> dict:
     }
 
 
-def grid(**kwargs) -> bnlr.Grid | None:
+def grid(*, factor: float = 1.0, **kwargs) -> bnlr.Grid | None:
     """Returns the controls' Grid, or None after showing bnlr's message (or the work cap's)."""
     if any(v is None for v in kwargs.values()):
         return None
     arch = kwargs.pop("arch")
     try:
-        runner.precheck(**arch, **kwargs)  # before bnlr.Grid steps every schedule over the run
+        # before bnlr.Grid steps every schedule over the run
+        runner.precheck(factor=factor, **arch, **kwargs)
         g = bnlr.Grid(**arch, **kwargs)
-        runner.check_cost(g.experiment)
+        runner.check_cost(g.experiment, factor=factor)
         return g
     except ValueError as e:
         _error(str(e))
         return None
 
 
-def cost_note(g: bnlr.Grid | None, range_test_batches: int = 0, replication: bool = False) -> None:
+def cost_note(
+    g: bnlr.Grid | None, range_test_batches: int = 0, replication: bool = False, factor: float = 1.0
+) -> None:
     """States the per-request cost cap and this setting's estimate (``bnlr.cost``)."""
     used = ""
     if g is not None:
-        secs = runner.estimate(g.experiment, range_test_batches)
+        secs = runner.estimate(g.experiment, range_test_batches, factor)
         used = f"this setting ≈ {secs:.1f} s"
         if replication:
             more = runner.replication_cost(g)
