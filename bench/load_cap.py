@@ -31,9 +31,14 @@ import harness  # noqa: E402
 from load import HOOKS, cpu_seconds, trainings  # noqa: E402
 from memory import rss_mb  # noqa: E402
 
-# the corner walk's heaviest accepted request (bench/cost.py): the LR curve's grid at the most
-# epochs the cap accepts with the longest range test
-HEAVY = "lr-curve", "num_it=500&epochs=40"
+# the corner walk's heaviest accepted request (bench/cost.py): every depth, activation and BN
+# placement on the LR sensitivity page, at the most epochs the cap accepts (6)
+EVERY_MODEL = "&".join(
+    [f"depths={d}" for d in range(1, 9)]
+    + [f"act={a}" for a in ("tanh", "relu", "sigmoid", "leaky_relu")]
+    + [f"bn={b}" for b in ("no+BN", "BN+pre", "BN+post")]
+)
+HEAVY = "lr-sensitivity", EVERY_MODEL + "&epochs=6"
 DEFAULT = "lr-sensitivity", ""
 TARGET_S = 10.0
 
@@ -86,11 +91,13 @@ def summary(name: str, results: list[dict], key: str) -> str:
     )
 
 
-async def main(heavy: int, default: int, query: str, timeout: float, distinct: bool) -> int:
-    page, q = HEAVY[0], query or HEAVY[1]
-    # --distinct: every heavy session a different request (its own training): "&seeds=k" style
-    # variants are not all accepted, so the lr grid's top moves instead (lr_hi=1, 0.99, ...)
-    queries = [f"{q}&lr_hi={1 - k / 100:g}" if distinct else q for k in range(heavy)]
+async def main(
+    heavy: int, default: int, page: str, query: str, timeout: float, distinct: bool
+) -> int:
+    page, q = page or HEAVY[0], query or HEAVY[1]
+    # --distinct: every heavy session a different request (its own training, the same cost):
+    # the data's noise moves (0.010, 0.011, ...)
+    queries = [f"{q}&noise={0.01 + k / 1000:g}" if distinct else q for k in range(heavy)]
     with harness.serve(env=HOOKS) as (url, proc, log):
         await session(url, "", "", timeout)  # Home once: the page list, Home's claims trained
         before = len(trainings(log))
@@ -105,7 +112,7 @@ async def main(heavy: int, default: int, query: str, timeout: float, distinct: b
     ok_results = [r for r in results if not isinstance(r, BaseException)]
     heavy_r, default_r = ok_results[:heavy], ok_results[heavy:]
     print(f"server {url}; {os.cpu_count()} cores; load average before {load0:.1f}")
-    print(f"heavy: /{page}?{q}" + (" with lr_hi = 1, 0.99, … (distinct)" if distinct else ""))
+    print(f"heavy: /{page}?{q}" + (" with noise = 0.010, 0.011, … (distinct)" if distinct else ""))
     print(summary("heavy", heavy_r, "finished"))
     print(summary("default LR sensitivity", default_r, "first_chart"))
     print(summary("default LR sensitivity", default_r, "finished"))
@@ -128,10 +135,15 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--heavy", type=int, default=10)
     parser.add_argument("--default", type=int, default=10)
+    parser.add_argument("--page", default="", help="the heavy sessions' page (URL path)")
     parser.add_argument("--query", default="", help="the heavy sessions' query string")
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument(
         "--distinct", action="store_true", help="each heavy session a different request"
     )
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.heavy, args.default, args.query, args.timeout, args.distinct)))
+    sys.exit(
+        asyncio.run(
+            main(args.heavy, args.default, args.page, args.query, args.timeout, args.distinct)
+        )
+    )
