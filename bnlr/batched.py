@@ -4,7 +4,8 @@ Runs are grouped by (model, optimizer settings). A group of R runs keeps each Li
 stacked block (R, out, in + 1) — the weight with the bias as its last column, so that a single
 ``bmm`` against the input with a row of ones appended does the whole layer — and trains all R
 with one forward/backward. Activations are feature-major, (R, F, B). Each run keeps its own
-initial weights and batch order (``bnlr.protocol.start``), lr, optimizer state and schedule. BatchNorm treats every (run, feature) pair as one channel of
+initial weights and batch order (``bnlr.protocol.start``), lr, optimizer state and schedule.
+BatchNorm treats every (run, feature) pair as one channel of
 ``native_batch_norm`` over a (1, R·F, B) view, so batch statistics, affine parameters and running
 statistics are exactly ``nn.BatchNorm1d``'s, per run. The backward pass is written out with
 ATen's own backward kernels (the ones autograd calls), which halves the per-step overhead.
@@ -108,7 +109,8 @@ class _Group:
         return buf
 
     def _views(self, flat: torch.Tensor):
-        """Splits a theta-shaped tensor into its blocks: [W | b] per Linear, then gamma, beta per BN."""
+        """Splits a theta-shaped tensor into its blocks: [W | b] per Linear, then gamma, beta per
+        BN."""
         parts = [
             p.view(shape)
             for p, shape in zip(flat.split([math.prod(s) for s in self.shapes]), self.shapes)
@@ -117,7 +119,8 @@ class _Group:
         return parts[:n], parts[n::2], parts[n + 1 :: 2]
 
     def _bn(self, z: torch.Tensor, l: int, gamma, beta, training: bool):
-        """BatchNorm1d per (run, feature) on z (R, F, B): returns the output and what backward needs."""
+        """BatchNorm1d per (run, feature) on z (R, F, B): returns the output and what backward
+        needs."""
         R, W, B = z.shape
         flat = z.view(1, R * W, B)  # one BN channel per (run, feature), statistics over the batch
         out, mean, invstd = torch.native_batch_norm(
@@ -172,7 +175,7 @@ class _Group:
         """
         layers, gammas, betas = self.theta_views
         bn, last = self.model.bn, len(layers) - 1
-        R, _, B = x1.shape
+        B = x1.shape[2]
         for l, wb in enumerate(layers):
             z = torch.bmm(wb, x1)  # (R, out, B): W @ x + b in one bmm
             if l == last:
@@ -198,7 +201,8 @@ class _Group:
         raise AssertionError
 
     def backward(self, g: torch.Tensor, saved: list) -> torch.Tensor:
-        """Returns d(Σ_r loss_r)/dθ given g = d loss / d prediction (R, 1, B), by autograd's formulas."""
+        """Returns d(Σ_r loss_r)/dθ given g = d loss / d prediction (R, 1, B), by autograd's
+        formulas."""
         grad = self.grad
         layers, gammas, _ = self.theta_views
         g_layers, g_gammas, g_betas = self.grad_views
@@ -254,7 +258,8 @@ class _Group:
                     :, self.run_of
                 ]
                 any_momentum = bool(mom_table[:, epoch].any())
-                # (momentum is only read when some run has it this epoch; plain SGD skips the spreading)
+                # (momentum is only read when some run has it this epoch; plain SGD skips the
+                # spreading)
                 mom_e = (
                     torch.from_numpy(mom_table[:, epoch].T.copy())[:, self.run_of]
                     if any_momentum
