@@ -162,8 +162,14 @@ class Experiment:
                 f"n={self.data.n} leaves an empty split "
                 f"at train_fraction {self.data.train_fraction}"
             )
+        with_bn = any(r.model.bn != "none" for r in self.runs)
+        if self.batch_size == 1 and with_bn:
+            raise ValueError(
+                "batch_size 1 with BatchNorm: BatchNorm needs at least 2 samples per batch "
+                "(nn.BatchNorm1d raises in training); pick a batch size ≥ 2 or no BN"
+            )
         last = self.data.n_train % self.batch_size
-        if last == 1 and any(r.model.bn != "none" for r in self.runs):
+        if last == 1 and with_bn:
             raise ValueError(
                 f"batch_size {self.batch_size} leaves a last batch of 1 sample out of "
                 f"{self.data.n_train}; BatchNorm needs at least 2 (pick another batch size)"

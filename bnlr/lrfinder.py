@@ -15,6 +15,7 @@ for Training Neural Networks" (2017), §3.3; fastai ``LRFinder`` and ``Suggestio
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -23,7 +24,8 @@ import torch
 from torch import nn
 
 from .config import Experiment, RunConfig
-from .data import make_data
+from .data import Dataset, make_data
+from .history import Cancelled
 from .protocol import torch_run
 
 
@@ -59,17 +61,41 @@ class RangeTest:
         return (self.end_lr / self.start_lr) ** (1 / (self.num_it - 1))
 
 
+class Smoother:
+    """The bias-corrected EMA of a loss, one batch at a time: avg_i / (1 − beta ** (i + 1))."""
+
+    def __init__(self, beta: float = 0.98):
+        self.beta, self.avg, self.count = beta, 0.0, 0
+
+    def __call__(self, loss: float) -> float:
+        """Returns the smoothed loss after ``loss``."""
+        self.count += 1
+        self.avg = self.beta * self.avg + (1 - self.beta) * loss
+        return self.avg / (1 - self.beta**self.count)
+
+
+class Stopper:
+    """Says when the range test stops: a smoothed loss not finite or > stop_factor × its best."""
+
+    def __init__(self, stop_factor: float = 4.0):
+        self.stop_factor, self.best = stop_factor, math.inf
+
+    def __call__(self, smoothed: float) -> bool:
+        """Returns True if the test stops at this smoothed loss (it is not counted as a best)."""
+        if not math.isfinite(smoothed) or smoothed > self.stop_factor * self.best:
+            return True
+        self.best = min(self.best, smoothed)
+        return False
+
+
 def smooth(losses, beta: float = 0.98) -> np.ndarray:
     """Returns the bias-corrected EMA of ``losses``: avg_i / (1 − beta ** (i + 1)).
 
     >>> smooth([1.0, 3.0], beta=0.5).tolist()
     [1.0, 2.333333333333333]
     """
-    out, avg = [], 0.0
-    for i, loss in enumerate(np.asarray(losses, dtype=float)):
-        avg = beta * avg + (1 - beta) * loss
-        out.append(avg / (1 - beta ** (i + 1)))
-    return np.array(out)
+    step = Smoother(beta)
+    return np.array([step(loss) for loss in np.asarray(losses, dtype=float)])
 
 
 def stop_index(smoothed, stop_factor: float = 4.0) -> int | None:
@@ -78,12 +104,8 @@ def stop_index(smoothed, stop_factor: float = 4.0) -> int | None:
     >>> stop_index([5.0, 2.0, 3.0, 9.0])
     3
     """
-    best = math.inf
-    for i, s in enumerate(smoothed):
-        if not math.isfinite(s) or s > stop_factor * best:
-            return i
-        best = min(best, s)
-    return None
+    stops = Stopper(stop_factor)
+    return next((i for i, s in enumerate(smoothed) if stops(s)), None)
 
 
 def steep(lrs, losses) -> float:
@@ -139,6 +161,7 @@ def run_range_test(
     run: RunConfig,
     experiment: Experiment,
     test: RangeTest = RangeTest(),
+    data: Dataset | None = None,
 ) -> pd.DataFrame:
     """Returns the range test of one run: iteration, lr, loss (of that batch) and smooth_loss.
 
@@ -149,13 +172,15 @@ def run_range_test(
     rising = replace(
         run, lr=test.start_lr, schedule=f"exponential:gamma={test.gamma!r},every=batch"
     )
-    data = make_data(experiment.data, getattr(torch, experiment.dtype))
+    if data is None:  # the experiment's data (range_test makes it once for all its networks)
+        data = make_data(experiment.data, getattr(torch, experiment.dtype))
     epochs = math.ceil(test.num_it / experiment.steps_per_epoch)
     r = torch_run(rising, data, epochs, experiment.steps_per_epoch)
     batches = [idx for order in r.order for idx in order.split(experiment.batch_size)]
     loss_fn = nn.MSELoss()
     r.model.train()
     lrs, losses = [], []
+    smoother, stops = Smoother(test.beta), Stopper(test.stop_factor)  # as smooth(), stop_index()
     for idx in batches[: test.num_it]:
         lrs.append(r.stepper.lr)
         r.optimizer.zero_grad()
@@ -164,7 +189,7 @@ def run_range_test(
         r.optimizer.step()
         r.stepper.after_batch()
         losses.append(loss.item())
-        if stop_index(smooth(losses, test.beta), test.stop_factor) is not None:
+        if stops(smoother(losses[-1])):
             break
     return pd.DataFrame(
         {
@@ -176,18 +201,27 @@ def run_range_test(
     )
 
 
-def range_test(experiment: Experiment, test: RangeTest = RangeTest()) -> pd.DataFrame:
+def range_test(
+    experiment: Experiment,
+    test: RangeTest = RangeTest(),
+    cancel: Callable[[], bool] | None = None,
+) -> pd.DataFrame:
     """Returns the range test of every network of ``experiment`` with each of its seeds, tidy.
 
     Columns: arch, depth, width, activation, bn, seed, iteration, lr, loss, smooth_loss.
+    ``cancel()`` is polled before each network; when it returns True, ``bnlr.Cancelled`` is
+    raised.
     """
     seen, parts = set(), []
+    data = make_data(experiment.data, getattr(torch, experiment.dtype))
     for run in experiment.runs:
         key = (run.model, run.optimizer, run.seed)
         if key in seen:
             continue
+        if cancel is not None and cancel():
+            raise Cancelled()
         seen.add(key)
-        curve = run_range_test(run, experiment, test)
+        curve = run_range_test(run, experiment, test, data)
         m = run.model
         parts.append(
             curve.assign(

@@ -5,7 +5,7 @@ import streamlit as st
 from bnlr import claims
 from bnlr.evidence import sentence
 from ui import runner
-from ui.runner import WORK_CAP
+from ui.runner import COST_CAP_S, SLOTS
 
 N = claims.REPLICATION_SEEDS
 
@@ -77,7 +77,9 @@ st.markdown(f"""
   **display controls** above the charts (train / test, log axis, band) never retrain. The URL holds
   every setting: copy it to share exactly what you see. *Reset to the article's setup* brings back
   the article.
-- One request may train at most {WORK_CAP:,} sample-steps (runs × epochs × training samples).
+- One request may train for at most {COST_CAP_S:g} s, estimated on this server before anything
+  trains (a larger setting is refused, naming the controls to lower); at most {SLOTS} trainings run
+  at once and the others queue, first come first served.
 """)
 
 verdicts = runner.article_claims(N)

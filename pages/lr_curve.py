@@ -6,7 +6,7 @@ import streamlit as st
 
 from bnlr import analysis
 from bnlr.evidence import sentence
-from ui import charts, controls, runner
+from ui import charts, controls, runner, urlcheck
 
 DEFAULTS = {
     **controls.ARTICLE,
@@ -24,24 +24,31 @@ st.markdown(
     "(one short run per network, lr rising every batch) and where its rules would have put the lr."
 )
 
+urlcheck.start("lr_curve")
 with st.sidebar:
     controls.reset_button(DEFAULTS)
     lrs = controls.lr_range(DEFAULTS["lr_lo"], DEFAULTS["lr_hi"], DEFAULTS["lr_n"])
     arch = controls.architecture()
     grid = controls.grid(lrs=lrs, arch=arch, **controls.training(DEFAULTS["seeds"]))
     num_it = int(
-        st.number_input(
+        controls.number(
             "Range test: batches at most",
             20,
             500,
             DEFAULTS["num_it"],
             10,
             key="num_it",
-            bind="query-params",
             help="lr rises exponentially from 1e-5 to 10 over these batches",
         )
     )
-    controls.work_cap_note(grid, num_it)
+    controls.cost_note(grid, num_it)
+    if grid is not None:
+        try:
+            runner.check_cost(grid.experiment, num_it)
+        except ValueError as e:
+            st.error(str(e), icon="⚠️")
+            grid = None
+urlcheck.finish(controls.DISPLAY_KEYS)
 
 grid, (result, curves) = controls.last_good(
     "lr_curve", grid, lambda g: runner.sweep_and_range_test(g.experiment, num_it)

@@ -5,7 +5,7 @@ import streamlit as st
 
 from bnlr import analysis, article, claims
 from bnlr.evidence import sentence
-from ui import charts, controls, runner
+from ui import charts, controls, runner, urlcheck
 
 DEFAULTS = {**controls.ARTICLE, "lrs": ", ".join(map(str, article.LRS))}
 CLAIM = "BN models react **{word}** to the learning rate than plain ones"
@@ -18,13 +18,15 @@ st.markdown(
     "network react more to the learning rate?** Below, the answer for the seeds on screen, and "
     f"for the same experiment over {N} seeds."
 )
+urlcheck.start("lr_sensitivity")
 
 with st.sidebar:
     controls.reset_button(DEFAULTS)
     lrs = controls.lr_list(DEFAULTS["lrs"])
     arch = controls.architecture()
     grid = controls.grid(lrs=lrs, arch=arch, **controls.training())
-    controls.work_cap_note(grid)
+    controls.cost_note(grid, replication=True)
+urlcheck.finish(controls.DISPLAY_KEYS)
 
 grid, result = controls.last_good("lr_sensitivity", grid, lambda g: runner.run(g.experiment))
 show = controls.display()

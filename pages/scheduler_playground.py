@@ -9,7 +9,7 @@ from bnlr.config import steps_per_epoch
 from bnlr.evidence import sentence
 from bnlr.safe_expr import parse_factor
 from bnlr.schedules import parse_schedule
-from ui import controls, runner
+from ui import controls, runner, urlcheck
 from ui import schedule_charts as sc
 from ui import schedule_controls as scc
 
@@ -21,6 +21,8 @@ st.markdown(
     "families (Géron, ch. 11) are one click away:"
 )
 
+FACTOR = runner.PAGE_FACTOR["schedules"]  # the page's own work beside its training
+urlcheck.start("schedules")
 with st.sidebar:
     controls.reset_button(controls.ARTICLE)
     lr = scc.initial_lr()
@@ -30,19 +32,38 @@ with st.sidebar:
 scc.preset_buttons()
 n_slots = scc.slot_count()
 S = steps_per_epoch(training["data"].n_train, training["batch_size"])
+# checking a schedule steps its torch scheduler over the whole run: capped before that
+try:
+    if arch is not None:
+        slots = tuple(f"slot {k}" for k in range(n_slots + 1))  # the baseline and each column
+        runner.precheck(FACTOR, lrs=(lr,), schedules=slots, **arch, **training)
+    affordable = True
+except ValueError as e:
+    st.error(str(e), icon="⚠️")
+    affordable = False
 specs = []
 for slot, col in enumerate(st.columns(n_slots), 1):
     with col, st.container(border=True):
         spec = scc.slot_spec(
             slot, scc.DEFAULT_SLOTS[slot - 1] if slot <= len(scc.DEFAULT_SLOTS) else "cosine"
         )
-        specs.append(scc.checked_spec(slot, spec, lr, training["epochs"], S, training["optimizer"]))
+        if affordable:
+            specs.append(
+                scc.checked_spec(slot, spec, lr, training["epochs"], S, training["optimizer"])
+            )
 schedules = tuple(dict.fromkeys([analysis.BASELINE, *filter(None, specs)]))
 
 with st.sidebar:
-    grid = controls.grid(lrs=(lr,), arch=arch, schedules=schedules, **training)
-    controls.work_cap_note(grid)
-grid, result = controls.last_good("schedules", grid, lambda g: runner.run(g.experiment))
+    grid = (
+        controls.grid(lrs=(lr,), arch=arch, schedules=schedules, factor=FACTOR, **training)
+        if affordable
+        else None
+    )
+    controls.cost_note(grid, factor=FACTOR)
+urlcheck.finish((*controls.DISPLAY_KEYS, "lr_log", "state_sched", "state_steps", "code_model"))
+grid, result = controls.last_good(
+    "schedules", grid, lambda g: runner.run(g.experiment, factor=FACTOR)
+)
 E, S, lr0, order = grid.epochs, grid.experiment.steps_per_epoch, grid.lrs[0], list(grid.schedules)
 report = analysis.schedule_report(result, grid)
 

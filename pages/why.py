@@ -23,7 +23,7 @@ with st.sidebar:
     lrs = controls.lr_list(DEFAULTS["lrs"])
     arch = controls.architecture()
     training = controls.training()
-    wd = st.number_input(
+    wd = controls.number(
         "Weight decay",
         0.0,
         0.1,
@@ -31,13 +31,13 @@ with st.sidebar:
         0.001,
         format="%g",
         key="wd",
-        bind="query-params",
         help="L2 (SGD, Adam) or decoupled (AdamW): it shrinks ‖w‖, so BN's "
         "effective lr lr/‖w‖² grows again.",
     )
     training["optimizer"] = replace(training["optimizer"], weight_decay=float(wd) or None)
     grid = controls.grid(lrs=lrs, arch=arch, **training)
-    controls.work_cap_note(grid)
+    estimate = runner.physics_estimate(grid.experiment) if grid is not None else None
+    controls.cost_note(grid, seconds=estimate)
 
 grid, report = controls.last_good("why", grid, lambda g: runner.physics(g.experiment))
 epochs, runs = report.epochs, report.runs

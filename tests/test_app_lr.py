@@ -11,6 +11,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import bnlr
+from ui import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 180  # 2 shared cores: a cold run trains and imports torch
@@ -20,6 +21,7 @@ TIMEOUT = 180  # 2 shared cores: a cold run trains and imports torch
 def trainings(monkeypatch):
     """Returns the list of experiments bnlr.train was called with (the cache hides repeats)."""
     st.cache_data.clear()
+    runner.clear_cache()
     seen = []
     real = bnlr.train
 
@@ -30,6 +32,7 @@ def trainings(monkeypatch):
     monkeypatch.setattr(bnlr, "train", counting)
     yield seen
     st.cache_data.clear()
+    runner.clear_cache()
 
 
 def page(name: str, **params) -> AppTest:
@@ -171,7 +174,7 @@ def test_url_parameters_restore_the_settings(trainings):
         ("lrs", "0.1, -1", "learning rate -1 must be a finite number > 0"),
         ("lrs", " , ", "the learning-rate list is empty"),
         ("lrs", "0.1, fast", "learning rate 'fast' is not a number"),
-        ("n", 20000, "the demo allows"),
+        ("n", 20000, "the demo's cap is"),
     ],
 )
 def test_bad_input_shows_a_message_and_keeps_the_previous_chart(trainings, key, value, message):

@@ -20,6 +20,7 @@ from torch.optim import lr_scheduler
 
 import bnlr
 from bnlr.families import FAMILIES
+from ui import runner
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "scheduler_playground.py")
 STEPS = 14  # batches per epoch: ceil(700 / 50)
@@ -28,6 +29,7 @@ STEPS = 14  # batches per epoch: ceil(700 / 50)
 def app(epochs: int = 3, **state) -> AppTest:
     """Returns the page after its first run, with a small setting (one depth, few epochs)."""
     st.cache_data.clear()
+    runner.clear_cache()
     at = AppTest.from_file(PAGE, default_timeout=300)
     for key, value in {"epochs": epochs, "depths": [3], **state}.items():
         at.session_state[key] = value
@@ -303,6 +305,7 @@ def test_a_preset_lands_in_the_url_and_the_url_restores_it():
         )["encoding"]["color"]["scale"]["domain"]
 
     st.cache_data.clear()
+    runner.clear_cache()
     fresh = AppTest.from_file(PAGE, default_timeout=300)
     for key, value in url.items():
         fresh.query_params[key] = value

@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 import bnlr
 from bnlr import why
+from ui import runner
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "why.py")
 
@@ -18,6 +19,7 @@ PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "why.py")
 @pytest.fixture
 def page():
     st.cache_data.clear()
+    runner.clear_cache()
 
     def run(**params) -> AppTest:
         at = AppTest.from_file(PAGE, default_timeout=300)
@@ -27,6 +29,7 @@ def page():
 
     yield run
     st.cache_data.clear()
+    runner.clear_cache()
 
 
 def fields(at: AppTest) -> list[str]:

@@ -17,7 +17,7 @@ import bnlr
 from bnlr import article, codegen, metrics
 from bnlr.config import ACTIVATIONS
 from bnlr.optimizers import RULES
-from ui import runner
+from ui import runner, urlcheck
 from ui.style import BN_LABEL
 
 # The article's setup (bnlr.article): the default of every training control, by widget key.
@@ -36,6 +36,9 @@ ARTICLE = {
     "noise": article.NOISE,
     "degree": article.DEGREE,
 }
+BAND_LABEL = {"spread": "mean ± sd (log)", "minmax": "min–max"}
+FINAL_LABEL = {"last": "last", "mean_last_k": "mean last k", "best": "best"}
+DISPLAY_KEYS = ("split", "logy", "band", "final", "k", "present")  # drawn after the training
 FIRST_SEED = article.SEED  # more seeds are 930, 931, ...
 BIND = {"bind": "query-params"}
 
@@ -52,6 +55,13 @@ def reset_button(defaults: dict) -> None:
 
 def _error(message: str) -> None:
     st.error(message, icon="⚠️")
+
+
+def number(label: str, low, high, default, step=None, *, key: str, **kwargs):
+    """A number input bound to the URL; a link's value it refuses gets a notice (ui.urlcheck)."""
+    value = st.number_input(label, low, high, default, step, key=key, **BIND, **kwargs)
+    urlcheck.number(key, value, low, high, isinstance(low, int) and isinstance(high, int))
+    return value
 
 
 def lr_list(default: str) -> tuple[float, ...] | None:
@@ -107,7 +117,7 @@ def lr_range(low: str, high: str, count: int) -> tuple[float, ...] | None:
     c1, c2 = st.columns(2)
     lo = c1.text_input("Lowest lr", low, key="lr_lo", **BIND)
     hi = c2.text_input("Highest lr", high, key="lr_hi", **BIND)
-    n = st.number_input("Learning rates in the grid", 2, 64, count, key="lr_n", **BIND)
+    n = number("Learning rates in the grid", 2, 64, count, key="lr_n")
     try:
         try:
             lo_f, hi_f = float(lo), float(hi)
@@ -126,8 +136,10 @@ def architecture() -> dict | None:
     depths = st.multiselect(
         "Hidden layers (depth)", list(range(1, 9)), ARTICLE["depths"], key="depths", **BIND
     )
-    width = st.number_input("Units per hidden layer", 1, 64, ARTICLE["width"], key="width", **BIND)
+    urlcheck.choices("depths", depths, range(1, 9))
+    width = number("Units per hidden layer", 1, 64, ARTICLE["width"], key="width")
     acts = st.multiselect("Activation", list(ACTIVATIONS), ARTICLE["act"], key="act", **BIND)
+    urlcheck.choices("act", acts, ACTIVATIONS)
     bns = st.pills(
         "BatchNorm placement",
         list(BN_LABEL),
@@ -138,7 +150,8 @@ def architecture() -> dict | None:
         **BIND,
         help="pre = Linear → BN → activation; post = Linear → activation → BN",
     )
-    mom = st.number_input("BN momentum", 0.0, 1.0, ARTICLE["bn_mom"], 0.05, key="bn_mom", **BIND)
+    urlcheck.choices("bn", [BN_LABEL[b] for b in bns or ()], BN_LABEL.values())
+    mom = number("BN momentum", 0.0, 1.0, ARTICLE["bn_mom"], 0.05, key="bn_mom")
     missing = [
         name
         for name, v in (("a depth", depths), ("an activation", acts), ("a BN placement", bns))
@@ -158,8 +171,8 @@ def architecture() -> dict | None:
 
 def training(seeds_default: int = 1) -> dict:
     """Draws the optimizer, epochs, batch, seeds and data controls; returns Grid kwargs."""
-    epochs = st.number_input("Epochs", 1, 2000, ARTICLE["epochs"], key="epochs", **BIND)
-    batch = st.number_input("Batch size", 1, 20000, ARTICLE["batch"], key="batch", **BIND)
+    epochs = number("Epochs", 1, 2000, ARTICLE["epochs"], key="epochs")
+    batch = number("Batch size", 1, 20000, ARTICLE["batch"], key="batch")
     opt = st.selectbox(
         "Optimizer",
         list(RULES),
@@ -168,24 +181,20 @@ def training(seeds_default: int = 1) -> dict:
         **BIND,
         format_func=lambda name: RULES[name].torch_class,
     )
-    mom = st.number_input(
-        "SGD momentum", 0.0, 0.99, ARTICLE["mom"], 0.1, key="mom", **BIND, disabled=opt != "sgd"
-    )
-    seeds = st.number_input(
+    urlcheck.choice("opt", RULES[opt].torch_class, [r.torch_class for r in RULES.values()])
+    mom = number("SGD momentum", 0.0, 0.99, ARTICLE["mom"], 0.1, key="mom", disabled=opt != "sgd")
+    seeds = number(
         "Seeds (929, 930, …)",
         1,
         10,
         seeds_default,
         key="seeds",
-        **BIND,
         help="Each seed draws new initial weights and batch order; the band spans them.",
     )
     with st.expander("Data: y = (X ** degree) @ w + noise"):
-        n = st.number_input("Samples (70 % train)", 20, 20000, ARTICLE["n"], 100, key="n", **BIND)
-        noise = st.number_input(
-            "Noise std", 0.0, 10.0, ARTICLE["noise"], 0.01, key="noise", format="%.3f", **BIND
-        )
-        degree = st.number_input("Degree", 1, 6, ARTICLE["degree"], key="degree", **BIND)
+        n = number("Samples (70 % train)", 20, 20000, ARTICLE["n"], 100, key="n")
+        noise = number("Noise std", 0.0, 10.0, ARTICLE["noise"], 0.01, key="noise", format="%.3f")
+        degree = number("Degree", 1, 6, ARTICLE["degree"], key="degree")
     return {
         "epochs": int(epochs),
         "batch_size": int(batch),
@@ -195,26 +204,48 @@ def training(seeds_default: int = 1) -> dict:
     }
 
 
-def grid(**kwargs) -> bnlr.Grid | None:
+def grid(*, factor: float = 1.0, **kwargs) -> bnlr.Grid | None:
     """Returns the controls' Grid, or None after showing bnlr's message (or the work cap's)."""
     if any(v is None for v in kwargs.values()):
         return None
     arch = kwargs.pop("arch")
     try:
+        # before bnlr.Grid steps every schedule over the run
+        runner.precheck(factor=factor, **arch, **kwargs)
         g = bnlr.Grid(**arch, **kwargs)
-        runner.check_work(g.experiment)
+        runner.check_cost(g.experiment, factor=factor)
         return g
     except ValueError as e:
         _error(str(e))
         return None
 
 
-def work_cap_note(g: bnlr.Grid | None, range_test_batches: int = 0) -> None:
-    """States the per-request cap (runs × epochs × training samples) and where this setting is."""
-    used = f"this setting: {runner.work(g.experiment, range_test_batches):,} · " if g else ""
+def cost_note(
+    g: bnlr.Grid | None,
+    range_test_batches: int = 0,
+    replication: bool = False,
+    factor: float = 1.0,
+    seconds: float | None = None,
+) -> None:
+    """States the per-request cost cap and this setting's estimate (``bnlr.cost``; ``seconds``
+    when the page estimates its own)."""
+    used = ""
+    if g is not None:
+        secs = (
+            seconds
+            if seconds is not None
+            else runner.estimate(g.experiment, range_test_batches, factor)
+        )
+        used = f"this setting ≈ {secs:.1f} s"
+        if replication:
+            more = runner.replication_cost(g)
+            fits = secs + more <= runner.COST_CAP_S
+            used += f" + {more:.1f} s for the 20-seed replication" + ("" if fits else " (skipped)")
+        used += " · "
     st.caption(
-        f"Work cap per request: {used}limit {runner.WORK_CAP:,} sample-steps "
-        "(runs × epochs × training samples), so a public demo stays up."
+        f"Cost cap per request: {used}limit {runner.COST_CAP_S:g} s of training, estimated on "
+        f"this server before anything trains. At most {runner.SLOTS} trainings run at once; "
+        "others queue. So a public demo stays up."
     )
 
 
@@ -258,7 +289,7 @@ def display(finals: bool = False) -> dict:
             default="spread",
             key="band",
             required=True,
-            format_func={"spread": "mean ± sd (log)", "minmax": "min–max"}.get,
+            format_func=BAND_LABEL.get,
             **BIND,
         ),
     }
@@ -270,7 +301,7 @@ def display(finals: bool = False) -> dict:
             key="final",
             required=True,
             **BIND,
-            format_func={"last": "last", "mean_last_k": "mean last k", "best": "best"}.get,
+            format_func=FINAL_LABEL.get,
         )
         out["k"] = cols[4].number_input(
             "k",
@@ -282,6 +313,13 @@ def display(finals: bool = False) -> dict:
             help="epochs averaged by 'mean last k'",
             disabled=out["final"] != "mean_last_k",
         )
+    urlcheck.choice("split", out["split"], ["train", "test"])
+    urlcheck.flag("logy", out["log_y"])
+    urlcheck.choice("band", BAND_LABEL[out["band"]], BAND_LABEL.values())
+    if finals:
+        urlcheck.choice("final", FINAL_LABEL[out["final"]], FINAL_LABEL.values())
+        urlcheck.number("k", out["k"], 1, 50, True)
+    urlcheck.finish()
     return out
 
 
@@ -302,7 +340,11 @@ def diverged_note(runs: pd.DataFrame) -> None:
 
 
 def download(df: pd.DataFrame, label: str, file_name: str) -> None:
-    st.download_button(f"⬇ {label} (CSV)", df.to_csv(index=False).encode(), file_name, "text/csv")
+    """A CSV download, written when clicked (deferred): a large table's CSV cost seconds on every
+    run of the page (12.6 s of CPU for the playground at 10 seeds, measured), clicked or not."""
+    st.download_button(
+        f"⬇ {label} (CSV)", lambda: df.to_csv(index=False).encode(), file_name, "text/csv"
+    )
 
 
 def code(experiment: bnlr.Experiment) -> None:

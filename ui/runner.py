@@ -1,12 +1,32 @@
-"""Cached, capped training for the pages: one place that turns a config into results on screen.
+"""Capped, queued, shared training for the pages: the one place that turns a config into results.
 
-``run(experiment)`` and ``sweep_and_range_test(experiment, num_it)`` check the work cap, train
-through ``st.cache_data`` (keyed on the frozen config, bounded ``max_entries``, shared by every
-session of the server) and show a progress bar while they train. A second visit with the same
-settings is served from the cache.
+- **The cap is on cost** (``bnlr.cost``): a request is estimated in seconds of training on this
+  machine before anything trains, and refused above ``COST_CAP_S`` with a message naming the
+  controls to lower; its result must also stay under ``RESULT_CAP_BYTES``.
+- **At most ``SLOTS`` trainings at once** (the machine's cores, or ``BNLR_TRAINING_SLOTS``), each
+  in a worker thread; later requests wait in a first-come queue and the page shows its place
+  ("2 trainings ahead of yours"). Heavy requests (over ``HEAVY_S``) take at most SLOTS − 1 slots,
+  so a default page never waits behind a row of heavy links.
+- **Shared, and stopped when nobody waits**: sessions asking for the same settings wait for the
+  same job. A session stops waiting when its script is interrupted — Streamlit raises
+  ``RerunException`` / ``StopException`` at the page's next Streamlit call when the visitor
+  changes a setting or closes the tab, and the wait loop makes one every ``POLL_S`` — and the job
+  counts the sessions still waiting; with none left (for ``GRACE_S``, so that a rerun of the same
+  settings attaches again) ``bnlr.train`` is cancelled at its next epoch (``bnlr.Cancelled``).
+- **A cache bounded in entries and bytes** (``CACHE_ENTRIES``, ``CACHE_BYTES``), least recently
+  used first out, shared by every session of the server.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 import streamlit as st
@@ -14,77 +34,294 @@ import torch
 
 import bnlr
 import bnlr.article
-from bnlr import claims, lrfinder, why
+from bnlr import claims, cost, lrfinder, why
+from bnlr.models import layout
 
 # These networks are tiny: intra-op threads buy nothing, and on a busy 2-core server their
 # spin-waiting made training ~50x slower (measured: 93 s vs 1.8 s for the default grid).
 torch.set_num_threads(1)
 
-WORK_CAP = 12_000_000  # sample-steps in one request (a public demo must stay up)
+COST_CAP_S = 5.0  # estimated seconds of training per request (bnlr.cost, calibrated here)
+RESULT_CAP_BYTES = 48 * 2**20  # one request's result (tables) at most
+SLOTS = int(os.environ.get("BNLR_TRAINING_SLOTS", "0")) or os.cpu_count() or 1
 CACHE_ENTRIES = 24  # trained results kept per server
+CACHE_BYTES = 160 * 2**20  # ... and their bytes at most (pandas memory_usage, deep)
+HEAVY_S = 1.0  # a request estimated above this is heavy: heavy ones leave a slot for the rest
+GRACE_S = 0.5  # a job nobody waits for is cancelled after this (a rerun re-attaches within it)
+POLL_S = 0.2  # how often a waiting page looks at its job (and lets Streamlit interrupt it)
 
 
-def work(experiment: bnlr.Experiment, range_test_batches: int = 0) -> int:
-    """Returns the sample-steps a request trains: runs × epochs × training samples, plus the
-    range test's batches × batch size for each network and seed."""
-    networks = len({(r.model, r.optimizer, r.seed) for r in experiment.runs})
-    return experiment.work + networks * range_test_batches * experiment.batch_size
+# ---------------------------------------------------------------- the cost cap
 
 
-def check_work(experiment: bnlr.Experiment, range_test_batches: int = 0) -> None:
-    """Raises ValueError when the experiment is larger than one request may be."""
-    asked = work(experiment, range_test_batches)
-    if asked > WORK_CAP:
+# What a page does besides training (analysis, chart specs; the playground's per-batch lr tables,
+# code and optimizer-state panels), as a factor on its training estimate: the corner walk's
+# measured page CPU ÷ training estimate (bench/cost.py, 2026-11-26: worst 1.14 on LR sensitivity,
+# 1.28 on the LR curve, 1.50 on the playground). LR sensitivity keeps 1.0 so that its default
+# (figure + 20-seed replication, 4.9 s estimated, 4.8 s measured) stays whole under the cap.
+PAGE_FACTOR = {"lr_sensitivity": 1.0, "lr_curve": 1.3, "schedules": 1.5}
+
+
+def estimate(
+    experiment: bnlr.Experiment | cost.Shape, range_test_batches: int = 0, factor: float = 1.0
+) -> float:
+    """Returns the estimated seconds of a request (bnlr.cost × the page's factor; the LR
+    curve's, with its range test, × its own)."""
+    secs = cost.estimate(experiment, range_test_batches) * factor
+    return secs * PAGE_FACTOR["lr_curve"] if range_test_batches else secs
+
+
+def precheck(factor: float = 1.0, **grid_kwargs) -> None:
+    """check_cost for ``bnlr.Grid(**grid_kwargs)`` before it is built (building one steps every
+    schedule over the whole run: a cost too, capped here first)."""
+    check_cost(cost.grid_shape(**grid_kwargs), factor=factor)
+
+
+def check_cost(
+    experiment: bnlr.Experiment | cost.Shape, range_test_batches: int = 0, factor: float = 1.0
+) -> None:
+    """Raises ValueError, naming the cap and the controls to lower, when a request is over it."""
+    seconds = estimate(experiment, range_test_batches, factor)
+    if seconds > COST_CAP_S:
+        lower = cost.lower_what(experiment, range_test_batches)
+        raise ValueError(cost.Refusal(seconds, COST_CAP_S, lower).message())
+    size = cost.result_bytes(experiment)
+    if size > RESULT_CAP_BYTES:
         raise ValueError(
-            f"this setting asks for {asked:,} sample-steps ({len(experiment.runs)} runs × "
-            f"{experiment.epochs} epochs × {experiment.data.n_train} samples"
-            + (" + the range test" if range_test_batches else "")
-            + f"); the demo allows {WORK_CAP:,}. "
-            "Use fewer learning rates, seeds, epochs or samples."
+            f"this setting would keep about {size / 2**20:.0f} MB of results (one row per run "
+            f"and optimizer step); the demo allows {RESULT_CAP_BYTES / 2**20:.0f} MB per "
+            "request. Lower epochs, samples, learning rates or seeds, or raise the batch size."
         )
 
 
-@st.cache_data(max_entries=CACHE_ENTRIES, show_spinner=False)
-def _train(experiment: bnlr.Experiment, _label: str = "Training") -> bnlr.Result:
-    # The bar is made in here: st.cache_data replays the elements a cached function drew, and
-    # fails on a hit if they were drawn into a block made outside it (CacheReplayClosureError).
-    # Updates are throttled to ~20 so the replay on a hit stays cheap; the bar ends emptied.
-    bar, shown = st.progress(0.0, text=f"{_label}…"), [-1]
+# ---------------------------------------------------------------- jobs, slots and the queue
 
-    def progress(done: int, total: int) -> None:
-        if done * 20 // total > shown[0]:
-            shown[0] = done * 20 // total
-            bar.progress(done / total, text=f"{_label}: {done}/{total} run-epochs")
 
+@dataclass(eq=False)
+class Job:
+    """One training: who waits for it, where it is, and how it ended."""
+
+    key: Hashable
+    fn: Callable  # fn(cancel, progress) -> value
+    label: str
+    heavy: bool = False
+    waiters: int = 0
+    left_at: float = 0.0
+    started: bool = False
+    progress: tuple[int, int] = (0, 1)
+    value: object = None
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def cancelled(self) -> bool:
+        """True once no session has waited for this job for GRACE_S (polled between epochs)."""
+        with _lock:
+            return self.waiters == 0 and time.monotonic() - self.left_at >= GRACE_S
+
+    def report(self, done: int, total: int) -> None:
+        self.progress = (done, total)
+
+
+_lock = threading.RLock()
+_jobs: dict[Hashable, Job] = {}  # not finished: queued or running
+_queue: list[Job] = []  # first come, first served
+_running: list[Job] = []
+_cache: OrderedDict[Hashable, tuple[object, int]] = OrderedDict()  # key → (value, bytes)
+
+
+def _nbytes(value) -> int:
+    if isinstance(value, pd.DataFrame):
+        return int(value.memory_usage(deep=True).sum())
+    if isinstance(value, bnlr.Result):
+        return sum(_nbytes(getattr(value, f)) for f in ("history", "steps", "runs"))
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_nbytes(v) for v in value.values())
+    if dataclasses.is_dataclass(value):  # e.g. bnlr.why.WhyReport: its tables
+        return sum(_nbytes(getattr(value, f.name)) for f in dataclasses.fields(value))
+    return 1024
+
+
+def _store(key: Hashable, value) -> None:
+    size = _nbytes(value)
+    if size > CACHE_BYTES:
+        return
+    _cache[key] = (value, size)
+    while len(_cache) > CACHE_ENTRIES or cache_bytes() > CACHE_BYTES:
+        _cache.popitem(last=False)
+
+
+def cache_bytes() -> int:
+    """Returns the bytes the cache holds now."""
+    with _lock:
+        return sum(size for _, size in _cache.values())
+
+
+def clear_cache() -> None:
+    """Empties the cache (tests and benches; jobs already running finish)."""
+    with _lock:
+        _cache.clear()
+
+
+def _ahead(job: Job) -> int:
+    """Trainings ahead of a queued job: the running ones and those queued before it."""
+    return len(_running) + _queue.index(job) if job in _queue else 0
+
+
+def _dispatch() -> None:
+    """Starts queued jobs, first come first served, while a slot is free (holding _lock).
+
+    Heavy jobs take at most SLOTS − 1 slots (1 on a 1- or 2-core machine), so a light request
+    (a default page) never waits behind a row of heavy links: it takes the slot left free.
+    """
+    for job in list(_queue):
+        if len(_running) >= SLOTS:
+            return
+        if job.waiters == 0:  # everybody left while it was queued: it never starts
+            _queue.remove(job)
+            _jobs.pop(job.key, None)
+            job.error = bnlr.Cancelled()
+            job.done.set()
+            continue
+        if job.heavy and sum(j.heavy for j in _running) >= max(1, SLOTS - 1):
+            continue
+        _queue.remove(job)
+        job.started = True
+        _running.append(job)
+        threading.Thread(target=_work, args=(job,), name="bnlr-training", daemon=True).start()
+
+
+def _work(job: Job) -> None:
+    value, error = None, None
     try:
-        return bnlr.train(experiment, progress=progress)
-    finally:
-        bar.empty()
+        value = job.fn(job.cancelled, job.report)
+    except BaseException as e:  # handed to the sessions waiting for it
+        error = e
+    with _lock:
+        _running.remove(job)
+        _jobs.pop(job.key, None)
+        if error is None:
+            _store(job.key, value)
+        job.value, job.error = value, error
+        job.done.set()
+        _dispatch()
 
 
-@st.cache_data(max_entries=CACHE_ENTRIES, show_spinner="Running the LR range test…")
-def _range_test(experiment: bnlr.Experiment, num_it: int) -> pd.DataFrame:
-    return lrfinder.range_test(experiment, lrfinder.RangeTest(num_it=num_it))
+def enqueue(
+    key: Hashable, fn: Callable, label: str = "Training", waiters: int = 1, seconds: float = 0.0
+) -> Job:
+    """Returns the job for ``key`` with ``waiters`` more sessions waiting for it: the one already
+    queued or running, or a new one at the end of the queue. ``fn(cancel, progress)`` runs in a
+    worker thread; a job nobody waits for is dropped from the queue, or cancelled if it runs.
+    ``seconds``: its estimated cost (above HEAVY_S it is heavy)."""
+    with _lock:
+        job = _jobs.get(key)
+        if job is None:
+            job = _jobs[key] = Job(key, fn, label, heavy=seconds > HEAVY_S)
+            _queue.append(job)
+        job.waiters += waiters
+        _dispatch()
+        return job
 
 
-@st.cache_data(max_entries=CACHE_ENTRIES, show_spinner="Curvature at init (exact Hessians)…")
-def initial_sharpness(experiment: bnlr.Experiment) -> pd.DataFrame:
-    """Returns ``why.initial_sharpness`` of the experiment's networks and seeds (cached)."""
-    return why.initial_sharpness(experiment)
+def state() -> dict:
+    """Returns what runs and waits now: {"running": [labels], "queued": [labels]} (benches)."""
+    with _lock:
+        return {"running": [j.label for j in _running], "queued": [j.label for j in _queue]}
 
 
-def run(experiment: bnlr.Experiment, label: str = "Training") -> bnlr.Result:
+def _show(box, job: Job) -> None:
+    """Draws the job's place in the queue, or its progress (a Streamlit call: a yield point)."""
+    with _lock:
+        ahead, (done, total), started = _ahead(job), job.progress, job.started
+    if not started:
+        box.progress(
+            0.0,
+            text=f"{job.label}: waiting for a free slot, {_trainings(ahead)} ahead "
+            f"of yours ({SLOTS} at once on this server)",
+        )
+    else:
+        box.progress(min(1.0, done / max(total, 1)), text=f"{job.label}: {done}/{total} run-epochs")
+
+
+def _trainings(n: int) -> str:
+    return f"{n} training{'s' * (n != 1)}"
+
+
+def obtain(key: Hashable, fn: Callable, label: str = "Training", seconds: float = 0.0):
+    """Returns the value of ``fn(cancel, progress)`` for ``key``: from the cache, or by waiting
+    (with a progress bar, or the queue position) for the job that computes it."""
+    while True:
+        with _lock:
+            if key in _cache:
+                _cache.move_to_end(key)
+                return _cache[key][0]
+            job = enqueue(key, fn, label, seconds=seconds)
+            ahead = _ahead(job)
+        box = st.empty()
+        try:
+            while not job.done.wait(POLL_S):
+                _show(box, job)
+        except BaseException:  # the script was stopped or rerun: this session no longer waits
+            _leave(job)
+            raise
+        _leave(job)
+        box.empty()
+        if isinstance(job.error, bnlr.Cancelled):
+            continue  # cancelled as this session arrived: ask again
+        if job.error is not None:
+            raise job.error
+        if ahead:
+            st.caption(
+                f"⏳ Queued: {_trainings(ahead)} ahead of yours when you asked (at most "
+                f"{SLOTS} train at once on this server, first come first served)."
+            )
+        return job.value
+
+
+def _leave(job: Job) -> None:
+    with _lock:
+        job.waiters -= 1
+        if job.waiters == 0:
+            job.left_at = time.monotonic()
+
+
+# ---------------------------------------------------------------- what the pages call
+
+
+def run(experiment: bnlr.Experiment, label: str = "Training", factor: float = 1.0) -> bnlr.Result:
     """Returns the trained result, from the cache when these settings ran before."""
-    check_work(experiment)
-    return _train(experiment, _label=label)
+    check_cost(experiment, factor=factor)
+    return obtain(
+        ("train", experiment),
+        lambda cancel, progress: bnlr.train(experiment, progress=progress, cancel=cancel),
+        label,
+        estimate(experiment, factor=factor),
+    )
 
 
 def sweep_and_range_test(
     experiment: bnlr.Experiment, num_it: int
 ) -> tuple[bnlr.Result, pd.DataFrame]:
-    """Returns the trained sweep and the LR range test of each of its networks (both cached)."""
-    check_work(experiment, num_it)
-    return _train(experiment, _label="Sweeping the learning rate"), _range_test(experiment, num_it)
+    """Returns the trained sweep and the LR range test of each of its networks (one job)."""
+    check_cost(experiment, num_it)
+
+    def both(cancel, progress):
+        result = bnlr.train(experiment, progress=progress, cancel=cancel)
+        return result, lrfinder.range_test(experiment, lrfinder.RangeTest(num_it=num_it), cancel)
+
+    return obtain(
+        ("sweep", experiment, num_it),
+        both,
+        "Sweeping the learning rate",
+        estimate(experiment, num_it),
+    )
+
+
+def replication_cost(grid: bnlr.Grid, count: int = claims.REPLICATION_SEEDS) -> float:
+    """Returns the estimated seconds of the ``count``-seed replication of ``grid``."""
+    return estimate(claims.replicate(grid, count).experiment)
 
 
 def replication(
@@ -92,48 +329,76 @@ def replication(
 ) -> tuple[bnlr.Result | None, str]:
     """Returns the same experiment over ``count`` seeds from 929 (cached), or None and why not.
 
-    Trained after the page's own runs, so the figure is on screen while the seeds train; with
-    the same seeds it is the very same cache entry.
+    Trained after the page's own runs, so the figure is on screen while the seeds train. The
+    page's two trainings together stay under the cap: the replication is left out otherwise.
     """
-    replica = claims.replicate(grid, count)
-    try:
-        check_work(replica.experiment)
-    except ValueError:
-        asked = f"{work(replica.experiment):,}"
+    replica = claims.replicate(grid, count).experiment
+    figure, extra = estimate(grid.experiment), estimate(replica)
+    if figure + extra > COST_CAP_S or cost.result_bytes(replica) > RESULT_CAP_BYTES:
         return None, (
-            f"the {count}-seed replication of this setting would train {asked} sample-steps, over "
-            f"the demo's {WORK_CAP:,}; lower the learning rates, depths or epochs to see it"
+            f"the {count}-seed replication of this setting would take about {extra:.1f} s of "
+            f"training more (this page's cap is {COST_CAP_S:g} s per request, "
+            f"{figure:.1f} s already go to the figure); lower the learning rates, depths, "
+            "epochs or samples to see it"
         )
-    return _train(replica.experiment, _label=f"Training over {count} seeds"), ""
+    return run(replica, label=f"Training over {count} seeds"), ""
 
 
 def article_claims(seeds: int = claims.REPLICATION_SEEDS) -> dict:
-    """Returns the verdict on each article claim over ``seeds`` seeds (cached trainings)."""
+    """Returns the verdict on each article claim over ``seeds`` seeds (cached trainings).
+
+    A fixed request (no control changes it), so it is not capped; it is trained once per server
+    and shared, through the same queue.
+    """
     runs = claims.claim_runs(claims.seeds_from(bnlr.article.SEED, seeds))
     label = f"Judging the article's claims over {seeds} seeds"
-    results = {
-        1: _train(runs.sensitivity.experiment, _label=label + " (1/3)"),
-        2: _train(runs.curve.experiment, _label=label + " (2/3)"),
-        3: _train(runs.schedules.experiment, _label=label + " (3/3)"),
-    }
+    results = {}
+    for k, grid in enumerate((runs.sensitivity, runs.curve, runs.schedules), 1):
+        exp = grid.experiment
+        results[k] = obtain(
+            ("train", exp),
+            lambda cancel, progress, exp=exp: bnlr.train(exp, progress=progress, cancel=cancel),
+            f"{label} ({k}/3)",
+            estimate(exp),
+        )
     return claims.judge_claims(results)
 
 
-@st.cache_data(max_entries=CACHE_ENTRIES, show_spinner=False)
-def _physics(experiment: bnlr.Experiment) -> why.WhyReport:
-    bar = st.progress(0.0, text="Training the runs and their twins…")
+# ---------------------------------------------------------------- the Why page
 
-    def progress(done: int, total: int) -> None:
-        bar.progress(done / total, text=f"Training the runs and their twins: {done}/{total}")
+HESSIAN_S = 0.0035  # seconds per exact Hessian of a 93-parameter network (bench/sharpness.py)
 
-    try:
-        with st.spinner("Sharpness: the exact Hessian of every run after every epoch…"):
-            return why.run_physics(experiment, progress=progress)
-    finally:
-        bar.empty()
+
+def physics_estimate(experiment: bnlr.Experiment) -> float:
+    """Returns the estimated seconds of the Why page: its runs and their twins in float64, and
+    an exact Hessian per run and epoch (cost ∝ parameters², measured for 93)."""
+    twins = why.with_twins(replace(experiment, dtype="float64"))
+    params = [
+        sum(math.prod(shape) for _, shape in layout(r.model, experiment.data.n_features))
+        for r in experiment.runs
+    ]
+    hessians = sum(HESSIAN_S * (p / 93) ** 2 for p in params) * (experiment.epochs + 1)
+    return estimate(twins) + hessians
 
 
 def physics(experiment: bnlr.Experiment) -> why.WhyReport:
     """Returns ``bnlr.why``'s measurements of the runs (trained with their twins; cached)."""
-    check_work(why.with_twins(experiment))
-    return _physics(experiment)
+    seconds = physics_estimate(experiment)
+    if seconds > COST_CAP_S:
+        lower = cost.lower_what(experiment, 0)
+        raise ValueError(cost.Refusal(seconds, COST_CAP_S, lower).message())
+    return obtain(
+        ("physics", experiment),
+        lambda cancel, progress: why.run_physics(experiment, progress=progress, cancel=cancel),
+        "Training the runs and their twins, then their Hessians",
+        seconds,
+    )
+
+
+def initial_sharpness(experiment: bnlr.Experiment) -> pd.DataFrame:
+    """Returns ``why.initial_sharpness`` of the experiment's networks and seeds (cached)."""
+    return obtain(
+        ("initial_sharpness", experiment),
+        lambda cancel, progress: why.initial_sharpness(experiment),
+        "Curvature at init (exact Hessians)",
+    )

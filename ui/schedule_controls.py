@@ -21,6 +21,7 @@ import bnlr
 from bnlr.families import FAMILIES, Key
 from bnlr.safe_expr import ACCEPTED
 from bnlr.schedules import check_schedule, parse_schedule
+from ui import urlcheck
 
 BIND = {"bind": "query-params"}
 MAX_SLOTS = 4
@@ -144,7 +145,7 @@ def preset_buttons() -> None:
 
 
 def initial_lr() -> float:
-    return float(
+    value = float(
         st.number_input(
             "Initial lr (the optimizer's lr)",
             min_value=1e-6,
@@ -158,14 +159,18 @@ def initial_lr() -> float:
             "and OneCycleLR it is max_lr unless you set max_lr.",
         )
     )
+    urlcheck.number("lr0", value, 1e-6, 10.0, integer=False)
+    return value
 
 
 def slot_count() -> int:
-    return int(
+    value = int(
         st.number_input(
             "Schedules to compare", 1, MAX_SLOTS, key="nslots", **_first("nslots", value=3), **BIND
         )
     )
+    urlcheck.number("nslots", value, 1, MAX_SLOTS, integer=True)
+    return value
 
 
 def _first(key: str, **initial) -> dict:

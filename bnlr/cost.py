@@ -1,0 +1,225 @@
+"""What a request costs: seconds of one core on the demo's machine, estimated before training.
+
+The cost of ``bnlr.train`` (batched engine) is not its sample-steps: it is a sum of what the
+engine does, each counted from the config alone and weighted by a constant measured on this
+machine (``python bench/cost.py --fit`` fits them; ``python bench/cost.py`` prints the estimate
+beside the measured time at the corners of the app's controls):
+
+- per optimizer step of a group of runs (one network shape): Python and dispatch overhead, per
+  layer (more with BatchNorm) — the cost of a small batch;
+- per parameter per step, all runs: the update and the per-step lr spread over theta;
+- per sample per parameter: the forward and backward passes (train split) and the evaluation
+  after every epoch (both splits);
+- per run and epoch: the batch order, the evaluation, the tidy tables (one row per run × step);
+- the LR range test (reference engine: one plain PyTorch loop per network and seed).
+
+``estimate(experiment)`` returns seconds; ``breakdown`` the same per term, which the app uses to
+name the controls to lower. Pure Python, no torch: the app and the bench both import it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+from .config import DataConfig, Experiment, ModelConfig, steps_per_epoch
+from .optimizers import OptimizerConfig
+
+# Seconds per unit of each feature, fitted on this machine by ``python bench/cost.py --fit``
+# (non-negative least squares on the relative error of CPU time over 62 trainings and range
+# tests, one torch thread, 2026-11-26, load average ~5), times 1.3: the fit's median relative
+# error is 15 %; a few small points are under-estimated up to 3x. The corner walk
+# (``python bench/cost.py``) checks the heaviest accepted requests against the cap.
+COST_S = {
+    "request": 0.0159,
+    "group": 0.000691,
+    "run": 0.000255,
+    "step": 6.45e-05,
+    "step_layer": 1.82e-05,
+    "step_bn_layer": 8.96e-05,
+    "step_param": 1.64e-08,
+    "train_flop": 7.88e-10,
+    "eval_flop": 0,
+    "run_epoch": 6.95e-06,
+    "order": 2.42e-08,
+    "step_row": 3.99e-06,
+    "schedule_step": 3.8e-06,
+    "rt_net": 0.0103,
+    "rt_order": 6.9e-07,
+    "rt_step": 0.000102,
+    "rt_step_layer": 0.000113,
+    "rt_flop": 4.81e-10,
+}
+
+# What each feature is, and which app controls make it smaller (the refusal names them).
+LOWER = {
+    "request": "",
+    "group": "depths, activations or BN placements",
+    "run": "learning rates, seeds, depths, activations or BN placements",
+    "step": "epochs or samples, or raise the batch size",
+    "step_layer": "epochs, samples or depths, or raise the batch size",
+    "step_bn_layer": "epochs, samples or BN placements, or raise the batch size",
+    "step_param": "epochs, width, depths, learning rates or seeds, or raise the batch size",
+    "train_flop": "width, depths, epochs, samples, learning rates or seeds",
+    "eval_flop": "width, depths, epochs, samples, learning rates or seeds",
+    "run_epoch": "epochs, learning rates or seeds",
+    "order": "epochs, samples, learning rates or seeds",
+    "step_row": "epochs, samples, learning rates or seeds, or raise the batch size",
+    "schedule_step": "epochs or samples, or raise the batch size",
+    "rt_net": "range test batches, depths or seeds",
+    "rt_order": "samples, depths or seeds",
+    "rt_step": "range test batches, depths or seeds",
+    "rt_step_layer": "range test batches, depths or seeds",
+    "rt_flop": "range test batches, width or the batch size",
+}
+
+
+def _shape(model: ModelConfig, n_features: int) -> tuple[int, int, int]:
+    """Returns (layers, parameters per run, hidden units) of a model."""
+    sizes = (n_features, *model.widths, 1)
+    params = sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
+    hidden = sum(model.widths)
+    if model.bn != "none":
+        params += 2 * hidden
+    return len(sizes) - 1, params, hidden
+
+
+def features(experiment: Experiment | Shape, range_test_batches: int = 0) -> dict[str, float]:
+    """Returns the count of each unit of work in ``experiment`` (and its range test)."""
+    data, E, B = experiment.data, experiment.epochs, experiment.batch_size
+    S = experiment.steps_per_epoch
+    n_train, n = data.n_train, data.n
+    f = dict.fromkeys(COST_S, 0.0)
+    f["request"] = 1.0
+    groups = Counter((r.model, r.optimizer) for r in experiment.runs)
+    for (model, _), R in groups.items():
+        layers, params, hidden = _shape(model, data.n_features)
+        per_sample = params + 2 * hidden  # multiply-adds, plus the activation (and BN) per unit
+        f["group"] += 1
+        f["run"] += R
+        f["step"] += E * S
+        f["step_layer"] += E * S * layers
+        f["step_bn_layer"] += E * S * (layers - 1) * (model.bn != "none")
+        f["step_param"] += E * S * R * params
+        f["train_flop"] += R * E * n_train * per_sample
+        f["eval_flop"] += R * E * n * per_sample
+        f["run_epoch"] += R * E
+        f["order"] += R * E * n_train * (data.n_features + 1)
+        f["step_row"] += R * E * S
+    # every (schedule, lr) is checked once by stepping its torch scheduler over the whole run
+    f["schedule_step"] = len({(r.schedule, r.lr, r.optimizer) for r in experiment.runs}) * E * S
+    if range_test_batches:
+        nets = {(r.model, r.optimizer, r.seed) for r in experiment.runs}
+        for model, _, _ in nets:
+            layers, params, hidden = _shape(model, data.n_features)
+            f["rt_net"] += 1
+            f["rt_order"] += n_train * math.ceil(range_test_batches / S)
+            f["rt_step"] += range_test_batches
+            f["rt_step_layer"] += range_test_batches * layers
+            f["rt_flop"] += range_test_batches * B * (params + 2 * hidden)
+    return f
+
+
+def breakdown(experiment: Experiment | Shape, range_test_batches: int = 0) -> dict[str, float]:
+    """Returns the estimated seconds of each term."""
+    return {k: COST_S[k] * v for k, v in features(experiment, range_test_batches).items()}
+
+
+def estimate(experiment: Experiment | Shape, range_test_batches: int = 0) -> float:
+    """Returns the estimated seconds (one core, this machine) to train ``experiment``."""
+    return sum(breakdown(experiment, range_test_batches).values())
+
+
+def result_bytes(experiment: Experiment | Shape) -> int:
+    """Returns about how many bytes the trained result holds (history, steps and runs tables)."""
+    R, E, S = len(experiment.runs), experiment.epochs, experiment.steps_per_epoch
+    return R * E * S * STEP_ROW_BYTES + R * E * 2 * HISTORY_ROW_BYTES + R * 400
+
+
+STEP_ROW_BYTES = 40  # run, epoch, step (int64), lr, momentum (float64)
+HISTORY_ROW_BYTES = 420  # 17 columns, 6 of them short strings (pandas memory_usage, deep)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a request is over the cap: its estimate, the cap, and the controls to lower."""
+
+    seconds: float
+    cap: float
+    lower: str
+
+    def message(self, what: str = "this setting") -> str:
+        return (
+            f"{what} would take about {self.seconds:.1f} s of training on this server; the "
+            f"demo's cap is {self.cap:g} s per request, so that one link cannot hold the "
+            f"machine. Lower {self.lower}."
+        )
+
+
+def lower_what(experiment: Experiment | Shape, range_test_batches: int = 0) -> str:
+    """Returns the controls to lower: those of the two largest terms of the estimate."""
+    terms = sorted(breakdown(experiment, range_test_batches).items(), key=lambda kv: -kv[1])
+    picked: list[str] = []
+    for name, _ in terms:
+        if LOWER[name] and LOWER[name] not in picked:
+            picked.append(LOWER[name])
+        if len(picked) == 2:
+            break
+    return "; or ".join(picked)
+
+
+@dataclass(frozen=True)
+class _Run:
+    model: ModelConfig
+    optimizer: OptimizerConfig
+    lr: float
+    seed: int
+    schedule: str
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the estimate reads of an experiment, without validating it: building a Grid steps
+    every schedule's torch scheduler over the whole run, which is itself a cost to cap."""
+
+    runs: tuple[_Run, ...]
+    data: DataConfig
+    epochs: int
+    batch_size: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return steps_per_epoch(self.data.n_train, self.batch_size)
+
+
+def grid_shape(
+    depths,
+    width: int,
+    activations,
+    bns,
+    lrs,
+    seeds,
+    schedules=("constant",),
+    optimizer: OptimizerConfig = OptimizerConfig(),
+    data: DataConfig = DataConfig(),
+    epochs: int = 40,
+    batch_size: int = 50,
+    bn_momentum: float = 0.1,
+    **_,
+) -> Shape:
+    """Returns the Shape of ``bnlr.Grid(...)`` with these arguments (cheap: nothing is stepped)."""
+    models = [
+        ModelConfig((width,) * d, a, b, bn_momentum)
+        for d in depths
+        for a in activations
+        for b in bns
+    ]
+    runs = tuple(
+        _Run(m, optimizer, float(lr), seed, sched)
+        for m in models
+        for sched in schedules
+        for lr in lrs
+        for seed in seeds
+    )
+    return Shape(runs, data, int(epochs), int(batch_size))
