@@ -103,7 +103,8 @@ def judge(
     finite = effects[np.isfinite(effects)]
     left_out = tuple(int(s) for s in effects.index[~np.isfinite(effects)])
     n = len(finite)
-    if len(effects) < 2:
+
+    def cannot_say(reason: str) -> Verdict:
         return Verdict(
             claim,
             seeds_holding(finite),
@@ -112,24 +113,20 @@ def judge(
             math.nan,
             math.nan,
             "cannot say",
-            "one seed cannot answer it: the result of one seed is one "
-            "sample of chaos; choose 2 or more seeds",
+            reason,
             unit,
             left_out,
         )
+
+    if len(effects) < 2:
+        return cannot_say(
+            "one seed cannot answer it: the result of one seed is one sample of "
+            "chaos; choose 2 or more seeds"
+        )
     if n < 2:
-        return Verdict(
-            claim,
-            seeds_holding(finite),
-            n,
-            _mean(finite),
-            math.nan,
-            math.nan,
-            "cannot say",
-            f"{len(left_out)} of {len(effects)} seeds have no finite "
-            "value (a run diverged), too few are left to answer",
-            unit,
-            left_out,
+        return cannot_say(
+            f"{len(left_out)} of {len(effects)} seeds have no finite value (a run "
+            "diverged), too few are left to answer"
         )
     low, high = bootstrap_interval(finite.to_numpy(), level)
     word = yes if low > 0 else no if high < 0 else "no consistent difference"

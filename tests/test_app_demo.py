@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import streamlit as st
 from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 from streamlit.testing.v1 import AppTest
 
@@ -19,23 +18,6 @@ from ui import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 180
-
-
-@pytest.fixture
-def trainings(monkeypatch):
-    """Returns the list of experiments bnlr.train was called with."""
-    st.cache_data.clear()
-    runner.clear_cache()
-    seen = []
-    real = bnlr.train
-
-    def counting(experiment, *args, **kwargs):
-        seen.append(experiment)
-        return real(experiment, *args, **kwargs)
-
-    monkeypatch.setattr(bnlr, "train", counting)
-    yield seen
-    runner.clear_cache()
 
 
 def page(name: str, **params) -> AppTest:

@@ -7,32 +7,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import bnlr
-from ui import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 180  # 2 shared cores: a cold run trains and imports torch
-
-
-@pytest.fixture
-def trainings(monkeypatch):
-    """Returns the list of experiments bnlr.train was called with (the cache hides repeats)."""
-    st.cache_data.clear()
-    runner.clear_cache()
-    seen = []
-    real = bnlr.train
-
-    def counting(experiment, *args, **kwargs):
-        seen.append(experiment)
-        return real(experiment, *args, **kwargs)
-
-    monkeypatch.setattr(bnlr, "train", counting)
-    yield seen
-    st.cache_data.clear()
-    runner.clear_cache()
 
 
 def page(name: str, **params) -> AppTest:
