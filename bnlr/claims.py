@@ -172,7 +172,11 @@ def seeds_from(first: int, count: int) -> tuple[int, ...]:
 
 def judge_claims(results: dict[int, Result], split: str = "train") -> dict[int, Verdict]:
     """Returns the verdict on each claim from its trained runs ({1: result, 2: ..., 3: ...})."""
-    m = {k: metrics.run_metrics(r.history, split) for k, r in results.items()}
+    return judge_metrics({k: metrics.run_metrics(r.history, split) for k, r in results.items()})
+
+
+def judge_metrics(m: dict[int, pd.DataFrame]) -> dict[int, Verdict]:
+    """Returns the verdict on each claim from its runs' metrics (``metrics.run_metrics``)."""
     return {
         1: verdict(1, bn_sensitivity_effects(sensitivity_per_seed(m[1]))),
         2: verdict(2, u_shape_effects(m[2])),

@@ -34,6 +34,7 @@ import torch
 
 import bnlr
 import bnlr.article
+import bnlr.metrics
 from bnlr import claims, cost, lrfinder, why
 from bnlr.models import layout
 
@@ -46,6 +47,7 @@ RESULT_CAP_BYTES = 48 * 2**20  # one request's result (tables) at most
 SLOTS = int(os.environ.get("BNLR_TRAINING_SLOTS", "0")) or os.cpu_count() or 1
 CACHE_ENTRIES = 24  # trained results kept per server
 CACHE_BYTES = 160 * 2**20  # ... and their bytes at most (pandas memory_usage, deep)
+CLAIM_SEEDS_AT_ONCE = 5  # Home's claims train this many seeds at a time
 HEAVY_S = 1.0  # a request estimated above this is heavy: heavy ones leave a slot for the rest
 GRACE_S = 0.5  # a job nobody waits for is cancelled after this (a rerun re-attaches within it)
 POLL_S = 0.2  # how often a waiting page looks at its job (and lets Streamlit interrupt it)
@@ -355,15 +357,21 @@ def article_claims(seeds: int = claims.REPLICATION_SEEDS) -> dict:
     grids = (runs.sensitivity, runs.curve, runs.schedules)
 
     def judge(cancel, progress):
+        # a few seeds at a time, keeping only each run's metrics: the peak stays that of a few
+        # hundred runs (freed memory is not always given back to the system)
         total = sum(len(g.experiment.runs) * g.epochs for g in grids)
-        results, done = {}, 0
+        found, done = {}, 0
         for k, grid in enumerate(grids, 1):
-            exp = grid.experiment
-            results[k] = bnlr.train(
-                exp, cancel=cancel, progress=lambda d, t, base=done: progress(base + d, total)
-            )
-            done += len(exp.runs) * exp.epochs
-        return claims.judge_claims(results)
+            parts = []
+            for start in range(0, len(grid.seeds), CLAIM_SEEDS_AT_ONCE):
+                chunk = replace(grid, seeds=grid.seeds[start : start + CLAIM_SEEDS_AT_ONCE])
+                result = bnlr.train(
+                    chunk, cancel=cancel, progress=lambda d, t, base=done: progress(base + d, total)
+                )
+                parts.append(bnlr.metrics.run_metrics(result.history))
+                done += len(chunk.experiment.runs) * chunk.epochs
+            found[k] = pd.concat(parts, ignore_index=True)
+        return claims.judge_metrics(found)
 
     seconds = sum(estimate(g.experiment) for g in grids)
     return obtain(
