@@ -211,26 +211,18 @@ def _one_area_per_series(spec: dict, data: pd.DataFrame, x: str, facet: str | No
 
 
 def two_seed_history() -> pd.DataFrame:
-    rows = []
-    for bn in ("none", "pre"):
-        for seed in (1, 2):
-            for lr in (0.1, 0.01):
-                for e in (1, 2, 3):
-                    loss = (10 if bn == "none" else 3) * seed / e * lr
-                    rows.append(
-                        {
-                            "run": 0,
-                            "arch": f"3×4 tanh · {'no BN' if bn == 'none' else 'BN pre'}",
-                            "bn": bn,
-                            "lr": lr,
-                            "seed": seed,
-                            "epoch": e,
-                            "split": "train",
-                            "loss": loss,
-                            "schedule": "constant",
-                        }
-                    )
-    return pd.DataFrame(rows)
+    """Two seeds of a network with and without BN at two lrs (the helper above, one schedule)."""
+    label = {"none": "3×4 tanh · no BN", "pre": "3×4 tanh · BN pre"}
+    return history(
+        {
+            (label[bn], bn, lr, seed): [
+                (10 if bn == "none" else 3) * seed / e * lr for e in (1, 2, 3)
+            ]
+            for bn in ("none", "pre")
+            for seed in (1, 2)
+            for lr in (0.1, 0.01)
+        }
+    ).assign(schedule="constant")
 
 
 def test_seed_bands_are_one_area_per_series_on_every_chart():
@@ -239,19 +231,15 @@ def test_seed_bands_are_one_area_per_series_on_every_chart():
     h = two_seed_history()
     bands = analysis.history_band(h)
     spec = charts.loss_curves(bands).to_dict()
-    _one_area_per_series(spec, label_frame(bands), "epoch", facet="lr")
+    _one_area_per_series(spec, bands, "epoch", facet="lr")
     m = metrics_table()
     mb = analysis.metrics_band(m)
-    _one_area_per_series(charts.lr_curve(mb).to_dict(), label_frame(mb), "lr")
+    _one_area_per_series(charts.lr_curve(mb).to_dict(), mb, "lr")
     from ui import schedule_charts
 
     sb = analysis.schedule_loss(h.assign(schedule=["constant", "step"] * (len(h) // 2)))
     spec = schedule_charts.loss_chart(sb, ["constant", "step"]).to_dict()
     _one_area_per_series(spec, schedule_charts.loss_frame(sb), "epoch", facet="model")
-
-
-def label_frame(bands: pd.DataFrame) -> pd.DataFrame:
-    return bands  # history_band / metrics_band already carry net and BN
 
 
 def test_best_marker_sits_at_each_networks_lowest_seed_mean():
