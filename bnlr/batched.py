@@ -24,6 +24,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from . import fused
 from .config import Experiment, RunConfig
 from .data import Dataset
 from .history import Cancelled, RunHistory
@@ -75,9 +76,16 @@ class _Group:
         self.dtype = getattr(torch, exp.dtype)
         self.model, self.opt_cfg = runs[0].model, runs[0].optimizer
         self.R = R = len(runs)
-        starts = [start(run, data, exp.epochs) for run in runs]  # the reference engine's draws
-        inits = [layers for layers, _ in starts]
-        self.order = torch.stack([order for _, order in starts])  # (R, E, N_train)
+        # The reference engine's draws; runs that differ only in lr or schedule share them.
+        drawn: dict[tuple, tuple] = {}
+        for run in runs:
+            key = (run.seed, run.perturb)
+            if key not in drawn:
+                drawn[key] = start(run, data, exp.epochs)
+        keys = list(drawn)
+        inits = [drawn[(run.seed, run.perturb)][0] for run in runs]
+        self.orders = torch.stack([drawn[k][1] for k in keys])  # (distinct, E, N_train)
+        self.order_of = np.array([keys.index((run.seed, run.perturb)) for run in runs])  # (R,)
         # Every parameter lives in one flat tensor theta, block by block; each block holds one
         # tensor of all R runs contiguously, (R, ...), so layers are free views and the optimizer
         # update is a few elementwise ops over theta with a per-element lr.
@@ -244,7 +252,7 @@ class _Group:
 
     def train(self, tick, cancel, record: bool = False) -> list[RunHistory]:
         exp, R, S = self.exp, self.R, self.exp.steps_per_epoch
-        E, bs = exp.epochs, exp.batch_size
+        E = exp.epochs
         trajs = [trajectory(r.schedule, r.lr, E, S, r.optimizer) for r in self.runs]
         # Runs whose lr depends on their loss (ReduceLROnPlateau) get a live scheduler on a bare
         # optimizer, stepped after each epoch's evaluation with the run's own losses.
@@ -261,13 +269,21 @@ class _Group:
             R, E, S
         )
         optimizer = self.opt_cfg.rule(self.opt_cfg, self.theta)
-        hists = [RunHistory.empty(E, S) for _ in range(R)]
+        losses = np.full((2, R, E), np.nan)  # train, test per run and epoch (NaN once diverged)
+        trained = np.zeros(R, dtype=int)  # epochs each run trained (up to its divergence)
+        diverged: list[int | None] = [None] * R
         alive = np.ones(R, dtype=bool)
         index = self.flat_index() if record else None
         if record:
             params = np.full((R, E + 1, index.shape[1]), np.nan)
             params[:, 0] = self.theta[index].double().numpy()
         d = self.data
+        fast = (
+            fused.FusedGroup(self, bool(mom_table.any()))
+            if fused.wanted()
+            and fused.supported(self.model.widths, d.X_train.shape[1], self.model.bn)
+            else None
+        )
         ones = lambda X: torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], dim=1)  # noqa: E731
         Xtr1, Xte1 = ones(d.X_train), ones(d.X_test)  # (N, in + 1)
         ytr_row, yte_row = d.y_train.t(), d.y_test.t()  # (1, N)
@@ -275,55 +291,73 @@ class _Group:
             for epoch in range(E):
                 if cancel is not None and cancel():
                     raise Cancelled()
-                # this epoch's lr and momentum per step, spread to every element of theta: (S, P)
-                lr_e = torch.from_numpy((lr_table[:, epoch] * alive[:, None]).T.copy())[
-                    :, self.run_of
-                ]
-                any_momentum = bool(mom_table[:, epoch].any())
-                # (momentum is only read when some run has it this epoch; plain SGD skips it)
-                mom_e = (
-                    torch.from_numpy(mom_table[:, epoch].T.copy())[:, self.run_of]
-                    if any_momentum
-                    else lr_e
-                )
-                order = self.order[:, epoch]
-                X_e = Xtr1.t()[:, order].transpose(
-                    0, 1
-                )  # (R, in + 1, N): this epoch's order, as columns
-                y_e = ytr_row[0, order].unsqueeze(1)  # (R, 1, N)
-                for b in range(S):
-                    batch = slice(b * bs, (b + 1) * bs)
-                    saved: list = []
-                    pred = self.forward(X_e[:, :, batch], training=True, saved=saved)  # (R, 1, B)
-                    # d MSE_r / d pred: each run its own mean loss, as MSELoss's backward gives
-                    g = (pred - y_e[:, :, batch]).mul_(2.0 / pred.shape[2])
-                    optimizer.step(self.backward(g, saved), lr_e[b], mom_e[b], any_momentum)
-                train_l, test_l = (
-                    self._eval_losses(Xtr1.t(), ytr_row),
-                    self._eval_losses(Xte1.t(), yte_row),
-                )
-                for r in np.flatnonzero(alive):
-                    h = hists[r]
-                    h.train[epoch], h.test[epoch] = train_l[r], test_l[r]
-                    h.step_lr[epoch], h.step_momentum[epoch] = (
-                        lr_table[r, epoch],
-                        mom_table[r, epoch],
+                if fast is not None:
+                    train_l, test_l = fast.epoch(
+                        epoch, lr_table[:, epoch] * alive[:, None], mom_table[:, epoch]
                     )
-                    if not (math.isfinite(train_l[r]) and math.isfinite(test_l[r])):
-                        h.diverged_epoch = epoch + 1
-                        alive[r] = False
-                        tick(E - epoch)
-                    elif r in live and epoch + 1 < E:
-                        live[r].after_epoch(train_l[r], test_l[r])
-                        lr_table[r, epoch + 1 :] = live[r].lr
-                if not alive.all():
-                    self._quarantine(~alive, optimizer)
+                else:
+                    train_l, test_l = self._torch_epoch(
+                        epoch, lr_table, mom_table, alive, optimizer, Xtr1, Xte1, ytr_row, yte_row
+                    )
+                losses[0, alive, epoch], losses[1, alive, epoch] = train_l[alive], test_l[alive]
+                trained[alive] = epoch + 1
+                bad = alive & ~(np.isfinite(train_l) & np.isfinite(test_l))
+                for r in np.flatnonzero(bad):
+                    diverged[r] = epoch + 1
+                    tick(E - epoch)
+                alive &= ~bad
+                for r, stepper in live.items():
+                    if alive[r] and epoch + 1 < E:
+                        stepper.after_epoch(train_l[r], test_l[r])
+                        lr_table[r, epoch + 1 :] = stepper.lr
+                if bad.any():
+                    if fast is not None:
+                        fast.quarantine(~alive)
+                    else:
+                        self._quarantine(~alive, optimizer)
                 if record:
+                    if fast is not None:
+                        fast.write_theta()
                     params[alive, epoch + 1] = self.theta[index].double().numpy()[alive]
                 tick(int(alive.sum()))
-        for r, h in enumerate(hists):
-            h.parameters = params[r] if record else None
-        return hists
+        done = np.arange(E)[None, :] < trained[:, None]  # (R, E): the epochs a run trained
+        step_lr = np.where(done[:, :, None], lr_table, np.nan)
+        step_mom = np.where(done[:, :, None], mom_table, np.nan)
+        return [
+            RunHistory(
+                losses[0, r],
+                losses[1, r],
+                step_lr[r],
+                step_mom[r],
+                diverged[r],
+                params[r] if record else None,
+            )
+            for r in range(R)
+        ]
+
+    def _torch_epoch(
+        self, epoch, lr_table, mom_table, alive, optimizer, Xtr1, Xte1, ytr_row, yte_row
+    ):
+        """One epoch on the torch path; returns the train and test MSE per run (float64)."""
+        S, bs = self.exp.steps_per_epoch, self.exp.batch_size
+        # this epoch's lr and momentum per step, spread to every element of theta: (S, P)
+        lr_e = torch.from_numpy((lr_table[:, epoch] * alive[:, None]).T.copy())[:, self.run_of]
+        any_momentum = bool(mom_table[:, epoch].any())
+        # (momentum is only read when some run has it this epoch; plain SGD skips it)
+        mom_e = (
+            torch.from_numpy(mom_table[:, epoch].T.copy())[:, self.run_of] if any_momentum else lr_e
+        )
+        order = self.orders[self.order_of, epoch]  # (R, N_train)
+        X_e = Xtr1.t()[:, order].transpose(0, 1)  # (R, in + 1, N): this epoch's order, as columns
+        y_e = ytr_row[0, order].unsqueeze(1)  # (R, 1, N)
+        for b in range(S):
+            batch = slice(b * bs, (b + 1) * bs)
+            saved: list = []
+            pred = self.forward(X_e[:, :, batch], training=True, saved=saved)  # (R, 1, B)
+            # d MSE_r / d pred: each run its own mean loss, as MSELoss's backward gives
+            g = (pred - y_e[:, :, batch]).mul_(2.0 / pred.shape[2])
+            optimizer.step(self.backward(g, saved), lr_e[b], mom_e[b], any_momentum)
+        return self._eval_losses(Xtr1.t(), ytr_row), self._eval_losses(Xte1.t(), yte_row)
 
     def _quarantine(self, dead: np.ndarray, optimizer: Rule) -> None:
         """Zero a diverged run's weights and state so its NaNs stay out of every later step."""
