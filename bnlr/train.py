@@ -97,28 +97,17 @@ def _tables(exp: Experiment, hists: list[RunHistory]) -> Result:
         ]
     )
     E, S = exp.epochs, exp.steps_per_epoch
+    R = len(hists)
     epochs = np.arange(1, E + 1)
-    parts = []
-    for split in ("train", "test"):
-        loss = np.stack([getattr(h, split) for h in hists])  # (R, E)
-        parts.append(
-            pd.DataFrame(
-                {
-                    "run": np.repeat(np.arange(len(hists)), E),
-                    "epoch": np.tile(epochs, len(hists)),
-                    "split": split,
-                    "loss": loss.ravel(),
-                    "epoch_lr": np.stack([h.step_lr[:, 0] for h in hists]).ravel(),
-                    "diverged": np.concatenate(
-                        [epochs >= (h.diverged_epoch or E + 1) for h in hists]
-                    ),
-                }
-            )
-        )
-    history = runs.drop(columns="diverged_epoch").merge(
-        pd.concat(parts, ignore_index=True), on="run"
-    )
-    history = history.sort_values(["run", "split", "epoch"], kind="stable").reset_index(drop=True)
+    # Rows ordered by run, split ("test" before "train"), epoch; each run's settings repeated.
+    history = runs.drop(columns="diverged_epoch").take(np.repeat(np.arange(R), 2 * E))
+    history = history.reset_index(drop=True)
+    history["epoch"] = np.tile(epochs, 2 * R)
+    history["split"] = np.tile(np.repeat(np.array(["test", "train"]), E), R)
+    history["loss"] = np.stack([np.concatenate([h.test, h.train]) for h in hists]).ravel()
+    history["epoch_lr"] = np.tile(np.stack([h.step_lr[:, 0] for h in hists]), 2).ravel()
+    diverged = np.stack([epochs >= (h.diverged_epoch or E + 1) for h in hists])
+    history["diverged"] = np.tile(diverged, 2).ravel()
     steps = pd.DataFrame(
         {
             "run": np.repeat(np.arange(len(hists)), E * S),
