@@ -12,7 +12,11 @@ BatchNorm treats every (run, feature) pair as one channel of ``native_batch_norm
 come from the real torch scheduler (``schedules.trajectory``); ``ReduceLROnPlateau`` runs live
 per run on its own loss. The update rules are torch.optim's, per run (``bnlr.optimizers``).
 With ``record``, every run's parameters are kept at init and after each epoch (``bnlr.why``).
-Tested against ``bnlr.reference`` in ``tests/test_engines.py``.
+
+Two paths compute an epoch: where ``bnlr.fused`` applies (llvmlite importable, the network within
+its size limits, ``BNLR_KERNEL`` not ``torch``), one compiled SIMD kernel per network shape trains
+the whole group for the epoch; otherwise the torch path below (bmm, ATen's batch-norm kernels).
+Both are tested against ``bnlr.reference`` in ``tests/test_engines.py`` and ``tests/test_fused.py``.
 """
 
 from __future__ import annotations
