@@ -85,12 +85,13 @@ def fit(count: int, save: str) -> None:
     names = list(cost.COST_S)
     for i, (exp, rt) in enumerate(calibration(count, rng)):
         print(f"{i:3d} ...", end=" ", flush=True)
+        f = cost.features(exp)  # before training: whether its kernels are compiled yet
+        est = cost.estimate(exp)
         t = cpu(lambda: bnlr.train(exp))
-        f = cost.features(exp)
         rows.append([f[k] for k in names])
         times.append(t)
         line = f"{i:3d} runs {len(exp.runs):4d} E {exp.epochs:4d} S {exp.steps_per_epoch:5d}"
-        line += f" n {exp.data.n:5d}: train {t:6.3f} s (est {cost.estimate(exp):6.3f})"
+        line += f" n {exp.data.n:5d}: train {t:6.3f} s (est {est:6.3f})"
         if rt:
             t = cpu(lambda: lrfinder.range_test(exp, lrfinder.RangeTest(num_it=rt)))
             full, base = cost.features(exp, rt), cost.features(exp)

@@ -282,12 +282,13 @@ class _Group:
             params = np.full((R, E + 1, index.shape[1]), np.nan)
             params[:, 0] = self.theta[index].double().numpy()
         d = self.data
-        fast = (
-            fused.FusedGroup(self, bool(mom_table.any()))
-            if fused.wanted()
-            and fused.supported(self.model.widths, d.X_train.shape[1], self.model.bn)
-            else None
-        )
+        fast = None
+        if fused.wanted() and fused.supported(self.model.widths, d.X_train.shape[1], self.model.bn):
+            shape = fused.shape_of(
+                self.model, d.X_train.shape[1], self.opt_cfg, exp.dtype, bool(mom_table.any())
+            )
+            if fused.ready(shape):
+                fast = fused.FusedGroup(self, shape)
         ones = lambda X: torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], dim=1)  # noqa: E731
         Xtr1, Xte1 = ones(d.X_train), ones(d.X_test)  # (N, in + 1)
         ytr_row, yte_row = d.y_train.t(), d.y_test.t()  # (1, N)

@@ -23,14 +23,18 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
+from . import fused
 from .config import DataConfig, Experiment, ModelConfig, steps_per_epoch
 from .optimizers import OptimizerConfig
 
-# Seconds per unit of each feature, fitted on this machine by ``python bench/cost.py --fit``
-# (non-negative least squares on the relative error of CPU time over 62 trainings and range
-# tests, one torch thread, 2026-11-26, load average ~5), times 1.3: the fit's median relative
-# error is 15 %; a few small points are under-estimated up to 3x. The corner walk
-# (``python bench/cost.py``) checks the heaviest accepted requests against the cap.
+# Seconds per unit of each feature on this machine. The torch-path and shared terms were fitted
+# by ``python bench/cost.py --fit`` (non-negative least squares on the relative error of CPU time
+# over 62 trainings and range tests, one torch thread, 2026-11-26, load average ~5, before the
+# fused kernel), times 1.3: that fit's median relative error was 15 %. The fused kernel's terms
+# (fused_*) come from a fit over 60 trainings with the kernel (2026-11-26, load ~3.5; median
+# relative error 18 %), times 1.5, the compile term from the compile times measured for depth
+# 3/4 and 8 under load (≈ 0.55 s and 1.7 s per kernel). The corner walk (``python
+# bench/cost.py``) checks the heaviest accepted requests against the cap.
 COST_S = {
     "request": 0.0159,
     "group": 0.000691,
@@ -44,6 +48,11 @@ COST_S = {
     "run_epoch": 6.95e-06,
     "order": 2.42e-08,
     "step_row": 3.99e-06,
+    "fused_group": 0.001,
+    "fused_block_step": 1.86e-07,
+    "fused_train_flop": 1.08e-09,
+    "fused_eval_flop": 0,
+    "fused_compile": 0.35,
     "schedule_step": 3.8e-06,
     "rt_net": 0.0103,
     "rt_order": 6.9e-07,
@@ -66,6 +75,11 @@ LOWER = {
     "run_epoch": "epochs, learning rates or seeds",
     "order": "epochs, samples, learning rates or seeds",
     "step_row": "epochs, samples, learning rates or seeds, or raise the batch size",
+    "fused_group": "depths, activations or BN placements",
+    "fused_block_step": "epochs, samples, learning rates or seeds, or raise the batch size",
+    "fused_train_flop": "width, depths, epochs, samples, learning rates or seeds",
+    "fused_eval_flop": "width, depths, epochs, samples, learning rates or seeds",
+    "fused_compile": "depths, activations or BN placements",
     "schedule_step": "epochs or samples, or raise the batch size",
     "rt_net": "range test batches, depths or seeds",
     "rt_order": "samples, depths or seeds",
@@ -93,20 +107,31 @@ def features(experiment: Experiment | Shape, range_test_batches: int = 0) -> dic
     f = dict.fromkeys(COST_S, 0.0)
     f["request"] = 1.0
     groups = Counter((r.model, r.optimizer) for r in experiment.runs)
-    for (model, _), R in groups.items():
+    for (model, optimizer), R in groups.items():
         layers, params, hidden = _shape(model, data.n_features)
         per_sample = params + 2 * hidden  # multiply-adds, plus the activation (and BN) per unit
         f["group"] += 1
         f["run"] += R
+        f["run_epoch"] += R * E
+        f["step_row"] += R * E * S  # the tidy tables: one row per run and step
+        route = fused.path(model, data.n_features, optimizer.name, experiment.dtype)
+        if route != "torch":
+            # the fused kernel: blocks of lanes, the whole epoch in one call
+            lanes = fused.LANES[experiment.dtype]
+            blocks = -(-R // lanes)
+            f["fused_group"] += 1
+            f["fused_block_step"] += blocks * E * S * (layers + params / 10)
+            f["fused_train_flop"] += blocks * lanes * E * n_train * per_sample
+            f["fused_eval_flop"] += blocks * lanes * E * n * per_sample
+            f["fused_compile"] += (1 + params / 50) * (route == "compile")
+            continue
         f["step"] += E * S
         f["step_layer"] += E * S * layers
         f["step_bn_layer"] += E * S * (layers - 1) * (model.bn != "none")
         f["step_param"] += E * S * R * params
         f["train_flop"] += R * E * n_train * per_sample
         f["eval_flop"] += R * E * n * per_sample
-        f["run_epoch"] += R * E
         f["order"] += R * E * n_train * (data.n_features + 1)
-        f["step_row"] += R * E * S
     # every (schedule, lr) is checked once by stepping its torch scheduler over the whole run
     f["schedule_step"] = len({(r.schedule, r.lr, r.optimizer) for r in experiment.runs}) * E * S
     if range_test_batches:
@@ -187,6 +212,7 @@ class Shape:
     data: DataConfig
     epochs: int
     batch_size: int
+    dtype: str = "float32"
 
     @property
     def steps_per_epoch(self) -> int:
@@ -206,6 +232,7 @@ def grid_shape(
     epochs: int = 40,
     batch_size: int = 50,
     bn_momentum: float = 0.1,
+    dtype: str = "float32",
     **_,
 ) -> Shape:
     """Returns the Shape of ``bnlr.Grid(...)`` with these arguments (cheap: nothing is stepped)."""
@@ -222,4 +249,4 @@ def grid_shape(
         for lr in lrs
         for seed in seeds
     )
-    return Shape(runs, data, int(epochs), int(batch_size))
+    return Shape(runs, data, int(epochs), int(batch_size), dtype)

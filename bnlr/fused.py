@@ -55,7 +55,7 @@ AVAILABLE = llvm is not None
 # runs per block: one AVX-512 register (two AVX2 registers) of either dtype
 LANES = {"float32": 16, "float64": 8}
 MAX_UNITS = 64  # hidden units in all, for the fast path
-MAX_PARAMETERS = 1500
+MAX_PARAMETERS = 256  # compile time grows with the unrolled code: ~0.4 s + ~7 ms per parameter
 BN_EPS = 1e-5  # nn.BatchNorm1d's default
 LEAKY_SLOPE = 0.01  # F.leaky_relu's default
 FLAGS = ("contract",)  # a · b + c may fuse; no reassociation, NaN and inf kept
@@ -923,26 +923,82 @@ class _Kernel:
 
 
 _kernels: dict[Shape, object] = {}
+_compiling: set[Shape] = set()
 _lock = threading.Lock()
 _C = {"float32": ctypes.c_float, "float64": ctypes.c_double}
+# False (the library, its tests, the CLI, the benches): a shape's kernel compiles when the shape
+# first trains. True (the app, ``ui.runner``): a shape new to the process trains on the torch
+# path while its kernel compiles in a background thread, so no request waits for a compile.
+BACKGROUND = False
 
 
 def kernel(shape: Shape):
     """The compiled epoch kernel of ``shape`` (compiled on its first use in this process)."""
     with _lock:
         entry = _kernels.get(shape)
-        if entry is None:
-            engine, _ = _jit(_Kernel(shape).build())
-            addr = engine.get_function_address("epoch")
-            ft = _C[shape.dtype]
-            types_ = (
-                [ctypes.c_void_p] * len(ARRAYS)
-                + [ft] * 5
-                + [ctypes.c_double]
-                + [ctypes.c_int64] * 5
-            )
-            entry = _kernels[shape] = (engine, ctypes.CFUNCTYPE(None, *types_)(addr))
+    if entry is None:  # compiled outside the lock: other shapes' requests need not wait
+        engine, _ = _jit(_Kernel(shape).build())
+        addr = engine.get_function_address("epoch")
+        ft = _C[shape.dtype]
+        types_ = (
+            [ctypes.c_void_p] * len(ARRAYS) + [ft] * 5 + [ctypes.c_double] + [ctypes.c_int64] * 5
+        )
+        with _lock:
+            entry = _kernels.setdefault(shape, (engine, ctypes.CFUNCTYPE(None, *types_)(addr)))
     return entry[1]
+
+
+def ready(shape: Shape) -> bool:
+    """True when the kernel of ``shape`` can train now. Unless ``BACKGROUND``, it is compiled
+    here if need be; with ``BACKGROUND``, a shape not compiled yet starts compiling in a thread
+    and False is returned (the caller takes the torch path this time)."""
+    with _lock:
+        if shape in _kernels:
+            return True
+        if BACKGROUND:
+            if shape not in _compiling:
+                _compiling.add(shape)
+                threading.Thread(target=_compile_in_background, args=(shape,), daemon=True).start()
+            return False
+    kernel(shape)
+    return True
+
+
+def _compile_in_background(shape: Shape) -> None:
+    try:
+        kernel(shape)
+    finally:
+        with _lock:
+            _compiling.discard(shape)
+
+
+def shape_of(model, in_features: int, optimizer, dtype: str, momentum: bool) -> Shape:
+    """The kernel shape of a group: ``model`` (ModelConfig), ``optimizer`` (OptimizerConfig);
+    ``momentum``: some run has SGD momentum at some step (a schedule may cycle it)."""
+    sgd = optimizer.name == "sgd"
+    return Shape(
+        (in_features, *model.widths, 1),
+        model.activation,
+        model.bn,
+        optimizer.name,
+        dtype,
+        momentum=sgd and momentum,
+        nesterov=sgd and optimizer.nesterov,
+        weight_decay=optimizer.resolved_weight_decay != 0 and optimizer.name != "adamw",
+    )  # (AdamW decays through its per-step coefficient)
+
+
+def path(model, in_features: int, optimizer_name: str, dtype: str) -> str:
+    """Which path a group of this network takes now: "fused" (its kernel is compiled),
+    "compile" (the kernel will be compiled first, then run), or "torch"."""
+    if not (wanted() and supported(model.widths, in_features, model.bn)):
+        return "torch"
+    sizes = (in_features, *model.widths, 1)
+    want = (sizes, model.activation, model.bn, optimizer_name, dtype)
+    with _lock:
+        if any((k.sizes, k.activation, k.bn, k.optimizer, k.dtype) == want for k in _kernels):
+            return "fused"
+    return "torch" if BACKGROUND else "compile"
 
 
 def llvm_ir(shape: Shape) -> str:
@@ -954,12 +1010,10 @@ class FusedGroup:
     """A ``batched._Group``'s parameters, BatchNorm statistics and optimizer state as blocks of
     ``self.L`` runs, trained one epoch per ``epoch`` call by the kernel of its shape."""
 
-    def __init__(self, group, momentum: bool):
-        """``momentum``: some run of the group has SGD momentum at some step (a schedule may
-        cycle it)."""
-        self.group = group
+    def __init__(self, group, shape: Shape):
+        self.group, self.shape = group, shape
         R, model, opt = group.R, group.model, group.opt_cfg
-        dtype = "float32" if group.dtype == torch.float32 else "float64"
+        dtype = shape.dtype
         self.L = LANES[dtype]
         self.R, self.nblk = R, -(-R // self.L)
         self.Rp = Rp = self.nblk * self.L  # the runs, then idle lanes (zero weights, lr 0)
@@ -967,16 +1021,6 @@ class FusedGroup:
         d = group.data
         wd = opt.resolved_weight_decay
         sgd = opt.name == "sgd"
-        self.shape = Shape(
-            (d.X_train.shape[1], *model.widths, 1),
-            model.activation,
-            model.bn,
-            opt.name,
-            dtype,
-            momentum=sgd and momentum,
-            nesterov=sgd and opt.nesterov,
-            weight_decay=wd != 0 and opt.name != "adamw",  # AdamW decays through coef
-        )
         self.kernel = kernel(self.shape)
         self.P = self.to_lanes(self.theta_matrix())
         self.G = np.zeros_like(self.P)

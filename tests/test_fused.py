@@ -6,6 +6,8 @@ wherever it applies; here: its elementwise functions, the torch path against the
 the kernel does not apply, the switch, the lanes that pad a group, and the layout round trip.
 """
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -82,6 +84,7 @@ def test_a_network_beyond_the_kernel_takes_the_torch_path(monkeypatch):
     real = fused.FusedGroup
     monkeypatch.setattr(fused, "FusedGroup", lambda *a: made.append(1) or real(*a))
     exp = Experiment((RunConfig(wide, 0.003),), epochs=3, dtype="float64")
+    assert fused.path(wide, 5, "sgd", "float64") == "torch"
     fast = history(exp, "auto", monkeypatch)
     assert made == []
     assert relative(bnlr.train(exp, "reference").history, fast) <= 1e-9
@@ -148,7 +151,7 @@ def test_group_state_layout_round_trips():
     exp = Experiment(runs, epochs=1, dtype="float64")
     data = bnlr.data.make_data(exp.data, torch.float64)
     g = batched._Group(exp, list(exp.runs), data)
-    k = fused.FusedGroup(g, momentum=False)
+    k = fused.FusedGroup(g, fused.shape_of(g.model, 5, g.opt_cfg, "float64", momentum=False))
     L = fused.LANES["float64"]
     lanes = k.P.reshape(k.nblk, -1, L)  # (block, row, lane)
     assert k.nblk == 1 and lanes.shape[1] == k.shape.n_params
@@ -161,3 +164,25 @@ def test_group_state_layout_round_trips():
     before = g.theta.clone()
     k.write_theta()
     torch.testing.assert_close(g.theta, before, rtol=0, atol=0)
+
+
+def test_in_the_background_a_new_shape_takes_the_torch_path_until_compiled(monkeypatch):
+    # The app's policy: no request waits for a compile; the kernel is ready for the next one.
+    monkeypatch.setattr(fused, "BACKGROUND", True)
+    monkeypatch.setattr(fused, "_kernels", {})
+    monkeypatch.delenv("BNLR_KERNEL", raising=False)
+    model = ModelConfig((3, 2), "sigmoid", "post")
+    exp = Experiment((RunConfig(model, 0.01),), epochs=2, dtype="float64")
+    made = []
+    real = fused.FusedGroup
+    monkeypatch.setattr(fused, "FusedGroup", lambda *a: made.append(1) or real(*a))
+    assert fused.path(model, 5, "sgd", "float64") == "torch"
+    first = bnlr.train(exp, "batched").history
+    assert made == []  # the torch path, while the kernel compiles
+    deadline = time.monotonic() + 120
+    while fused.path(model, 5, "sgd", "float64") != "fused" and time.monotonic() < deadline:
+        time.sleep(0.05)  # the compile thread finishing
+    assert fused.path(model, 5, "sgd", "float64") == "fused"
+    second = bnlr.train(exp, "batched").history
+    assert made == [1]
+    assert relative(first, second) <= 1e-12

@@ -15,6 +15,9 @@
   settings attaches again) ``bnlr.train`` is cancelled at its next epoch (``bnlr.Cancelled``).
 - **A cache bounded in entries and bytes** (``CACHE_ENTRIES``, ``CACHE_BYTES``), least recently
   used first out, shared by every session of the server.
+- **No request waits for a compile**: ``bnlr.fused.BACKGROUND`` is set, so a network shape new
+  to the server trains on the batched engine's torch path while its kernel compiles in a
+  background thread; the next request of that shape uses the kernel (the cost estimate follows).
 """
 
 from __future__ import annotations
@@ -36,12 +39,13 @@ import torch
 import bnlr
 import bnlr.article
 import bnlr.metrics
-from bnlr import claims, cost, lrfinder, why
+from bnlr import claims, cost, fused, lrfinder, why
 from bnlr.models import layout
 
 # These networks are tiny: intra-op threads buy nothing, and on a busy 2-core server their
 # spin-waiting made training ~50x slower (measured: 93 s vs 1.8 s for the default grid).
 torch.set_num_threads(1)
+fused.BACKGROUND = True
 
 COST_CAP_S = 5.0  # estimated seconds of training per request (bnlr.cost, calibrated here)
 RESULT_CAP_BYTES = 48 * 2**20  # one request's result (tables) at most
