@@ -4,17 +4,20 @@ import streamlit as st
 
 from bnlr import claims
 from bnlr.evidence import sentence
-from ui import runner
+from ui import classroom, runner, urlcheck
 from ui.runner import COST_CAP_S, SLOTS
 
 N = claims.REPLICATION_SEEDS
 
 st.title("How the learning rate shapes training — with and without BatchNorm")
-st.markdown(
-    "A lab for small neural networks: tanh MLPs learn a noisy quadratic regression "
-    "(y = (X²)·w + noise, 1000 samples, 70 % train) with plain SGD. Every number comes from "
-    "PyTorch itself; many networks train at once, so the charts answer in seconds."
-)
+with classroom.folded():
+    st.markdown(
+        "A lab for small neural networks: tanh MLPs learn a noisy quadratic regression "
+        "(y = (X²)·w + noise, 1000 samples, 70 % train) with plain SGD. Every number comes from "
+        "PyTorch itself; many networks train at once, so the charts answer in seconds."
+    )
+urlcheck.start("home")
+classroom.start("home")
 
 st.header("The article's three claims, checked over 20 seeds")
 st.markdown(
@@ -92,3 +95,4 @@ for number, (_, _, subject, yes, *_) in CLAIMS.items():
             help="seeds in which the effect is > 0",
         )
         st.markdown(sentence(v, subject, yes))
+classroom.finish("home")
