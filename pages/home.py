@@ -20,11 +20,12 @@ urlcheck.start("home")
 classroom.start("home")
 
 st.header("The article's three claims, checked over 20 seeds")
-st.markdown(
-    "One seed is one sample: at the article's larger learning rates these networks are chaotic. "
-    f"So each claim is checked at the article's setup over the {N} seeds 929–{928 + N}: in how "
-    "many seeds it holds, and a 90 % interval for its effect."
-)
+with classroom.folded("Why 20 seeds"):
+    st.markdown(
+        "One seed is one sample: at the article's larger learning rates these networks are "
+        f"chaotic. So each claim is checked at the article's setup over the {N} seeds "
+        f"929–{928 + N}: in how many seeds it holds, and a 90 % interval for its effect."
+    )
 CLAIMS = {
     1: (
         "BatchNorm models react more to the learning rate",

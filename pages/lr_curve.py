@@ -72,7 +72,7 @@ elif asked:
 
 # in presentation mode the U first, as wide as the page; the range test under its controls
 if theme.presenting():
-    left, right, height = chart_area, st.container(), 290
+    left, right, height = chart_area, st.container(), 240
 else:
     left, right, height = *chart_area.columns(2), 340
 with left:

@@ -80,7 +80,7 @@ lrs = report.lrs
 with chart_area:
     classroom.chart(
         sc.lr_chart(
-            analysis.per_epoch(lrs, S), order, log_lr, height=230 if theme.presenting() else 260
+            analysis.per_epoch(lrs, S), order, log_lr, height=200 if theme.presenting() else 260
         ),
         stretch=True,
     )

@@ -62,7 +62,7 @@ with classroom.folded("The stability wall: lr < 2/λ"):
         r"\lambda_{\max} = \max \operatorname{eig} \nabla^2_\theta L_{\text{train}}(\theta)"
     )
 layout = theme.facet(len(grid.lrs), columns=2, width=400)
-st.altair_chart(charts.sharpness_chart(epochs, height=180 if theme.presenting() else 200, **layout))
+st.altair_chart(charts.sharpness_chart(epochs, height=140 if theme.presenting() else 200, **layout))
 late = epochs[epochs["epoch"] >= max(1, grid.epochs // 2)]
 ratio = (late["sharpness"] / late["edge"]).groupby(late["lr"]).median()
 st.markdown(

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+import altair as alt
 import streamlit as st
 
 from bnlr import quiz
@@ -109,7 +110,9 @@ def chart(spec, stretch: bool = False) -> None:
     """Draws an Altair chart; ``stretch``: in presentation mode it takes its container's width
     (for single and layered charts; Vega-Lite cannot stretch a facet chart)."""
     if stretch and theme.presenting():
-        st.altair_chart(spec.properties(width="container"), width="stretch")
+        # fit-x: the height stays the plot's own (plain "fit" squeezed the plot under the legend)
+        fit = alt.AutoSizeParams(type="fit-x", contains="padding")
+        st.altair_chart(spec.properties(width="container", autosize=fit), width="stretch")
     else:
         st.altair_chart(spec)
 

@@ -41,6 +41,8 @@ html { font-size: 20px; }
   padding-left: 1.5rem; padding-right: 1.5rem; padding-top: 3.25rem; padding-bottom: 3rem;
 }
 h1 { font-size: 1.9rem !important; padding-top: 0.25rem !important; padding-bottom: 0.5rem; }
+h2 { font-size: 1.5rem !important; }
+h3 { font-size: 1.3rem !important; }
 .stMarkdown p, .stMarkdown li, .stCaption p { line-height: 1.5; }
 </style>"""
 # Width of a row of chart panels (y axis included) in presentation mode: a 1280-px projector with
