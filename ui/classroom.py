@@ -168,7 +168,8 @@ def ask(page: str, lrs=(), schedules=()) -> Asked | None:
         st.markdown(f"#### 🤔 Predict first\n{q.question}")
         if q.asks_for in ("lr", "lr_or_none"):
             guess = st.select_slider(
-                "Your guess: learning rate (the lr axis, small to large)",
+                f"Your guess: learning rate (the lr axis, {_fmt(options[0])} to "
+                f"{_fmt(options[-1])})",
                 options,
                 value=options[len(options) // 2],
                 format_func=_fmt,
