@@ -329,14 +329,21 @@ def teacher_link(
 def link_popover(page: str, names: list[str]) -> None:
     """The sidebar's "copy the link for my class" popover: choose a question, controls to hide and
     presentation mode; the link, with every current setting, has a copy button."""
-    with st.popover("🔗 Copy the link for my class", use_container_width=True):
+    # opening it reruns the page, so the link reads the URL as it is now (the browser updates a
+    # bound control's parameter after the rerun that control asked for)
+    with st.popover(
+        "🔗 Copy the link for my class",
+        use_container_width=True,
+        key="_class_link",
+        on_change="rerun",
+    ):
         quizzes = quiz.for_page(page)
         ask_it = None
         if quizzes:
             ask_it = st.selectbox(
                 "Ask first (predict, then reveal)",
-                [None, *quizzes],
-                format_func=lambda n: "no question" if n is None else quiz.QUIZZES[n].question,
+                ["", *quizzes],
+                format_func=lambda n: quiz.QUIZZES[n].question if n else "no question",
                 key="_class_quiz",
             )
         options = [*names, SIDEBAR]

@@ -277,7 +277,7 @@ def display(finals: bool = False) -> dict:
     """Draws the display controls (they never retrain); returns split, log_y, band (+ final, k)."""
     # one row that wraps: each control as wide as its labels (fixed columns cut them, "Log lo…",
     # at a projector's 1280 px with presentation mode's larger text)
-    row = st.container(horizontal=True, gap="large", vertical_alignment="bottom")
+    row = st.container(horizontal=True, gap="medium", vertical_alignment="bottom")
     out = {
         "split": row.segmented_control(
             "Loss on", ["train", "test"], default="train", key="split", required=True, **BIND
