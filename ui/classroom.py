@@ -333,7 +333,7 @@ def link_popover(page: str, names: list[str]) -> None:
     # bound control's parameter after the rerun that control asked for)
     with st.popover(
         "🔗 Copy the link for my class",
-        use_container_width=True,
+        width="stretch",
         key="_class_link",
         on_change="rerun",
     ):

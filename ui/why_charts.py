@@ -117,7 +117,7 @@ def lyapunov_chart(runs: pd.DataFrame, width: int = 560, height: int = 220) -> a
         .mark_line(point=True)
         .encode(
             x=alt.X("lr:Q", title="learning rate", scale=alt.Scale(type="log")),
-            y=alt.Y("mean(lyapunov):Q", title="Lyapunov exponent (per epoch)"),
+            y=alt.Y("mean(lyapunov):Q", title=["Lyapunov exponent", "(per epoch)"]),  # fits 220 px
             color=_colour(df),
             strokeDash=_dash(df),
             tooltip=[
