@@ -4,7 +4,13 @@ import streamlit as st
 
 from ui import theme
 
-st.set_page_config(page_title="bnlr · learning rates & BatchNorm", page_icon="📉", layout="wide")
+# presentation mode starts with the sidebar collapsed (one click opens it): the chart gets the room
+st.set_page_config(
+    page_title="bnlr · learning rates & BatchNorm",
+    page_icon="📉",
+    layout="wide",
+    initial_sidebar_state="collapsed" if theme.wants_present() else "auto",
+)
 
 pages = [
     st.Page("pages/home.py", title="Home", icon="🏠", default=True),

@@ -114,15 +114,21 @@ def diverged_region(bands: pd.DataFrame) -> pd.DataFrame:
     points.
     """
     lrs = np.sort(bands["lr"].unique())
-    bad = np.sort(bands.loc[bands["diverged"] > 0, "lr"].unique())
-    if len(bad) == 0:
+    first = first_diverged_lr(bands)
+    if first is None:
         return pd.DataFrame(columns=["lo", "hi", "label"])
     step = np.sqrt(lrs[1] / lrs[0]) if len(lrs) > 1 else 2.0
-    i = int(np.searchsorted(lrs, bad[0]))
+    i = int(np.searchsorted(lrs, first))
     lo = np.sqrt(lrs[i - 1] * lrs[i]) if i > 0 else lrs[0] / step
     return pd.DataFrame(
-        {"lo": [lo], "hi": [lrs[-1] * step], "label": [f"diverged (lr ≥ {bad[0]:.2g})"]}
+        {"lo": [lo], "hi": [lrs[-1] * step], "label": [f"diverged (lr ≥ {first:.2g})"]}
     )
+
+
+def first_diverged_lr(bands: pd.DataFrame) -> float | None:
+    """Returns the smallest lr at which some run of some network diverged, or None."""
+    bad = bands.loc[bands["diverged"] > 0, "lr"]
+    return float(bad.min()) if len(bad) else None
 
 
 def schedule_lrs(
@@ -395,9 +401,7 @@ def schedule_verdicts(history: pd.DataFrame, split: str = "train") -> tuple[pd.D
         for arch, part in effects.groupby("arch", sort=False):
             v = judge(claim, part.set_index("seed")["effect"], "lower", "higher", "decades")
             rows.append(({"schedule": schedule, "model": arch}, v))
-        pooled[schedule] = judge(
-            claim, effects.groupby("seed")["effect"].mean(), "lower", "higher", "decades"
-        )
+        pooled[schedule] = pooled_verdict(effects, claim)
     table = verdict_table(rows)
     if len(table):  # the effect as a ratio of final losses: schedule / constant
         table = table.assign(
@@ -406,3 +410,16 @@ def schedule_verdicts(history: pd.DataFrame, split: str = "train") -> tuple[pd.D
             ratio_high=10 ** -table["low"],
         )
     return table, pooled
+
+
+def pooled_verdict(effects: pd.DataFrame, claim: str) -> Verdict:
+    """Returns the verdict on "a schedule ends lower than another" from ``claims.schedule_effects``:
+    per seed the mean effect over the models, judged over seeds."""
+    return judge(claim, effects.groupby("seed")["effect"].mean(), "lower", "higher", "decades")
+
+
+def schedule_against(m: pd.DataFrame, schedule: str, other: str) -> Verdict:
+    """Returns the verdict on "``schedule`` ends lower than ``other``" from per-run metrics,
+    paired by seed (same initial weights and batch order) and pooled over the models."""
+    effects = claims.schedule_effects(m, schedule, other)
+    return pooled_verdict(effects, f"{schedule} ends lower than {other}")

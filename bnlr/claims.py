@@ -32,7 +32,7 @@ SCHEDULE_LR = 0.05  # claim 3's initial lr (the scheduler playground's default)
 CURVE_LRS = log_grid(1e-4, 1.0, 16)  # claim 2's grid (the LR learning curve page's default)
 
 
-def _finals(m: pd.DataFrame) -> pd.DataFrame:
+def finals(m: pd.DataFrame) -> pd.DataFrame:
     """Per-run metrics with log10 final loss (+inf for a run that diverged)."""
     return m.assign(log_final=np.where(m["final_loss"] > 0, np.log10(m["final_loss"]), np.inf))
 
@@ -88,7 +88,7 @@ def bn_pair_effects(s: pd.DataFrame) -> pd.DataFrame:
 def u_shape_effects(m: pd.DataFrame) -> pd.Series:
     """Returns per seed the smallest, over the networks, gap (decades) between the better end of
     the lr grid and the best lr; > 0 when every network's best lr lies inside the grid."""
-    f = _finals(m)
+    f = finals(m)
     lo, hi = f["lr"].min(), f["lr"].max()
     out = {}
     for seed, part in f.groupby("seed"):
@@ -104,7 +104,7 @@ def u_shape_effects(m: pd.DataFrame) -> pd.Series:
 def schedule_effects(m: pd.DataFrame, schedule: str, baseline: str = "constant") -> pd.DataFrame:
     """Returns per network and seed log10(final loss with ``baseline``) − log10(with ``schedule``):
     > 0 when the schedule ends lower. Columns: arch, seed, effect (decades), ratio (= 10^effect)."""
-    f = _finals(m)
+    f = finals(m)
     wide = f.pivot_table(index=["arch", "seed"], columns="schedule", values="log_final")
     effect = (wide[baseline] - wide[schedule]).replace([np.inf, -np.inf], np.nan)
     out = effect.rename("effect").reset_index()
@@ -113,7 +113,7 @@ def schedule_effects(m: pd.DataFrame, schedule: str, baseline: str = "constant")
 
 def best_lr_per_seed(m: pd.DataFrame) -> pd.DataFrame:
     """Returns per network and seed the lr of the lowest final loss (arch, bn, seed, best_lr)."""
-    f = _finals(m)
+    f = finals(m)
     rows = f.loc[f.groupby(["arch", "seed"])["log_final"].idxmin()]
     return (
         rows[["arch", "bn", "seed", "lr"]].rename(columns={"lr": "best_lr"}).reset_index(drop=True)

@@ -4,24 +4,28 @@ import streamlit as st
 
 from bnlr import claims
 from bnlr.evidence import sentence
-from ui import runner
+from ui import classroom, runner, urlcheck
 from ui.runner import COST_CAP_S, SLOTS
 
 N = claims.REPLICATION_SEEDS
 
 st.title("How the learning rate shapes training — with and without BatchNorm")
-st.markdown(
-    "A lab for small neural networks: tanh MLPs learn a noisy quadratic regression "
-    "(y = (X²)·w + noise, 1000 samples, 70 % train) with plain SGD. Every number comes from "
-    "PyTorch itself; many networks train at once, so the charts answer in seconds."
-)
+with classroom.folded():
+    st.markdown(
+        "A lab for small neural networks: tanh MLPs learn a noisy quadratic regression "
+        "(y = (X²)·w + noise, 1000 samples, 70 % train) with plain SGD. Every number comes from "
+        "PyTorch itself; many networks train at once, so the charts answer in seconds."
+    )
+urlcheck.start("home")
+classroom.start("home")
 
 st.header("The article's three claims, checked over 20 seeds")
-st.markdown(
-    "One seed is one sample: at the article's larger learning rates these networks are chaotic. "
-    f"So each claim is checked at the article's setup over the {N} seeds 929–{928 + N}: in how "
-    "many seeds it holds, and a 90 % interval for its effect."
-)
+with classroom.folded("Why 20 seeds"):
+    st.markdown(
+        "One seed is one sample: at the article's larger learning rates these networks are "
+        f"chaotic. So each claim is checked at the article's setup over the {N} seeds "
+        f"929–{928 + N}: in how many seeds it holds, and a 90 % interval for its effect."
+    )
 CLAIMS = {
     1: (
         "BatchNorm models react more to the learning rate",
@@ -92,3 +96,4 @@ for number, (_, _, subject, yes, *_) in CLAIMS.items():
             help="seeds in which the effect is > 0",
         )
         st.markdown(sentence(v, subject, yes))
+classroom.finish("home")

@@ -4,9 +4,9 @@ test beside it."""
 import numpy as np
 import streamlit as st
 
-from bnlr import analysis
+from bnlr import analysis, quiz
 from bnlr.evidence import sentence
-from ui import charts, controls, runner, urlcheck
+from ui import charts, classroom, controls, runner, theme, urlcheck
 
 DEFAULTS = {
     **controls.ARTICLE,
@@ -18,13 +18,16 @@ DEFAULTS = {
 }
 
 st.title("LR learning curve")
-st.markdown(
-    "Too small a learning rate cannot get there in the epochs given; too large a one oscillates or "
-    "jumps over the minimum. **Final loss against lr is U-shaped.** On the right, an LR range test "
-    "(one short run per network, lr rising every batch) and where its rules would have put the lr."
-)
+with classroom.folded():
+    st.markdown(
+        "Too small a learning rate cannot get there in the epochs given; too large a one "
+        "oscillates or jumps over the minimum. **Final loss against lr is U-shaped.** Beside it, "
+        "an LR range test (one short run per network, lr rising every batch) and where its rules "
+        "would have put the lr."
+    )
 
 urlcheck.start("lr_curve")
+classroom.start("lr_curve")
 with st.sidebar:
     controls.reset_button(DEFAULTS)
     lrs = controls.lr_range(DEFAULTS["lr_lo"], DEFAULTS["lr_hi"], DEFAULTS["lr_n"])
@@ -53,27 +56,48 @@ urlcheck.finish(controls.DISPLAY_KEYS)
 grid, (result, curves) = controls.last_good(
     "lr_curve", grid, lambda g: runner.sweep_and_range_test(g.experiment, num_it)
 )
-show = controls.display(finals=True)
+asked = classroom.ask("lr_curve", lrs=grid.lrs)
+chart_area, display_area = classroom.chart_first()
+with display_area:
+    show = controls.display(finals=True)
 initial = runner.initial_sharpness(grid.experiment)
 report = analysis.lr_curve_report(
     result, curves, num_it, show["split"], show["final"], int(show["k"]), show["band"], initial
 )
+guess = asked.guess if asked and asked.guess != quiz.NONE_DIVERGES else None
+if asked and asked.name == "best_lr":
+    classroom.reveal(asked, quiz.best_lr(report.best, asked.guess))
+elif asked:
+    classroom.reveal(asked, quiz.diverge(report.bands, asked.guess))
 
-left, right = st.columns(2)
+# in presentation mode the U first, as wide as the page; the range test under its controls
+if theme.presenting():
+    left, right, height = chart_area, st.container(), 240
+else:
+    left, right, height = *chart_area.columns(2), 340
 with left:
     st.subheader("Final loss against learning rate")
     y_title = f"final {show['split']} MSE ({show['final']})"
-    st.altair_chart(
+    classroom.chart(
         charts.lr_curve(
-            report.bands, y_title=y_title, log_y=show["log_y"], predicted=report.stability
-        )
+            report.bands,
+            y_title=y_title,
+            log_y=show["log_y"],
+            predicted=report.stability,
+            guess=guess,
+            height=height,
+        ),
+        stretch=True,
     )
     st.caption(
         f"◆ best lr per network · grey: some run diverged · band: {analysis.BANDS[show['band']]}."
     )
 with right:
     st.subheader("LR range test (Smith)")
-    st.altair_chart(charts.range_test_chart(curves, report.suggested, report.best))
+    classroom.chart(
+        charts.range_test_chart(curves, report.suggested, report.best, height=height),
+        stretch=True,
+    )
     st.caption(
         "▼ steepest slope · ● valley · ■ minimum ÷ 10 · dotted rule: the sweep's best lr. "
         "Smoothed (EMA 0.98, bias-corrected); stops when the loss passes 4× its best. One curve "
@@ -181,3 +205,4 @@ with c2:
 with c3:
     controls.download(result.history, "Loss per epoch", "bnlr_lr_curve_history.csv")
 controls.code(grid.experiment)
+classroom.finish("lr_curve")

@@ -3,22 +3,24 @@ and its claim judged over seeds."""
 
 import streamlit as st
 
-from bnlr import analysis, article, claims
+from bnlr import analysis, article, claims, quiz
 from bnlr.evidence import sentence
-from ui import charts, controls, runner, urlcheck
+from ui import charts, classroom, controls, runner, theme, urlcheck
 
 DEFAULTS = {**controls.ARTICLE, "lrs": ", ".join(map(str, article.LRS))}
 CLAIM = "BN models react **{word}** to the learning rate than plain ones"
 N = claims.REPLICATION_SEEDS
 
 st.title("LR sensitivity")
-st.markdown(
-    "Four small MLPs trained side by side at each learning rate, every panel one lr. Runs that "
-    "differ only in the lr share their initial weights and batch order. **Does BatchNorm make a "
-    "network react more to the learning rate?** Below, the answer for the seeds on screen, and "
-    f"for the same experiment over {N} seeds."
-)
+with classroom.folded():
+    st.markdown(
+        "Four small MLPs trained side by side at each learning rate, every panel one lr. Runs "
+        "that differ only in the lr share their initial weights and batch order. **Does "
+        "BatchNorm make a network react more to the learning rate?** Below, the answer for the "
+        f"seeds on screen, and for the same experiment over {N} seeds."
+    )
 urlcheck.start("lr_sensitivity")
+classroom.start("lr_sensitivity")
 
 with st.sidebar:
     controls.reset_button(DEFAULTS)
@@ -29,15 +31,21 @@ with st.sidebar:
 urlcheck.finish(controls.DISPLAY_KEYS)
 
 grid, result = controls.last_good("lr_sensitivity", grid, lambda g: runner.run(g.experiment))
-show = controls.display()
+asked = classroom.ask("lr_sensitivity")
+chart_area, display_area = classroom.chart_first()
+with display_area:
+    show = controls.display()
 report = analysis.sensitivity_report(result, show["split"], show["band"])
 
-st.subheader("Loss per epoch, one panel per learning rate")
-st.altair_chart(charts.loss_curves(report.bands, show["log_y"]))
-st.caption(
-    f"Colour = network, dash = BatchNorm, band = {analysis.BANDS[show['band']]}. "
-    "Click a legend entry to highlight it (shift-click for more)."
-)
+with chart_area:
+    st.subheader("Loss per epoch, one panel per learning rate")
+    layout = theme.facet(len(grid.lrs), columns=2, width=440)
+    height = 190 if theme.presenting() else 220
+    st.altair_chart(charts.loss_curves(report.bands, show["log_y"], height=height, **layout))
+    st.caption(
+        f"Colour = network, dash = BatchNorm, band = {analysis.BANDS[show['band']]}. "
+        "Click a legend entry to highlight it (shift-click for more)."
+    )
 controls.diverged_note(result.runs)
 
 st.subheader("Do BN models react more to the learning rate?")
@@ -52,11 +60,12 @@ st.caption(
     "(decades). It holds in a seed when the effect is > 0. Interval: 90 % bootstrap over seeds."
 )
 many, skipped = runner.replication(grid)
+verdict = report.verdict  # the quiz's answer: the replication's verdict when there is one
 if many is None:
     st.info(f"Replication not shown: {skipped}.")
 else:
     replicated = analysis.sensitivity_report(many, show["split"], show["band"])
-    v = replicated.verdict
+    v = verdict = replicated.verdict
     st.markdown(
         f"**Replicated over {N} seeds** (929–{928 + N}, same settings): "
         + sentence(v, CLAIM, "more")
@@ -94,3 +103,6 @@ with c1:
 with c2:
     controls.download(report.metrics, "Per-run metrics", "bnlr_lr_sensitivity_metrics.csv")
 controls.code(grid.experiment)
+if asked:
+    classroom.reveal(asked, quiz.bn_more(verdict, asked.guess), CLAIM)
+classroom.finish("lr_sensitivity")

@@ -4,17 +4,17 @@ import pprint
 
 import streamlit as st
 
-from bnlr import analysis, codegen
+from bnlr import analysis, codegen, quiz
 from bnlr.config import steps_per_epoch
 from bnlr.evidence import sentence
 from bnlr.safe_expr import parse_factor
 from bnlr.schedules import parse_schedule
-from ui import controls, runner, urlcheck
+from ui import classroom, controls, runner, theme, urlcheck
 from ui import schedule_charts as sc
 from ui import schedule_controls as scc
 
 st.title("Scheduler playground")
-st.markdown(
+INTRO = (
     "Each column is a `torch.optim.lr_scheduler` with torch's own argument names and defaults. "
     "Every schedule trains the models on the left **against a constant-lr baseline at the same "
     "initial lr** (grey), from the same initial weights and batch order. The article's five "
@@ -23,34 +23,38 @@ st.markdown(
 
 FACTOR = runner.PAGE_FACTOR["schedules"]  # the page's own work beside its training
 urlcheck.start("schedules")
+classroom.start("schedules")
 with st.sidebar:
     controls.reset_button(controls.ARTICLE)
     lr = scc.initial_lr()
     arch = controls.architecture()
     training = controls.training()
 
-scc.preset_buttons()
-n_slots = scc.slot_count()
-S = steps_per_epoch(training["data"].n_train, training["batch_size"])
-# checking a schedule steps its torch scheduler over the whole run: capped before that
-try:
-    if arch is not None:
-        slots = tuple(f"slot {k}" for k in range(n_slots + 1))  # the baseline and each column
-        runner.precheck(FACTOR, lrs=(lr,), schedules=slots, **arch, **training)
-    affordable = True
-except ValueError as e:
-    st.error(str(e), icon="⚠️")
-    affordable = False
-specs = []
-for slot, col in enumerate(st.columns(n_slots), 1):
-    with col, st.container(border=True):
-        spec = scc.slot_spec(
-            slot, scc.DEFAULT_SLOTS[slot - 1] if slot <= len(scc.DEFAULT_SLOTS) else "cosine"
-        )
-        if affordable:
-            specs.append(
-                scc.checked_spec(slot, spec, lr, training["epochs"], S, training["optimizer"])
+# in presentation mode the schedules fold away: the first screen is for the lr chart
+with classroom.folded("The schedules: presets, and each column's torch arguments"):
+    st.markdown(INTRO)
+    scc.preset_buttons()
+    n_slots = scc.slot_count()
+    S = steps_per_epoch(training["data"].n_train, training["batch_size"])
+    # checking a schedule steps its torch scheduler over the whole run: capped before that
+    try:
+        if arch is not None:
+            slots = tuple(f"slot {k}" for k in range(n_slots + 1))  # the baseline and each column
+            runner.precheck(FACTOR, lrs=(lr,), schedules=slots, **arch, **training)
+        affordable = True
+    except ValueError as e:
+        st.error(str(e), icon="⚠️")
+        affordable = False
+    specs = []
+    for slot, col in enumerate(st.columns(n_slots), 1):
+        with col, st.container(border=True):
+            spec = scc.slot_spec(
+                slot, scc.DEFAULT_SLOTS[slot - 1] if slot <= len(scc.DEFAULT_SLOTS) else "cosine"
             )
+            if affordable:
+                specs.append(
+                    scc.checked_spec(slot, spec, lr, training["epochs"], S, training["optimizer"])
+                )
 schedules = tuple(dict.fromkeys([analysis.BASELINE, *filter(None, specs)]))
 
 with st.sidebar:
@@ -66,12 +70,20 @@ grid, result = controls.last_good(
 )
 E, S, lr0, order = grid.epochs, grid.experiment.steps_per_epoch, grid.lrs[0], list(grid.schedules)
 report = analysis.schedule_report(result, grid)
+asked = classroom.ask("schedules", schedules=order)
 
 # ---------------------------------------------------------------- learning rate
 st.subheader("The learning rate")
-log_lr = st.toggle("Log lr axis", False, key="lr_log", bind="query-params")
+chart_area, display_area = classroom.chart_first()
+log_lr = display_area.toggle("Log lr axis", False, key="lr_log", bind="query-params")
 lrs = report.lrs
-st.altair_chart(sc.lr_chart(analysis.per_epoch(lrs, S), order, log_lr))
+with chart_area:
+    classroom.chart(
+        sc.lr_chart(
+            analysis.per_epoch(lrs, S), order, log_lr, height=200 if theme.presenting() else 260
+        ),
+        stretch=True,
+    )
 st.caption(
     "The lr each epoch starts with (`optimizer.param_groups[0]['lr']` at its first batch), from "
     "the real torch scheduler on a bare optimizer. ReduceLROnPlateau's lr depends on each run's "
@@ -102,7 +114,10 @@ if cycling:
 st.subheader("The loss they buy")
 show = controls.display()
 bands = analysis.schedule_loss(result.history, show["split"], show["band"])
-st.altair_chart(sc.loss_chart(bands, order, show["log_y"]))
+layout = theme.facet(bands["arch"].nunique(), columns=2, width=340)
+st.altair_chart(sc.loss_chart(bands, order, show["log_y"], **layout))
+if asked:
+    classroom.reveal(asked, quiz.best_schedule(result.history, asked.guess, show["split"]))
 st.caption(
     f"{show['split'].capitalize()} MSE after each epoch (eval mode), one panel per model; "
     f"grey = constant lr {lr0:g}."
@@ -215,3 +230,4 @@ st.caption(
     "`run,epoch,train_loss,test_loss`: the numbers above."
 )
 controls.download(report.table, "lr and loss per epoch", "bnlr_schedules.csv")
+classroom.finish("schedules")

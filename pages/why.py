@@ -5,18 +5,21 @@ from dataclasses import replace
 import streamlit as st
 
 from bnlr import article, why
-from ui import controls, runner
+from ui import classroom, controls, runner, theme, urlcheck
 from ui import why_charts as charts
 
 DEFAULTS = {**controls.ARTICLE, "lrs": ", ".join(map(str, article.LRS)), "wd": 0.0}
 
 st.title("Why it happens")
-st.markdown(
-    "The other pages show *what* the learning rate does. This one shows *why*, with three "
-    "measurements that are cheap for networks of ~100 parameters: the curvature of the loss "
-    "against the largest stable step, the learning rate BatchNorm really applies, and how fast "
-    "two nearly identical runs part. Each run is trained in float64 beside a twin."
-)
+with classroom.folded():
+    st.markdown(
+        "The other pages show *what* the learning rate does. This one shows *why*, with three "
+        "measurements that are cheap for networks of ~100 parameters: the curvature of the loss "
+        "against the largest stable step, the learning rate BatchNorm really applies, and how "
+        "fast two nearly identical runs part. Each run is trained in float64 beside a twin."
+    )
+urlcheck.start("why")
+classroom.start("why")
 
 with st.sidebar:
     controls.reset_button(DEFAULTS)
@@ -38,25 +41,28 @@ with st.sidebar:
     grid = controls.grid(lrs=lrs, arch=arch, **training)
     estimate = runner.physics_estimate(grid.experiment) if grid is not None else None
     controls.cost_note(grid, seconds=estimate)
+urlcheck.finish()
 
 grid, report = controls.last_good("why", grid, lambda g: runner.physics(g.experiment))
 epochs, runs = report.epochs, report.runs
 
 # ---------------------------------------------------------------- curvature
 st.header("1 · Curvature and the stability wall")
-st.markdown(
-    "Gradient descent on a valley of curvature λ overshoots and grows when the step is too "
-    "large: it is stable only for lr < 2/λ (for SGD with momentum μ, lr < 2(1 + μ)/λ). The "
-    "curvature that matters is the *sharpness* λ_max, the largest eigenvalue of the Hessian of "
-    "the training loss, computed here exactly after every epoch. Cohen et al. (2021) found that "
-    "with a large lr the sharpness rises until it **hovers near 2/lr**, the *edge of stability*, "
-    "and training goes on there, non-monotonically."
-)
-st.latex(
-    r"\text{stable iff}\quad \eta < \frac{2(1+\mu)}{\lambda_{\max}},\qquad "
-    r"\lambda_{\max} = \max \operatorname{eig} \nabla^2_\theta L_{\text{train}}(\theta)"
-)
-st.altair_chart(charts.sharpness_chart(epochs))
+with classroom.folded("The stability wall: lr < 2/λ"):
+    st.markdown(
+        "Gradient descent on a valley of curvature λ overshoots and grows when the step is too "
+        "large: it is stable only for lr < 2/λ (for SGD with momentum μ, lr < 2(1 + μ)/λ). The "
+        "curvature that matters is the *sharpness* λ_max, the largest eigenvalue of the Hessian "
+        "of the training loss, computed here exactly after every epoch. Cohen et al. (2021) "
+        "found that with a large lr the sharpness rises until it **hovers near 2/lr**, the *edge "
+        "of stability*, and training goes on there, non-monotonically."
+    )
+    st.latex(
+        r"\text{stable iff}\quad \eta < \frac{2(1+\mu)}{\lambda_{\max}},\qquad "
+        r"\lambda_{\max} = \max \operatorname{eig} \nabla^2_\theta L_{\text{train}}(\theta)"
+    )
+layout = theme.facet(len(grid.lrs), columns=2, width=400)
+st.altair_chart(charts.sharpness_chart(epochs, height=140 if theme.presenting() else 200, **layout))
 late = epochs[epochs["epoch"] >= max(1, grid.epochs // 2)]
 ratio = (late["sharpness"] / late["edge"]).groupby(late["lr"]).median()
 st.markdown(
@@ -139,3 +145,4 @@ st.markdown(
 st.markdown("So: see the claims counted over seeds on [LR sensitivity](lr-sensitivity).")
 
 controls.download(epochs, "Per run and epoch", "bnlr_why.csv")
+classroom.finish("why")

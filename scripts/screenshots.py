@@ -1,4 +1,5 @@
-"""Regenerates docs/screenshots/<page>-<light|dark>.png (and extra shots) from the running app.
+"""Regenerates docs/screenshots/<page>-<light|dark>.png (and extra shots) from the running app,
+and <page>-present.png: presentation mode's first screen on a 1280×720 projector.
 
     python scripts/screenshots.py            # every page, light and dark
     python scripts/screenshots.py lr-curve   # only pages whose name or path contains "lr-curve"
@@ -21,11 +22,15 @@ from pages_spec import PAGES  # noqa: E402
 OUT = ROOT / "docs" / "screenshots"
 VIEWPORT = {"width": 1400, "height": 900}
 MAX_HEIGHT = 2400  # px; a longer page is cut there (the README shows the top of each page)
-EXTRA = [  # the projector view, and the pages with several seeds (bands and verdicts over seeds)
-    ("lr_sensitivity-present", "lr-sensitivity", "present=true", "light"),
+EXTRA = [  # the pages with several seeds (bands and verdicts over seeds)
     ("lr_sensitivity-seeds", "lr-sensitivity", "seeds=5", "light"),
     ("lr_curve-seeds", "lr-curve", "seeds=3", "light"),
     ("schedules-seeds", "schedules", "seeds=3&opt=Adam&lr0=0.01", "light"),
+]
+PROJECTOR = {"width": 1280, "height": 720}  # presentation mode: the first screen of a projector
+CLASSROOM = [  # (name, path, query, charts drawn): the first screen only, as the class sees it
+    *[(f"{s.name}-present", s.path, "present=true", s.charts) for s in PAGES],
+    ("lr_curve-quiz", "lr-curve", "present=true&quiz=best_lr", 0),
 ]
 
 
@@ -40,6 +45,7 @@ def main(only: str = "") -> int:
     ]
     shots += [(name, path, query, scheme, 1) for name, path, query, scheme in EXTRA]
     shots = [s for s in shots if only in s[0] or only in s[1]]
+    classroom = [s for s in CLASSROOM if only in s[0] or only in s[1]]
     failed = 0
     with harness.serve() as (url, _proc, log), sync_playwright() as pw:
         browser = harness.launch(pw)
@@ -56,6 +62,17 @@ def main(only: str = "") -> int:
             page.wait_for_timeout(500)  # toasts and transitions settle
             errors = harness.exceptions(page)
             page.screenshot(path=OUT / f"{name}.png", full_page=True)
+            print(f"{name}.png" + (f"  EXCEPTION: {errors}" if errors else ""))
+            failed += bool(errors)
+            ctx.close()
+        for name, path, query, charts in classroom:
+            ctx = browser.new_context(viewport=PROJECTOR, color_scheme="light")
+            page = ctx.new_page()
+            page.goto(f"{url}/{path}?{query}")
+            harness.wait_drawn(page, charts)
+            page.wait_for_timeout(800)  # charts sized to their container settle
+            errors = harness.exceptions(page)
+            page.screenshot(path=OUT / f"{name}.png")
             print(f"{name}.png" + (f"  EXCEPTION: {errors}" if errors else ""))
             failed += bool(errors)
             ctx.close()

@@ -141,6 +141,7 @@ def lr_curve(
     width: int = 580,
     height: int = 340,
     predicted: pd.DataFrame | None = None,
+    guess: float | None = None,
 ) -> alt.LayerChart:
     """Returns the U-curve: a run metric against lr (log x), a band over seeds, the best lr per
     architecture marked with a large diamond, the region where runs diverged shaded grey.
@@ -148,6 +149,7 @@ def lr_curve(
     Args:
         bands: from ``metrics_band``.
         value: the metric column drawn.
+        guess: a student's lr (``ui.classroom``), drawn as a dashed rule labelled "your guess".
     """
     params, opacity = _highlight()
     lrs = bands["lr"]
@@ -219,6 +221,18 @@ def lr_curve(
             .encode(x="at:Q", y=alt.value(0), text="label:N")
         )
         layers = [shade, text, *layers]
+    if guess is not None:
+        mark = pd.DataFrame({"guess": [float(guess)], "label": ["your guess"]})
+        layers.append(
+            alt.Chart(mark)
+            .mark_rule(strokeDash=[8, 4], strokeWidth=3, color=MUTED)
+            .encode(x="guess:Q", tooltip=[alt.Tooltip("guess:Q", format=".2g", title="your guess")])
+        )
+        layers.append(
+            alt.Chart(mark)
+            .mark_text(align="left", baseline="bottom", dx=5, dy=-4, color=MUTED)
+            .encode(x="guess:Q", y=alt.value(height), text="label:N")
+        )
     return alt.layer(*layers).properties(width=width, height=height)
 
 

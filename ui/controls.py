@@ -275,15 +275,15 @@ def last_good(page: str, g: bnlr.Grid | None, compute: Callable[[bnlr.Grid], obj
 
 def display(finals: bool = False) -> dict:
     """Draws the display controls (they never retrain); returns split, log_y, band (+ final, k)."""
-    cols = st.columns(
-        [2, 2, 4, 4, 2] if finals else 3
-    )  # the band control needs room for its labels
+    # one row that wraps: each control as wide as its labels (fixed columns cut them, "Log lo…",
+    # at a projector's 1280 px with presentation mode's larger text)
+    row = st.container(horizontal=True, gap="medium", vertical_alignment="bottom")
     out = {
-        "split": cols[0].segmented_control(
+        "split": row.segmented_control(
             "Loss on", ["train", "test"], default="train", key="split", required=True, **BIND
         ),
-        "log_y": cols[1].toggle("Log loss axis", True, key="logy", **BIND),
-        "band": cols[2].segmented_control(
+        "log_y": row.toggle("Log loss axis", True, key="logy", **BIND),
+        "band": row.segmented_control(
             "Band over seeds",
             ["spread", "minmax"],
             default="spread",
@@ -294,7 +294,7 @@ def display(finals: bool = False) -> dict:
         ),
     }
     if finals:
-        out["final"] = cols[3].segmented_control(
+        out["final"] = row.segmented_control(
             "Final loss",
             list(metrics.FINALS),
             default="last",
@@ -303,12 +303,13 @@ def display(finals: bool = False) -> dict:
             **BIND,
             format_func=FINAL_LABEL.get,
         )
-        out["k"] = cols[4].number_input(
+        out["k"] = row.number_input(
             "k",
             1,
             50,
             5,
             key="k",
+            width=130,
             **BIND,
             help="epochs averaged by 'mean last k'",
             disabled=out["final"] != "mean_last_k",

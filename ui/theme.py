@@ -33,12 +33,21 @@ SIZES = {
 }
 
 # Projector CSS: scaling the root font size scales all of Streamlit's rem-based text and widgets;
-# the main area's side padding (rem too) shrinks so fixed-width charts keep their room.
+# the main area's padding (rem too) shrinks so that the first screen holds the main chart, and the
+# title is smaller (at 20 px a 2.75rem title and 6rem of padding took a third of 720 px).
 PRESENT_CSS = """<style>
 html { font-size: 20px; }
-[data-testid="stMainBlockContainer"] { padding-left: 1.5rem; padding-right: 1.5rem; }
+[data-testid="stMainBlockContainer"] {
+  padding-left: 1.5rem; padding-right: 1.5rem; padding-top: 3.25rem; padding-bottom: 3rem;
+}
+h1 { font-size: 1.9rem !important; padding-top: 0.25rem !important; padding-bottom: 0.5rem; }
+h2 { font-size: 1.5rem !important; }
+h3 { font-size: 1.3rem !important; }
 .stMarkdown p, .stMarkdown li, .stCaption p { line-height: 1.5; }
 </style>"""
+# Width of a row of chart panels (y axis included) in presentation mode: a 1280-px projector with
+# the sidebar collapsed leaves ~1220 px to the main area; a little is kept for the scrollbar.
+PRESENT_ROW_PX = 1120
 
 
 def chart_config(present: bool = False) -> dict:
@@ -91,6 +100,31 @@ def presenting() -> bool:
     if get_script_run_ctx(suppress_warning=True) is None:
         return False
     return bool(st.session_state.get(PRESENT_KEY, False))
+
+
+def wants_present() -> bool:
+    """Returns True when this run presents: the toggle's state, or on a session's first run
+    (before the toggle exists) the link's ``?present=true``."""
+    if PRESENT_KEY in st.session_state:
+        return bool(st.session_state[PRESENT_KEY])
+    return st.query_params.get(PRESENT_KEY, "").lower() == "true"
+
+
+def panel_width(normal: int, columns: int) -> int:
+    """Returns the width of one facet panel: ``normal``, or in presentation mode the width at
+    which ``columns`` panels side by side fit a 1280-px projector. (Vega-Lite cannot fit a facet
+    chart to its container, so the width is set here.)"""
+    if not presenting():
+        return normal
+    return min(normal, (PRESENT_ROW_PX - 110 - 20 * (columns - 1)) // columns)
+
+
+def facet(panels: int, columns: int, width: int) -> dict:
+    """Returns a facet chart's ``columns`` and panel ``width``: as given, or in presentation mode
+    up to four panels in one row, sized to fit a 1280-px projector (``panel_width``)."""
+    if presenting():
+        columns = max(1, min(panels, 4))
+    return {"columns": columns, "width": panel_width(width, columns)}
 
 
 @alt.theme.register("bnlr", enable=True)

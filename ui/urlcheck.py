@@ -27,7 +27,20 @@ def start(page: str) -> None:
     if seen not in st.session_state:
         st.session_state[seen] = True
         raw = {k: st.query_params.get_all(k) for k in st.query_params}
-    st.session_state[_STATE] = {"raw": raw, "notices": {}, "said": set(), "box": st.container()}
+    st.session_state[_STATE] = {
+        "raw": raw,
+        "notices": {},
+        "said": set(),
+        "known": set(),
+        "box": st.container(),
+    }
+
+
+def known(*keys: str) -> None:
+    """Marks parameters as read by the page though no control has their key (e.g. ``quiz``)."""
+    state = st.session_state.get(_STATE)
+    if state is not None:
+        state["known"].update(keys)
 
 
 def _raw(key: str) -> list[str] | None:
@@ -106,15 +119,30 @@ def flag(key: str, used: bool) -> None:
         _note(key, f"`{key}={raw[-1]}` is not true or false; using {str(used).lower()} instead.")
 
 
+def names(key: str, accepted: Iterable[str], instead: str) -> None:
+    """Checks the link's comma-separated names (``hide=epochs,seeds``) against ``accepted``;
+    ``instead`` says what the page does with the refused ones."""
+    raw, accepted = _raw(key), [str(v) for v in accepted]
+    if not raw:
+        return
+    bad = [n for v in raw for n in (p.strip() for p in v.split(",")) if n and n not in accepted]
+    if bad:
+        _note(
+            key,
+            f"`{key}`: {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not accepted on this "
+            f"page (accepted: {', '.join(accepted) or 'none'}); {instead}.",
+        )
+
+
 def finish(known: Iterable[str] = ()) -> None:
     """Notes every parameter no control knows (controls drawn so far, and ``known``), then shows
     the notices in the box placed by ``start``."""
     state = st.session_state.get(_STATE)
     if state is None:
         return
-    names = set(known) | {k for k in st.session_state if isinstance(k, str)}
+    seen = set(known) | state["known"] | {k for k in st.session_state if isinstance(k, str)}
     for key in state["raw"]:
-        if key not in names:
+        if key not in seen:
             _note(key, f"`{key}` is not a setting of this page; it was ignored.")
     if state["notices"]:
         with state["box"]:

@@ -29,6 +29,7 @@ def _by_epoch(
     rule: str | None = None,
     width: int = 400,
     height: int = 200,
+    columns: int = FACET["columns"],
 ) -> alt.FacetChart:
     """Returns ``field`` per epoch, one line per run, one panel per lr, and an optional rule."""
     df, order = _panels(
@@ -61,13 +62,14 @@ def _by_epoch(
     return (
         alt.layer(*layers, data=ok)
         .properties(width=width, height=height)
-        .facet(facet=alt.Facet("panel:N", sort=order, title=None), **FACET)
+        .facet(facet=alt.Facet("panel:N", sort=order, title=None), columns=columns)
     )
 
 
-def sharpness_chart(epochs: pd.DataFrame) -> alt.FacetChart:
-    """The sharpness λ_max per epoch against the stability edge 2(1 + μ)/lr (dashed)."""
-    return _by_epoch(epochs, "sharpness", "sharpness λ_max", rule="edge")
+def sharpness_chart(epochs: pd.DataFrame, **size) -> alt.FacetChart:
+    """The sharpness λ_max per epoch against the stability edge 2(1 + μ)/lr (dashed); ``size``:
+    width, height, columns of the panels."""
+    return _by_epoch(epochs, "sharpness", "sharpness λ_max", rule="edge", **size)
 
 
 def effective_lr_chart(epochs: pd.DataFrame) -> alt.FacetChart:
@@ -115,7 +117,7 @@ def lyapunov_chart(runs: pd.DataFrame, width: int = 560, height: int = 220) -> a
         .mark_line(point=True)
         .encode(
             x=alt.X("lr:Q", title="learning rate", scale=alt.Scale(type="log")),
-            y=alt.Y("mean(lyapunov):Q", title="Lyapunov exponent (per epoch)"),
+            y=alt.Y("mean(lyapunov):Q", title=["Lyapunov exponent", "(per epoch)"]),  # fits 220 px
             color=_colour(df),
             strokeDash=_dash(df),
             tooltip=[

@@ -68,6 +68,7 @@ def test_presentation_mode_from_the_url_and_the_toggle(page, app):
     spec = PAGES[1] if len(PAGES) > 1 else PAGES[0]
     open_page(page, app, spec, "present=true")
     assert axis_label_sizes(page) == {PRESENT_FONT} and root_font(page) == PRESENT_FONT
+    page.get_by_test_id("stExpandSidebarButton").click()  # presentation mode starts collapsed
     assert page.get_by_role("switch", name="Presentation mode").is_checked()
     before = harness.charts(page)
     page.get_by_text("Presentation mode").click()
