@@ -923,13 +923,17 @@ class _Kernel:
 
 
 _kernels: dict[Shape, object] = {}
-_compiling: set[Shape] = set()
-_lock = threading.Lock()
+_pending: list[Shape] = []  # shapes waiting for the background compiler, oldest first
+_lock = threading.Condition()
 _C = {"float32": ctypes.c_float, "float64": ctypes.c_double}
 # False (the library, its tests, the CLI, the benches): a shape's kernel compiles when the shape
 # first trains. True (the app, ``ui.runner``): a shape new to the process trains on the torch
-# path while its kernel compiles in a background thread, so no request waits for a compile.
+# path while one background thread compiles its kernel, so no request waits for a compile; at
+# most MAX_PENDING shapes wait for that thread (others take the torch path and may queue on a
+# later request), so one link asking for many shapes cannot keep a core compiling.
 BACKGROUND = False
+MAX_PENDING = 4
+_worker: threading.Thread | None = None
 
 
 def kernel(shape: Shape):
@@ -950,26 +954,55 @@ def kernel(shape: Shape):
 
 def ready(shape: Shape) -> bool:
     """True when the kernel of ``shape`` can train now. Unless ``BACKGROUND``, it is compiled
-    here if need be; with ``BACKGROUND``, a shape not compiled yet starts compiling in a thread
-    and False is returned (the caller takes the torch path this time)."""
+    here if need be; with ``BACKGROUND``, a shape not compiled yet is queued for the background
+    compiler (if fewer than MAX_PENDING wait) and False is returned: the caller takes the torch
+    path this time."""
     with _lock:
         if shape in _kernels:
             return True
-        if BACKGROUND:
-            if shape not in _compiling:
-                _compiling.add(shape)
-                threading.Thread(target=_compile_in_background, args=(shape,), daemon=True).start()
-            return False
-    kernel(shape)
-    return True
-
-
-def _compile_in_background(shape: Shape) -> None:
-    try:
+    if not BACKGROUND:
         kernel(shape)
-    finally:
+        return True
+    prepare([shape])
+    return False
+
+
+def prepare(shapes, limit: int | None = None) -> None:
+    """Queues shapes for the background compiler (up to ``limit`` waiting, MAX_PENDING by
+    default); the server's start-up queues its default pages' shapes this way."""
+    global _worker
+    with _lock:
+        for shape in shapes:
+            new = shape not in _kernels and shape not in _pending
+            if new and len(_pending) < (limit or MAX_PENDING):
+                _pending.append(shape)
+        if _pending and _worker is None:
+            _worker = threading.Thread(target=_compile_pending, name="bnlr-compile", daemon=True)
+            _worker.start()
+        _lock.notify_all()
+
+
+def _compile_pending() -> None:
+    """The background compiler: one shape at a time, oldest first; exits when none wait."""
+    global _worker
+    while True:
         with _lock:
-            _compiling.discard(shape)
+            if not _pending:
+                _worker = None  # (under the lock: a shape queued from now starts a new one)
+                return
+            shape = _pending[0]
+        try:
+            kernel(shape)
+        finally:
+            with _lock:
+                _pending.remove(shape)
+                _lock.notify_all()
+
+
+def wait_for_compiles(timeout: float = 120.0) -> bool:
+    """Blocks until the background compiler has nothing left (tests, benches); True if so."""
+    with _lock:
+        return _lock.wait_for(lambda: not _pending, timeout)
 
 
 def shape_of(model, in_features: int, optimizer, dtype: str, momentum: bool) -> Shape:

@@ -8,6 +8,16 @@ import bnlr
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def kernels_compile_when_needed(monkeypatch):
+    """Every test trains on the path it names: the fused kernel wherever it applies, compiled
+    on first use, even after ``ui.runner`` (imported by the app tests) switched the process to
+    background compiles."""
+    from bnlr import fused
+
+    monkeypatch.setattr(fused, "BACKGROUND", False)
+
+
 @pytest.fixture
 def trainings(monkeypatch):
     """Returns the list of experiments bnlr.train was called with (the cache hides repeats)."""

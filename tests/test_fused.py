@@ -6,7 +6,7 @@ wherever it applies; here: its elementwise functions, the torch path against the
 the kernel does not apply, the switch, the lanes that pad a group, and the layout round trip.
 """
 
-import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -170,6 +170,7 @@ def test_in_the_background_a_new_shape_takes_the_torch_path_until_compiled(monke
     # The app's policy: no request waits for a compile; the kernel is ready for the next one.
     monkeypatch.setattr(fused, "BACKGROUND", True)
     monkeypatch.setattr(fused, "_kernels", {})
+    monkeypatch.setattr(fused, "MAX_PENDING", 1)
     monkeypatch.delenv("BNLR_KERNEL", raising=False)
     model = ModelConfig((3, 2), "sigmoid", "post")
     exp = Experiment((RunConfig(model, 0.01),), epochs=2, dtype="float64")
@@ -179,10 +180,11 @@ def test_in_the_background_a_new_shape_takes_the_torch_path_until_compiled(monke
     assert fused.path(model, 5, "sgd", "float64") == "torch"
     first = bnlr.train(exp, "batched").history
     assert made == []  # the torch path, while the kernel compiles
-    deadline = time.monotonic() + 120
-    while fused.path(model, 5, "sgd", "float64") != "fused" and time.monotonic() < deadline:
-        time.sleep(0.05)  # the compile thread finishing
+    other = Experiment((RunConfig(replace(model, activation="relu"), 0.01),), epochs=1)
+    bnlr.train(other, "batched")  # a second new shape while one waits: not queued (MAX_PENDING)
+    assert fused.wait_for_compiles()
     assert fused.path(model, 5, "sgd", "float64") == "fused"
+    assert fused.path(other.runs[0].model, 5, "sgd", "float32") == "torch"
     second = bnlr.train(exp, "batched").history
     assert made == [1]
     assert relative(first, second) <= 1e-12

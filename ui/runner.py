@@ -17,7 +17,8 @@
   used first out, shared by every session of the server.
 - **No request waits for a compile**: ``bnlr.fused.BACKGROUND`` is set, so a network shape new
   to the server trains on the batched engine's torch path while its kernel compiles in a
-  background thread; the next request of that shape uses the kernel (the cost estimate follows).
+  background thread (a few shapes at most wait for it); the next request of that shape uses the
+  kernel, and the cost estimate follows the path. The default pages' shapes are queued at start.
 """
 
 from __future__ import annotations
@@ -46,6 +47,23 @@ from bnlr.models import layout
 # spin-waiting made training ~50x slower (measured: 93 s vs 1.8 s for the default grid).
 torch.set_num_threads(1)
 fused.BACKGROUND = True
+# The default pages' network shapes, compiled in the background as the server starts: the
+# article's four networks, in float32 (the pages) and float64 (the Why page).
+fused.prepare(
+    [
+        fused.shape_of(
+            bnlr.ModelConfig((bnlr.article.WIDTH,) * depth, bnlr.article.ACTIVATION, bn),
+            bnlr.DataConfig().n_features,
+            bnlr.OptimizerConfig(),
+            dtype,
+            momentum=False,
+        )
+        for dtype in ("float32", "float64")
+        for depth in bnlr.article.DEPTHS
+        for bn in bnlr.article.BNS
+    ],
+    limit=8,
+)
 
 COST_CAP_S = 5.0  # estimated seconds of training per request (bnlr.cost, calibrated here)
 RESULT_CAP_BYTES = 48 * 2**20  # one request's result (tables) at most
