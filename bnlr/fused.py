@@ -39,6 +39,7 @@ import ctypes
 import os
 import re
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -933,6 +934,9 @@ _C = {"float32": ctypes.c_float, "float64": ctypes.c_double}
 # later request), so one link asking for many shapes cannot keep a core compiling.
 BACKGROUND = False
 MAX_PENDING = 4
+# The background compiler waits until this returns True (the app: no training is running), so
+# that a compile never slows a request down.
+IDLE = None
 _worker: threading.Thread | None = None
 
 
@@ -991,6 +995,8 @@ def _compile_pending() -> None:
                 _worker = None  # (under the lock: a shape queued from now starts a new one)
                 return
             shape = _pending[0]
+        while IDLE is not None and not IDLE():
+            time.sleep(0.1)
         try:
             kernel(shape)
         finally:

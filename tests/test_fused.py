@@ -171,6 +171,7 @@ def test_in_the_background_a_new_shape_takes_the_torch_path_until_compiled(monke
     monkeypatch.setattr(fused, "BACKGROUND", True)
     monkeypatch.setattr(fused, "_kernels", {})
     monkeypatch.setattr(fused, "MAX_PENDING", 1)
+    monkeypatch.setattr(fused, "IDLE", None)
     monkeypatch.delenv("BNLR_KERNEL", raising=False)
     model = ModelConfig((3, 2), "sigmoid", "post")
     exp = Experiment((RunConfig(model, 0.01),), epochs=2, dtype="float64")

@@ -47,23 +47,6 @@ from bnlr.models import layout
 # spin-waiting made training ~50x slower (measured: 93 s vs 1.8 s for the default grid).
 torch.set_num_threads(1)
 fused.BACKGROUND = True
-# The default pages' network shapes, compiled in the background as the server starts: the
-# article's four networks, in float32 (the pages) and float64 (the Why page).
-fused.prepare(
-    [
-        fused.shape_of(
-            bnlr.ModelConfig((bnlr.article.WIDTH,) * depth, bnlr.article.ACTIVATION, bn),
-            bnlr.DataConfig().n_features,
-            bnlr.OptimizerConfig(),
-            dtype,
-            momentum=False,
-        )
-        for dtype in ("float32", "float64")
-        for depth in bnlr.article.DEPTHS
-        for bn in bnlr.article.BNS
-    ],
-    limit=8,
-)
 
 COST_CAP_S = 5.0  # estimated seconds of training per request (bnlr.cost, calibrated here)
 RESULT_CAP_BYTES = 48 * 2**20  # one request's result (tables) at most
@@ -152,6 +135,25 @@ _jobs: dict[Hashable, Job] = {}  # not finished: queued or running
 _queue: list[Job] = []  # first come, first served
 _running: list[Job] = []
 _cache: OrderedDict[Hashable, tuple[object, int]] = OrderedDict()  # key → (value, bytes)
+
+fused.IDLE = lambda: not _running  # kernels compile while no training runs
+# The default pages' network shapes, compiled in the background as the server starts: the
+# article's four networks, in float32 (the pages) and float64 (the Why page).
+fused.prepare(
+    [
+        fused.shape_of(
+            bnlr.ModelConfig((bnlr.article.WIDTH,) * depth, bnlr.article.ACTIVATION, bn),
+            bnlr.DataConfig().n_features,
+            bnlr.OptimizerConfig(),
+            dtype,
+            momentum=False,
+        )
+        for dtype in ("float32", "float64")
+        for depth in bnlr.article.DEPTHS
+        for bn in bnlr.article.BNS
+    ],
+    limit=8,
+)
 
 
 def _nbytes(value) -> int:
