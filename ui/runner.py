@@ -136,7 +136,9 @@ _queue: list[Job] = []  # first come, first served
 _running: list[Job] = []
 _cache: OrderedDict[Hashable, tuple[object, int]] = OrderedDict()  # key → (value, bytes)
 
-fused.IDLE = lambda: not _running  # kernels compile while no training runs
+_last_job = [0.0]  # when the last training finished (time.monotonic)
+QUIET_S = 2.0  # kernels compile only after this long without a training (a page's jobs are done)
+fused.IDLE = lambda: not (_running or _queue) and time.monotonic() - _last_job[0] > QUIET_S
 # The default pages' network shapes, compiled in the background as the server starts: the
 # article's four networks, in float32 (the pages) and float64 (the Why page).
 fused.prepare(
@@ -227,6 +229,7 @@ def _work(job: Job) -> None:
         error = e
     with _lock:
         _running.remove(job)
+        _last_job[0] = time.monotonic()
         _jobs.pop(job.key, None)
         if error is None:
             _store(job.key, value)
