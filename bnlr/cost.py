@@ -30,7 +30,9 @@ from .optimizers import OptimizerConfig
 # Seconds per unit of each feature on this machine. The torch-path and shared terms were fitted
 # by ``python bench/cost.py --fit`` (non-negative least squares on the relative error of CPU time
 # over 62 trainings and range tests, one torch thread, 2026-11-26, load average ~5, before the
-# fused kernel), times 1.3: that fit's median relative error was 15 %. The fused kernel's terms
+# fused kernel), times 1.3: that fit's median relative error was 15 %; the torch path's
+# training terms (step*, train_flop, order) since × 1.5 more, after the corner walk measured the
+# deepest and every-model corners 1.4–1.5x over their estimate. The fused kernel's terms
 # (fused_*) come from a fit over 60 trainings with the kernel (2026-11-26, load ~3.5; median
 # relative error 18 %), times 1.5, the compile term from the compile times measured for depth
 # 3/4 and 8 under load (≈ 0.55 s and 1.7 s per kernel). The corner walk (``python
@@ -39,14 +41,14 @@ COST_S = {
     "request": 0.0159,
     "group": 0.000691,
     "run": 0.000255,
-    "step": 6.45e-05,
-    "step_layer": 1.82e-05,
-    "step_bn_layer": 8.96e-05,
-    "step_param": 1.64e-08,
-    "train_flop": 7.88e-10,
+    "step": 9.67e-05,
+    "step_layer": 2.73e-05,
+    "step_bn_layer": 0.000134,
+    "step_param": 2.46e-08,
+    "train_flop": 1.18e-09,
     "eval_flop": 0,
     "run_epoch": 6.95e-06,
-    "order": 2.42e-08,
+    "order": 3.63e-08,
     "step_row": 3.99e-06,
     "fused_group": 0.001,
     "fused_block_step": 1.86e-07,

@@ -108,7 +108,14 @@ controls.diverged_note(result.runs)
 
 st.subheader("What the sweep says, seed by seed")
 stab = report.stability
-if stab is not None and len(stab):
+if initial is None:
+    st.caption(
+        "Curvature at init (2/λ_max(0)) is left out at these settings: the exact Hessian of "
+        "networks this size would take more than "
+        f"{runner.SHARPNESS_CAP_S:g} s on the demo's server (it grows with the square of the "
+        "parameters)."
+    )
+elif stab is not None and len(stab):
     pred = stab["predicted_max_lr"].median()
     div = stab["first_diverged_lr"].dropna()
     where = (

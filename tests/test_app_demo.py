@@ -247,3 +247,20 @@ def test_the_cache_is_bounded_in_bytes(monkeypatch):
     assert runner.cache_bytes() <= 3_000_000
     assert runner.cache_bytes() == (3_000_000 // size) * size  # the newest that fit, no more
     runner.clear_cache()
+
+
+def test_curvature_at_init_is_left_out_where_its_hessians_would_cost_too_much(monkeypatch):
+    # An exact Hessian grows with the square of the parameters: width 16 (≈ 1000 of them) would
+    # take seconds per network, width 64 minutes and gigabytes. The page says so and goes on.
+    from bnlr import why
+
+    calls = []
+    real = why.initial_sharpness
+    monkeypatch.setattr(why, "initial_sharpness", lambda e: calls.append(e) or real(e))
+    wide = bnlr.Grid(width=16, lrs=bnlr.log_grid(1e-4, 1, 16), seeds=(929, 930), epochs=2)
+    assert runner.initial_sharpness_estimate(wide.experiment) > runner.SHARPNESS_CAP_S
+    at = page("lr_curve.py", width="16", epochs="2")
+    assert not at.exception and calls == []
+    assert any("Curvature at init (2/λ_max(0)) is left out" in c.value for c in at.caption)
+    narrow = bnlr.Grid(lrs=bnlr.log_grid(1e-4, 1, 16), seeds=(929, 930), epochs=2)
+    assert runner.initial_sharpness_estimate(narrow.experiment) <= runner.SHARPNESS_CAP_S

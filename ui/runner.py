@@ -456,8 +456,26 @@ def physics(experiment: bnlr.Experiment) -> why.WhyReport:
     )
 
 
-def initial_sharpness(experiment: bnlr.Experiment) -> pd.DataFrame:
-    """Returns ``why.initial_sharpness`` of the experiment's networks and seeds (cached)."""
+SHARPNESS_CAP_S = 1.5  # the LR curve page's curvature at init, at most (an extra, not the page)
+
+
+def initial_sharpness_estimate(experiment: bnlr.Experiment) -> float:
+    """Seconds of ``why.initial_sharpness``: an exact Hessian (∝ parameters², measured for 93)
+    and its eigenvalues (∝ parameters³) per network and seed."""
+    nets = {(r.model, r.seed) for r in experiment.runs}
+    total = 0.0
+    for model, _ in nets:
+        p = sum(math.prod(shape) for _, shape in layout(model, experiment.data.n_features))
+        total += HESSIAN_S * (p / 93) ** 2 + 1e-9 * p**3
+    return total
+
+
+def initial_sharpness(experiment: bnlr.Experiment) -> pd.DataFrame | None:
+    """Returns ``why.initial_sharpness`` of the experiment's networks and seeds (cached), or
+    None when its exact Hessians would cost more than ``SHARPNESS_CAP_S`` (wide networks: the
+    Hessian grows with the square of the parameters)."""
+    if initial_sharpness_estimate(experiment) > SHARPNESS_CAP_S:
+        return None
     return obtain(
         ("initial_sharpness", experiment),
         lambda cancel, progress: why.initial_sharpness(experiment),
