@@ -101,8 +101,11 @@ def _shape(model: ModelConfig, n_features: int) -> tuple[int, int, int]:
     return len(sizes) - 1, params, hidden
 
 
-def features(experiment: Experiment | Shape, range_test_batches: int = 0) -> dict[str, float]:
-    """Returns the count of each unit of work in ``experiment`` (and its range test)."""
+def features(
+    experiment: Experiment | Shape, range_test_batches: int = 0, torch_path: bool = False
+) -> dict[str, float]:
+    """Returns the count of each unit of work in ``experiment`` (and its range test), on the
+    path each group takes now (``bnlr.fused.path``), or all on the torch path."""
     data, E, B = experiment.data, experiment.epochs, experiment.batch_size
     S = experiment.steps_per_epoch
     n_train, n = data.n_train, data.n
@@ -116,7 +119,11 @@ def features(experiment: Experiment | Shape, range_test_batches: int = 0) -> dic
         f["run"] += R
         f["run_epoch"] += R * E
         f["step_row"] += R * E * S  # the tidy tables: one row per run and step
-        route = fused.path(model, data.n_features, optimizer.name, experiment.dtype)
+        route = (
+            "torch"
+            if torch_path
+            else fused.path(model, data.n_features, optimizer.name, experiment.dtype)
+        )
         if route != "torch":
             # the fused kernel: blocks of lanes, the whole epoch in one call
             lanes = fused.LANES[experiment.dtype]
@@ -148,14 +155,21 @@ def features(experiment: Experiment | Shape, range_test_batches: int = 0) -> dic
     return f
 
 
-def breakdown(experiment: Experiment | Shape, range_test_batches: int = 0) -> dict[str, float]:
+def breakdown(
+    experiment: Experiment | Shape, range_test_batches: int = 0, torch_path: bool = False
+) -> dict[str, float]:
     """Returns the estimated seconds of each term."""
-    return {k: COST_S[k] * v for k, v in features(experiment, range_test_batches).items()}
+    f = features(experiment, range_test_batches, torch_path)
+    return {k: COST_S[k] * v for k, v in f.items()}
 
 
-def estimate(experiment: Experiment | Shape, range_test_batches: int = 0) -> float:
-    """Returns the estimated seconds (one core, this machine) to train ``experiment``."""
-    return sum(breakdown(experiment, range_test_batches).values())
+def estimate(
+    experiment: Experiment | Shape, range_test_batches: int = 0, torch_path: bool = False
+) -> float:
+    """Returns the estimated seconds (one core, this machine) to train ``experiment`` (as if
+    every group took the torch path, with ``torch_path``: a yardstick for the pages' own work,
+    calibrated against it)."""
+    return sum(breakdown(experiment, range_test_batches, torch_path).values())
 
 
 def result_bytes(experiment: Experiment | Shape) -> int:

@@ -73,10 +73,15 @@ PAGE_FACTOR = {"lr_sensitivity": 1.0, "lr_curve": 1.3, "schedules": 1.5}
 def estimate(
     experiment: bnlr.Experiment | cost.Shape, range_test_batches: int = 0, factor: float = 1.0
 ) -> float:
-    """Returns the estimated seconds of a request (bnlr.cost × the page's factor; the LR
-    curve's, with its range test, × its own)."""
-    secs = cost.estimate(experiment, range_test_batches) * factor
-    return secs * PAGE_FACTOR["lr_curve"] if range_test_batches else secs
+    """Returns the estimated seconds of a request: its training (bnlr.cost, on the path each
+    group takes), plus the page's own work (analysis, tables, chart specs) as (factor − 1) × the
+    training's torch-path estimate, the yardstick it was measured against (the LR curve, with its
+    range test, × its own factor)."""
+    total = factor * (PAGE_FACTOR["lr_curve"] if range_test_batches else 1.0)
+    secs = cost.estimate(experiment, range_test_batches)
+    if total > 1:
+        secs += (total - 1) * cost.estimate(experiment, range_test_batches, torch_path=True)
+    return secs
 
 
 def precheck(factor: float = 1.0, **grid_kwargs) -> None:
