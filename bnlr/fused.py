@@ -339,23 +339,38 @@ class _Builder:
         return self.select(self.cmp(">=", x, c(0.0)), self.div(c(1.0), one_t), self.div(t, one_t))
 
 
-def _jit(module) -> tuple[object, object]:
-    """Compiles an llvmlite module for this machine's CPU; returns (engine, llvm module)."""
+_engine = None  # one MCJIT engine for every kernel, holding machine code only
+_serial = 0
+
+
+def _jit(module, name: str) -> int:
+    """Compiles the function ``name`` of an llvmlite module for this machine's CPU and returns
+    its address. Only the machine code is kept (an object file added to one shared engine): the
+    IR and LLVM's optimisation state are freed, ~7 MB per kernel otherwise."""
+    global _engine, _serial
     _init_llvm()
     tm = llvm.Target.from_default_triple().create_target_machine(
         cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=3
     )
+    with _lock:
+        _serial += 1
+        unique = f"{name}_{_serial}"
     # tanh's division may use the CPU's reciprocal estimate refined by Newton steps (1 for
     # float32, 2 for float64: within the ulps tests/test_fused.py allows)
-    text = re.sub(r'(define void @"\w+"\([^)]*\))', r"\1 #77", str(module))
+    text = str(module).replace(f'@"{name}"', f'@"{unique}"')
+    text = re.sub(r'(define void @"\w+"\([^)]*\))', r"\1 #77", text)
     text += '\nattributes #77 = { "reciprocal-estimates"="vec-divf:1,vec-divd:2,divf:1,divd:2" }\n'
     mod = llvm.parse_assembly(text)
     mod.verify()
     pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=3))
     pb.getModulePassManager().run(mod, pb)
-    engine = llvm.create_mcjit_compiler(mod, tm)
-    engine.finalize_object()
-    return engine, mod
+    obj = tm.emit_object(mod)
+    with _lock:
+        if _engine is None:
+            _engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
+        _engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        _engine.finalize_object()
+        return _engine.get_function_address(unique)
 
 
 _llvm_ready = False
@@ -395,10 +410,9 @@ def elementwise(name: str, x: np.ndarray) -> np.ndarray:
                 at = bd.b.mul(k, bd.i(L))
                 bd.store(getattr(bd, name)(bd.load(src, at)), dst, at)
             bd.b.ret_void()
-            engine, _ = _jit(module)
-            addr = engine.get_function_address("apply")
+            addr = _jit(module, "apply")
             cfn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)(addr)
-            _elementwise[key] = (engine, cfn)
+            _elementwise[key] = (None, cfn)
         _, cfn = _elementwise[key]
     n = -(-x.size // L)
     src = np.zeros(n * L, x.dtype)
@@ -934,6 +948,7 @@ _C = {"float32": ctypes.c_float, "float64": ctypes.c_double}
 # later request), so one link asking for many shapes cannot keep a core compiling.
 BACKGROUND = False
 MAX_PENDING = 4
+MAX_KERNELS = 48  # in the background mode; each kernel keeps ~2–5 MB (machine code, LLVM state)
 # The background compiler waits until this returns True (the app: no training is running), so
 # that a compile never slows a request down.
 IDLE = None
@@ -945,8 +960,8 @@ def kernel(shape: Shape):
     with _lock:
         entry = _kernels.get(shape)
     if entry is None:  # compiled outside the lock: other shapes' requests need not wait
-        engine, _ = _jit(_Kernel(shape).build())
-        addr = engine.get_function_address("epoch")
+        addr = _jit(_Kernel(shape).build(), "epoch")
+        engine = None
         ft = _C[shape.dtype]
         types_ = (
             [ctypes.c_void_p] * len(ARRAYS) + [ft] * 5 + [ctypes.c_double] + [ctypes.c_int64] * 5
@@ -978,7 +993,8 @@ def prepare(shapes, limit: int | None = None) -> None:
     with _lock:
         for shape in shapes:
             new = shape not in _kernels and shape not in _pending
-            if new and len(_pending) < (limit or MAX_PENDING):
+            room = len(_kernels) + len(_pending) < MAX_KERNELS
+            if new and room and len(_pending) < (limit or MAX_PENDING):
                 _pending.append(shape)
         if _pending and _worker is None:
             _worker = threading.Thread(target=_compile_pending, name="bnlr-compile", daemon=True)
