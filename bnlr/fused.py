@@ -1091,8 +1091,9 @@ class FusedGroup:
         rows = d.X_train.shape[1] + 1 + 3 * H
         self.S = np.zeros(group.exp.batch_size * rows * self.L, dt)  # one batch's scratch rows
         self.T = np.zeros(len(STATS) * H * self.L, dt)
+        # the distinct batch orders, (E, distinct, N), and each lane's (an idle lane: the first)
         self.orders = np.ascontiguousarray(group.orders.numpy().transpose(1, 0, 2), dtype=np.int32)
-        self.lane_order = np.zeros(Rp, dtype=np.int32)  # (E, distinct, N); an idle lane: row 0
+        self.lane_order = np.zeros(Rp, dtype=np.int32)
         self.lane_order[:R] = group.order_of
         self.XY, self.XYte = (
             np.ascontiguousarray(torch.cat([X, y], dim=1).numpy(), dtype=dt)
