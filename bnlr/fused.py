@@ -609,13 +609,9 @@ class _Kernel:
         self.grad(L, [g], self.layer_inputs(ps, L))
         ga = [bd.mul(self.p(sh.w(L, 0, j)), g) for j in range(sh.widths[-1])]
         for l in range(L - 1, -1, -1):
-            width, h0 = sh.widths[l], sh.hoff[l]
-            if sh.bn == "post":  # ga is d loss / d v (the BN output)
-                for j in range(width):
-                    ps.let(f"q{l}_{j}", ga[j])
-                    ps.stash(f"q{l}_{j}", "q", h0 + j)
-                ps = barrier(ps, ("back", l, "a"))
-                ga = [self.bn_grad(ps, l, j, "a") for j in range(width)]
+            width = sh.widths[l]
+            if sh.bn == "post":  # ga is d loss / d v (the BN output): back through BN
+                ps, ga = self.through_bn(ps, l, ga, "a", barrier)
             gz = []
             for j in range(width):
                 post = ps.get(f"a{l}_{j}")
@@ -623,12 +619,8 @@ class _Kernel:
                 if sh.activation == "leaky_relu":
                     pre = ps.get(f"n{l}_{j}" if sh.bn == "pre" else f"z{l}_{j}")
                 gz.append(self.act_backward(ga[j], pre, post))
-            if sh.bn == "pre":  # gz is d loss / d n (the BN output)
-                for j in range(width):
-                    ps.let(f"q{l}_{j}", gz[j])
-                    ps.stash(f"q{l}_{j}", "q", h0 + j)
-                ps = barrier(ps, ("back", l, "z"))
-                gz = [self.bn_grad(ps, l, j, "z") for j in range(width)]
+            if sh.bn == "pre":  # gz is d loss / d n (the BN output): back through BN
+                ps, gz = self.through_bn(ps, l, gz, "z", barrier)
             self.grad(l, gz, self.layer_inputs(ps, l))
             if l > 0:
                 ga = [
@@ -636,6 +628,16 @@ class _Kernel:
                     for i in range(sh.widths[l - 1])
                 ]
         return ps
+
+    def through_bn(self, ps: _Pass, l: int, grads: list, kind: str, barrier):
+        """From d loss / d (layer l's BN output) to d loss / d (its input, rows ``kind``): the
+        gradients are stashed, the pass ends for the batch sums, the next pass applies them."""
+        h0 = self.shape.hoff[l]
+        for j, g in enumerate(grads):
+            ps.let(f"q{l}_{j}", g)
+            ps.stash(f"q{l}_{j}", "q", h0 + j)
+        ps = barrier(ps, ("back", l, kind))
+        return ps, [self.bn_grad(ps, l, j, kind) for j in range(len(grads))]
 
     def dot_rows(self, pairs):
         bd = self.bd

@@ -2,13 +2,13 @@
 and reveals the right answer (worked out here from the runs themselves); hide flags; bad quiz and
 hide values get one notice while the page works; the link for the class."""
 
-import json
 import math
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from apptest import charts, page
 from streamlit.testing.v1 import AppTest
 
 import bnlr
@@ -16,17 +16,6 @@ import bnlr
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 300
 SMALL = {"epochs": "3", "depths": ["3"], "seeds": "2"}  # a few seconds of training per page
-
-
-def page(name: str, **params) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "pages" / name), default_timeout=TIMEOUT)
-    for key, value in params.items():
-        at.query_params[key] = value
-    return at.run()
-
-
-def charts(at: AppTest) -> list[dict]:
-    return [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
 
 
 def revealed(at: AppTest) -> str:

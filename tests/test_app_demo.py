@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from apptest import page
 from streamlit.runtime.scriptrunner_utils.exceptions import StopException
-from streamlit.testing.v1 import AppTest
 
 import bnlr
 from bnlr import cost
@@ -18,13 +18,6 @@ from ui import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 180
-
-
-def page(name: str, **params) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "pages" / name), default_timeout=TIMEOUT)
-    for key, value in params.items():
-        at.query_params[key] = value
-    return at.run()
 
 
 def until(condition, tries: int = 3000) -> None:

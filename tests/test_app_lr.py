@@ -1,29 +1,18 @@
 """AppTest of home and LR pages: they run, training vs display controls, URL restore, bad input."""
 
-import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from apptest import charts, page
 from streamlit.testing.v1 import AppTest
 
 import bnlr
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 180  # 2 shared cores: a cold run trains and imports torch
-
-
-def page(name: str, **params) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "pages" / name), default_timeout=TIMEOUT)
-    for key, value in params.items():
-        at.query_params[key] = value
-    return at.run()
-
-
-def charts(at: AppTest) -> list[dict]:
-    return [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
 
 
 def panels(at: AppTest) -> list[str]:
