@@ -187,6 +187,21 @@ def _bn_tangent(xd, zh, s, m, w):
 
 
 @njit(cache=True, fastmath=FM)
+def _affine_tangent(out, zhd, zh, theta, og, obeta, q, w):
+    """out = tangent of BN's affine output γ ẑ + β (w, N): γ ẑ̇, plus ẑ where the direction q
+    is γ_i, plus 1 where it is β_i."""
+    n_samples = zhd.shape[1]
+    for i in range(w):
+        g = theta[og + i]
+        for n in range(n_samples):
+            out[i, n] = g * zhd[i, n]
+    if og <= q < og + w:
+        out[q - og, :] += zh[q - og, :]
+    elif obeta <= q < obeta + w:
+        out[q - obeta, :] += 1.0
+
+
+@njit(cache=True, fastmath=FM)
 def _bn_adjoint_tangent(gzhd, gzh, gx, zh, zhd, s, m, bb, w, gxd):
     """Tangent of BN's train-mode backward x̄ = (ẑ̄ - mean ẑ̄ - ẑ B) / s, B = mean(ẑ̄ ẑ):
     from ẑ̄̇ (gzhd) to x̄̇ (gxd), both (w, N); ṡ = m."""
@@ -239,14 +254,7 @@ def _column(theta, sizes, offs, ends, bn, q, vals, tans, H):
             zd[q - ob, :] = 1.0
         if bn == 1:
             _bn_tangent(zhd[k], zh[k], s[k], m[k], w)
-            for i in range(w):
-                g = theta[og + i]
-                for n in range(n_samples):
-                    ud[k, i, n] = g * zhd[k, i, n]
-            if og <= q < og + w:
-                ud[k, q - og, :] += zh[k, q - og, :]
-            elif obeta <= q < obeta + w:
-                ud[k, q - obeta, :] += 1.0
+            _affine_tangent(ud[k], zhd[k], zh[k], theta, og, obeta, q, w)
         # through σ: ȧ = σ' u̇ (none, pre), or BN's input ḣ = σ' u̇ (post)
         out = zhd[k] if bn == 2 else ad[k]
         for i in range(w):
@@ -254,14 +262,7 @@ def _column(theta, sizes, offs, ends, bn, q, vals, tans, H):
                 out[i, n] = d1[k, i, n] * ud[k, i, n]
         if bn == 2:
             _bn_tangent(zhd[k], zh[k], s[k], m[k], w)
-            for i in range(w):
-                g = theta[og + i]
-                for n in range(n_samples):
-                    ad[k, i, n] = g * zhd[k, i, n]
-            if og <= q < og + w:
-                ad[k, q - og, :] += zh[k, q - og, :]
-            elif obeta <= q < obeta + w:
-                ad[k, q - obeta, :] += 1.0
+            _affine_tangent(ad[k], zhd[k], zh[k], theta, og, obeta, q, w)
     # output f = W_o a_L + b_o: ṙ = 2 ḟ / N; output rows; ā̇_L
     oo, w_last, last = offs[n_hidden, 0], sizes[n_hidden], n_hidden - 1
     scale = 2.0 / n_samples
