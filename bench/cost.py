@@ -36,6 +36,7 @@ import torch  # noqa: E402
 
 import bnlr  # noqa: E402
 from bnlr import cost, fused, lrfinder  # noqa: E402
+from tests.apptest import scan_components_once  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -253,6 +254,7 @@ def walk(only: list[str]) -> int:
     bnlr.train(bnlr.Grid(epochs=2))  # imports and warm-up off the clock
     measure(PAGES["LR sensitivity"], {"epochs": "1", "lrs": "0.1"})
     fused.wait_for_compiles()  # the server's start-up compiles (the default shapes), off the clock
+    scan_components_once()  # and its one scan of installed components (AppTest repeats it)
     print(
         f"cap {runner.COST_CAP_S:g} s; load average {os.getloadavg()[0]:.1f} on "
         f"{os.cpu_count()} cores; CPU = this process (page script + training threads)"

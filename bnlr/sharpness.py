@@ -18,6 +18,9 @@ layers ≤ k (the rest follow by symmetry): every tangent at layer k lives on th
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 from numba import njit
@@ -29,6 +32,7 @@ BN_CODES = {"none": 0, "pre": 1, "post": 2}
 ACT_CODES = {"tanh": 0, "relu": 1, "sigmoid": 2, "leaky_relu": 3}
 LEAKY_SLOPE = 0.01  # F.leaky_relu's default, as bnlr.models uses it
 BN_EPS = 1e-5  # nn.BatchNorm1d's default
+THREADS = int(os.environ.get("BNLR_HESSIAN_THREADS", "0")) or os.cpu_count() or 1
 # Reassociation lets LLVM vectorise the sums over samples; no nnan/ninf, so NaN still propagates.
 FM = {"reassoc", "contract"}
 
@@ -332,9 +336,10 @@ def _column(theta, sizes, offs, ends, bn, q, vals, tans, H):
                         gad[j, n] += t2[i, n] * wij
 
 
-@njit(cache=True)
-def _hessians(params, X, y, sizes, offs, ends, bn, act, eps):
-    """(R, P, P): each run's Hessian, exact on and below the diagonal, one column at a time."""
+@njit(cache=True, nogil=True)
+def _hessians(params, X, y, sizes, offs, ends, bn, act, eps, out):
+    """Fills out (R, P, P) with each run's Hessian, exact on and below the diagonal, one column
+    at a time. Releases the GIL: ``_lower_hessians`` runs a share of the runs on each core."""
     n_runs, n_params = params.shape
     n_hidden, n_samples, width = sizes.shape[0] - 2, X.shape[0], sizes[1:-1].max()
     lw = (n_hidden, width, n_samples)
@@ -367,16 +372,15 @@ def _hessians(params, X, y, sizes, offs, ends, bn, act, eps):
         np.empty(tw),  # ū̇ or ẑ̄̇
         np.empty(tw),  # z̄̇ (post: first BN input's adjoint tangent)
     )
-    out = np.zeros((n_runs, n_params, n_params))
     for run in range(n_runs):
         theta = params[run]
         _values(theta, X, y, sizes, offs, bn, act, eps, vals)
         for q in range(n_params):
             _column(theta, sizes, offs, ends, bn, q, vals, tans, out[run])
-    return out
 
 
 def _lower_hessians(model: ModelConfig, params, X, y) -> np.ndarray:
+    """(R, P, P) Hessians, the lower triangle exact."""
     X = np.ascontiguousarray(torch.as_tensor(X).double().numpy())
     y = np.ascontiguousarray(torch.as_tensor(y).double().numpy().reshape(-1))
     params = np.ascontiguousarray(params, dtype=np.float64)
@@ -391,7 +395,27 @@ def _lower_hessians(model: ModelConfig, params, X, y) -> np.ndarray:
         o += w * fan_in + w + (2 * w if model.bn != "none" and k < len(sizes) - 2 else 0)
         ends[k] = o
     bn, act = BN_CODES[model.bn], ACT_CODES[model.activation]
-    return _hessians(params, X, y, sizes, offs, ends, bn, act, BN_EPS)
+    out = np.zeros((len(params), params.shape[1], params.shape[1]))
+
+    def work(lo, hi):
+        _hessians(params[lo:hi], X, y, sizes, offs, ends, bn, act, BN_EPS, out[lo:hi])
+
+    in_shares(len(params), work)
+    return out
+
+
+def in_shares(n: int, work) -> None:
+    """Calls work(lo, hi) on consecutive slices of range(n), one thread per core. Each run's
+    Hessian is independent and the kernel runs without the GIL (numba ``nogil``). Plain
+    threads, not numba's parallel layers: concurrent callers (two sessions of the app) are
+    safe, and nothing spins while it waits."""
+    cuts = np.linspace(0, n, min(THREADS, n) + 1).astype(int) if n else [0, 0]
+    if len(cuts) <= 2:
+        work(0, n)
+        return
+    with ThreadPoolExecutor(len(cuts) - 1) as pool:
+        for f in [pool.submit(work, lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:])]:
+            f.result()
 
 
 def hessian(model: ModelConfig, params, X, y) -> np.ndarray:
@@ -404,4 +428,6 @@ def hessian(model: ModelConfig, params, X, y) -> np.ndarray:
 def sharpness(model: ModelConfig, params, X, y) -> np.ndarray:
     """(R,) λ_max of each run's Hessian; params (R, P) float64 in the flat order."""
     H = torch.from_numpy(_lower_hessians(model, params, X, y))
+    # On the calling thread: torch's linalg in a fresh worker thread does not keep the
+    # caller's one-thread setting, and a run's λ_max would depend on its neighbours.
     return torch.linalg.eigvalsh(H, UPLO="L")[:, -1].numpy()  # reads the lower triangle only

@@ -1,9 +1,11 @@
 import pytest
 import streamlit as st
 import torch
+from apptest import scan_components_once
 
 import bnlr
 
+scan_components_once()  # one scan of installed components for all AppTests, as a server does
 # Tiny tensors gain nothing from intra-op threads; on a shared 2-core machine they only spin.
 torch.set_num_threads(1)
 
