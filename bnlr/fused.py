@@ -38,8 +38,11 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -49,6 +52,8 @@ import torch
 try:  # llvmlite comes with numba; without it the batched engine keeps its torch path
     import llvmlite.binding as llvm
     import llvmlite.ir as ir
+
+    from . import _llc
 except ImportError:  # pragma: no cover - exercised by environments without llvmlite
     llvm = ir = None
 AVAILABLE = llvm is not None
@@ -345,32 +350,41 @@ _serial = 0
 
 def _jit(module, name: str) -> int:
     """Compiles the function ``name`` of an llvmlite module for this machine's CPU and returns
-    its address. Only the machine code is kept (an object file added to one shared engine): the
-    IR and LLVM's optimisation state are freed, ~7 MB per kernel otherwise."""
+    its address. The IR is optimised and turned into object code in a child process
+    (``bnlr/_llc.py``): only the machine code comes back, added to one shared engine."""
     global _engine, _serial
     _init_llvm()
-    tm = llvm.Target.from_default_triple().create_target_machine(
-        cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=3
-    )
     with _lock:
         _serial += 1
         unique = f"{name}_{_serial}"
-    # tanh's division may use the CPU's reciprocal estimate refined by Newton steps (1 for
-    # float32, 2 for float64: within the ulps tests/test_fused.py allows)
     text = str(module).replace(f'@"{name}"', f'@"{unique}"')
     text = re.sub(r'(define void @"\w+"\([^)]*\))', r"\1 #77", text)
-    text += '\nattributes #77 = { "reciprocal-estimates"="vec-divf:1,vec-divd:2,divf:1,divd:2" }\n'
-    mod = llvm.parse_assembly(text)
-    mod.verify()
-    pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=3))
-    pb.getModulePassManager().run(mod, pb)
-    obj = tm.emit_object(mod)
+    text += f"\nattributes #77 = {{ {_llc.RECIPROCAL} }}\n"
+    obj = _object_code(text)
     with _lock:
         if _engine is None:
+            tm = llvm.Target.from_default_triple().create_target_machine(
+                cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten()
+            )
             _engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
         _engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         _engine.finalize_object()
         return _engine.get_function_address(unique)
+
+
+def _object_code(text: str) -> bytes:
+    """``_llc.emit(text)`` in a child process (in this one if none can be started)."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-I", _llc.__file__],
+            input=text.encode(),
+            capture_output=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as e:
+        warnings.warn(f"compiling in-process: the compiler process failed ({e})", stacklevel=2)
+        return _llc.emit(text)
+    return done.stdout
 
 
 _llvm_ready = False

@@ -66,7 +66,7 @@ with st.sidebar:
     controls.cost_note(grid, factor=FACTOR)
 urlcheck.finish((*controls.DISPLAY_KEYS, "lr_log", "state_sched", "state_steps", "code_model"))
 grid, result = controls.last_good(
-    "schedules", grid, lambda g: runner.run(g.experiment, factor=FACTOR)
+    "schedules", grid, lambda g: runner.run(g.experiment, factor=FACTOR, steps=True)
 )
 E, S, lr0, order = grid.epochs, grid.experiment.steps_per_epoch, grid.lrs[0], list(grid.schedules)
 report = analysis.schedule_report(result, grid)

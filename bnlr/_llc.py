@@ -1,0 +1,36 @@
+"""LLVM IR in, this machine's object code out: ``bnlr.fused`` compiles each kernel here.
+
+Run as a script (``python bnlr/_llc.py < kernel.ll > kernel.o``) it is a child process that
+imports llvmlite only, so everything LLVM allocates while optimising a kernel goes back to the
+system when it exits; compiled in the server itself, each kernel kept 3–6 MB of it for good
+(measured: 20–60 KB of the object code is all the kernel needs). ``emit`` is also importable,
+for compiling in-process where no child process can be started.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import llvmlite.binding as llvm
+
+# tanh's division may use the CPU's reciprocal estimate refined by Newton steps (1 for float32,
+# 2 for float64: within the ulps tests/test_fused.py allows)
+RECIPROCAL = '"reciprocal-estimates"="vec-divf:1,vec-divd:2,divf:1,divd:2"'
+
+
+def emit(text: str) -> bytes:
+    """Optimises the IR ``text`` at -O3 for the host CPU and returns the object file."""
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    tm = llvm.Target.from_default_triple().create_target_machine(
+        cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=3
+    )
+    mod = llvm.parse_assembly(text, context=llvm.create_context())
+    mod.verify()
+    pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=3))
+    pb.getModulePassManager().run(mod, pb)
+    return tm.emit_object(mod)
+
+
+if __name__ == "__main__":
+    sys.stdout.buffer.write(emit(sys.stdin.read()))
