@@ -173,6 +173,28 @@ def _values(theta, X, y, sizes, offs, bn, act, eps, vals):
 
 
 @njit(cache=True, fastmath=FM)
+def _gradient(theta, sizes, offs, bn, vals, g):
+    """g (P,) = the full-batch gradient, from the adjoints ``_values`` left in ``vals``."""
+    a, _u, zh, _s, _d1, _d2, r, ga, gu, _gzh, _gx, gz, _bb, _x = vals
+    n_hidden = sizes.shape[0] - 2
+    for k in range(n_hidden):
+        fan_in, w = sizes[k], sizes[k + 1]
+        ow, ob, og, obeta = offs[k, 0], offs[k, 1], offs[k, 2], offs[k, 3]
+        for i in range(w):
+            for j in range(fan_in):
+                g[ow + i * fan_in + j] = _dot(gz[k, i], a[k, j])
+            g[ob + i] = gz[k, i].sum()
+            if bn:  # γ ẑ + β: the adjoint of its output is ū (pre) or ā (post)
+                out = gu[k, i] if bn == 1 else ga[k, i]
+                g[og + i] = _dot(out, zh[k, i])
+                g[obeta + i] = out.sum()
+    oo, w_last = offs[n_hidden, 0], sizes[n_hidden]
+    for j in range(w_last):
+        g[oo + j] = _dot(r, a[n_hidden, j])
+    g[oo + w_last] = r.sum()
+
+
+@njit(cache=True, fastmath=FM)
 def _bn_tangent(xd, zh, s, m, w):
     """In place, BN's input tangents xd (w, N) become ẑ̇ = (ẋ - mean ẋ - ẑ m) / s, with
     m = mean(ẑ ẋ) = ṡ kept in m (w,) for the backward pass."""
@@ -337,9 +359,10 @@ def _column(theta, sizes, offs, ends, bn, q, vals, tans, H):
 
 
 @njit(cache=True, nogil=True)
-def _hessians(params, X, y, sizes, offs, ends, bn, act, eps, out):
+def _hessians(params, X, y, sizes, offs, ends, bn, act, eps, out, grads):
     """Fills out (R, P, P) with each run's Hessian, exact on and below the diagonal, one column
-    at a time. Releases the GIL: ``_lower_hessians`` runs a share of the runs on each core."""
+    at a time, and grads (R, P) with its gradient. Releases the GIL: ``_lower_hessians`` runs a
+    share of the runs on each core."""
     n_runs, n_params = params.shape
     n_hidden, n_samples, width = sizes.shape[0] - 2, X.shape[0], sizes[1:-1].max()
     lw = (n_hidden, width, n_samples)
@@ -375,12 +398,13 @@ def _hessians(params, X, y, sizes, offs, ends, bn, act, eps, out):
     for run in range(n_runs):
         theta = params[run]
         _values(theta, X, y, sizes, offs, bn, act, eps, vals)
+        _gradient(theta, sizes, offs, bn, vals, grads[run])
         for q in range(n_params):
             _column(theta, sizes, offs, ends, bn, q, vals, tans, out[run])
 
 
-def _lower_hessians(model: ModelConfig, params, X, y) -> np.ndarray:
-    """(R, P, P) Hessians, the lower triangle exact."""
+def _lower_hessians(model: ModelConfig, params, X, y) -> tuple[np.ndarray, np.ndarray]:
+    """(R, P, P) Hessians, the lower triangle exact, and (R, P) gradients."""
     X = np.ascontiguousarray(torch.as_tensor(X).double().numpy())
     y = np.ascontiguousarray(torch.as_tensor(y).double().numpy().reshape(-1))
     params = np.ascontiguousarray(params, dtype=np.float64)
@@ -396,12 +420,13 @@ def _lower_hessians(model: ModelConfig, params, X, y) -> np.ndarray:
         ends[k] = o
     bn, act = BN_CODES[model.bn], ACT_CODES[model.activation]
     out = np.zeros((len(params), params.shape[1], params.shape[1]))
+    grads = np.zeros(params.shape)
 
     def work(lo, hi):
-        _hessians(params[lo:hi], X, y, sizes, offs, ends, bn, act, BN_EPS, out[lo:hi])
+        _hessians(params[lo:hi], X, y, sizes, offs, ends, bn, act, BN_EPS, out[lo:hi], grads[lo:hi])
 
     in_shares(len(params), work)
-    return out
+    return out, grads
 
 
 def in_shares(n: int, work) -> None:
@@ -420,14 +445,21 @@ def in_shares(n: int, work) -> None:
 
 def hessian(model: ModelConfig, params, X, y) -> np.ndarray:
     """(R, P, P) exact Hessians of the MSE over all of X (BN in train mode), params (R, P)."""
-    H = _lower_hessians(model, params, X, y)
+    H, _ = _lower_hessians(model, params, X, y)
     lower = np.tril(H)
     return lower + np.swapaxes(np.tril(H, -1), 1, 2)
 
 
 def sharpness(model: ModelConfig, params, X, y) -> np.ndarray:
     """(R,) λ_max of each run's Hessian; params (R, P) float64 in the flat order."""
-    H = torch.from_numpy(_lower_hessians(model, params, X, y))
+    return sharpness_and_gradients(model, params, X, y)[0]
+
+
+def sharpness_and_gradients(model: ModelConfig, params, X, y) -> tuple[np.ndarray, np.ndarray]:
+    """(R,) λ_max of each run's Hessian and (R, P) its full-batch gradient (a by-product of the
+    Hessian's forward and backward pass); params (R, P) float64 in the flat order."""
+    H, grads = _lower_hessians(model, params, X, y)
     # On the calling thread: torch's linalg in a fresh worker thread does not keep the
     # caller's one-thread setting, and a run's λ_max would depend on its neighbours.
-    return torch.linalg.eigvalsh(H, UPLO="L")[:, -1].numpy()  # reads the lower triangle only
+    lam = torch.linalg.eigvalsh(torch.from_numpy(H), UPLO="L")[:, -1].numpy()  # lower only
+    return lam, grads

@@ -92,7 +92,8 @@ def full_batch_loss(
 
 
 def full_batch_gradients(model, params: np.ndarray, X, y, eps: float = BN_EPS) -> np.ndarray:
-    """Returns (R, P): each run's gradient of ``full_batch_loss``, float64."""
+    """Returns (R, P): each run's gradient of ``full_batch_loss``, float64, by autograd (the
+    page takes them from ``bnlr.sharpness``'s kernel; this one allows another BN eps)."""
     theta = torch.as_tensor(params, dtype=torch.float64).clone().requires_grad_(True)
     loss = full_batch_loss(model, theta, X.double(), y.double(), eps).sum()
     (g,) = torch.autograd.grad(loss, theta)
@@ -170,7 +171,7 @@ def physics(experiment: Experiment, result: Result) -> WhyReport:
     n = len(experiment.runs)
     data = make_data(experiment.data, torch.float64)
     X, y = data.X_train, data.y_train
-    from .sharpness import sharpness  # numba: imported only where sharpness is asked for
+    from .sharpness import sharpness_and_gradients  # numba: imported only where asked for
 
     rows, per_run = [], []
     by_model: dict = {}
@@ -185,8 +186,7 @@ def physics(experiment: Experiment, result: Result) -> WhyReport:
         lam = np.full(R * E1, np.nan)
         grads = np.full_like(flat, np.nan)
         if ok.any():
-            lam[ok] = sharpness(model, flat[ok], X, y)
-            grads[ok] = full_batch_gradients(model, flat[ok], X, y)
+            lam[ok], grads[ok] = sharpness_and_gradients(model, flat[ok], X, y)
         rm = row_measures(model, X.shape[1], flat, grads)
         for j, i in enumerate(idxs):
             part = slice(j * E1, (j + 1) * E1)

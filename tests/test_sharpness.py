@@ -15,8 +15,9 @@ DATA = make_data(bnlr.DataConfig(), torch.float64)
 X, Y = DATA.X_train, DATA.y_train
 
 
-def autograd_hessian(model: bnlr.ModelConfig, theta: np.ndarray) -> np.ndarray:
-    """The MSE over the whole split through bnlr.models.MLP (train mode: batch statistics)."""
+def mse(model: bnlr.ModelConfig):
+    """The MSE over the whole split through bnlr.models.MLP (train mode: batch statistics), as
+    a function of the flat parameters."""
     mlp = MLP(model, X.shape[1], torch.float64).train()
     blocks = sh.layout(model, X.shape[1])
 
@@ -25,7 +26,16 @@ def autograd_hessian(model: bnlr.ModelConfig, theta: np.ndarray) -> np.ndarray:
         named = {name: p.reshape(shape) for (name, shape), p in zip(blocks, parts)}
         return ((torch.func.functional_call(mlp, named, (X,)) - Y) ** 2).mean()
 
-    return torch.autograd.functional.hessian(loss, torch.tensor(theta)).numpy()
+    return loss
+
+
+def autograd_hessian(model: bnlr.ModelConfig, theta: np.ndarray) -> np.ndarray:
+    return torch.autograd.functional.hessian(mse(model), torch.tensor(theta)).numpy()
+
+
+def autograd_gradient(model: bnlr.ModelConfig, theta: np.ndarray) -> np.ndarray:
+    flat = torch.tensor(theta, requires_grad=True)
+    return torch.autograd.grad(mse(model)(flat), flat)[0].numpy()
 
 
 def start(model: bnlr.ModelConfig, seed: int) -> np.ndarray:
@@ -68,13 +78,15 @@ def test_hessian_and_sharpness_match_autograd(act, bn, widths):
     params = np.stack([theta0, trained(model, theta0)])
     assert params.shape[1] == sh.parameter_count(model, X.shape[1])
     H = sh.hessian(model, params, X, Y)
-    lam = sh.sharpness(model, params, X, Y)
+    lam, grads = sh.sharpness_and_gradients(model, params, X, Y)
     for run in range(2):
         ref = autograd_hessian(model, params[run])
         np.testing.assert_allclose(H[run], ref, rtol=0, atol=1e-9 * np.abs(ref).max())
         assert np.array_equal(H[run], H[run].T)
         ref_lam = np.linalg.eigvalsh(ref)[-1]
         assert abs(lam[run] - ref_lam) <= 1e-8 * abs(ref_lam)
+        ref_g = autograd_gradient(model, params[run])
+        np.testing.assert_allclose(grads[run], ref_g, rtol=0, atol=1e-10 * np.abs(ref_g).max())
 
 
 def test_layout_is_the_mlp_parameter_order():
