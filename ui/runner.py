@@ -261,10 +261,10 @@ def _libc():
 
 _LIBC = _libc()
 if _LIBC is not None:
-    # At most 2 malloc arenas (glibc's default is 8 per core): every training runs on a thread
-    # of its own, and each arena it touched kept its freed pages apart (measured with
-    # bench/memory.py: ~90 MB less resident memory with the limit, MALLOC_ARENA_MAX=2).
-    _LIBC.mallopt(-8, 2)  # M_ARENA_MAX
+    # Blocks of 128 KB and more are mapped apart and unmapped when freed (glibc's threshold
+    # otherwise grows to 32 MB after the first big free, and big temporaries then leave holes
+    # in the heap that malloc_trim cannot give back).
+    _LIBC.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
 
 TRIM_S = 10.0  # how often the janitor gives freed memory back while pages are being drawn
 _drawn = threading.Event()  # set by every page's request for a result
