@@ -136,7 +136,9 @@ PAGES = {
     "LR sensitivity": "pages/lr_sensitivity.py",
     "LR learning curve": "pages/lr_curve.py",
     "Scheduler playground": "pages/scheduler_playground.py",
+    "Why it happens": "pages/why.py",
 }
+LR_LIST = ("LR sensitivity", "Why it happens")  # the pages with an lr list control
 ALL_DEPTHS = [str(d) for d in range(1, 9)]
 TWELVE_LRS = ",".join(f"{10 ** -(k / 4):.4g}" for k in range(12))
 CORNERS = {  # one control at its extreme, the rest at the page's defaults
@@ -174,7 +176,7 @@ def grid_of(page: str, p: dict) -> tuple[bnlr.Grid, int]:
         seeds=tuple(range(929, 929 + int(p.get("seeds", 2 if "curve" in page else 1)))),
         data=bnlr.DataConfig(n=int(p.get("n", 1000))),
     )
-    if "sensitivity" in page:
+    if page in LR_LIST:
         lrs = tuple(float(v) for v in p.get("lrs", "0.1,0.03,0.01,0.005").split(","))
         return bnlr.Grid(lrs=lrs, **kw), 0
     if "curve" in page:
@@ -189,6 +191,9 @@ def page_cost(page: str, grid: bnlr.Grid, rt: int) -> tuple[float, bool]:
     """Returns (estimated seconds of the page's trainings, accepted?) as ui.runner decides."""
     from ui import runner
 
+    if "Why" in page:  # its own estimate: the runs and their twins, and a Hessian per epoch
+        secs = runner.physics_estimate(grid.experiment)
+        return secs, secs <= runner.COST_CAP_S
     factor = runner.PAGE_FACTOR["schedules"] if "playground" in page else 1.0
     try:
         runner.check_cost(grid.experiment, rt, factor)
@@ -270,13 +275,12 @@ def walk(only: list[str]) -> int:
         for corner, p in CORNERS.items():
             if corner == "longest range test" and "curve" not in page:
                 continue
-            p = {k: v for k, v in p.items() if not (k == "lrs" and "sensitivity" not in page)}
+            p = {k: v for k, v in p.items() if not (k == "lrs" and page not in LR_LIST)}
             p = {k: v for k, v in p.items() if not (k == "lr_n" and "curve" not in page)}
             asked = p
             p = heaviest_accepted(page, p)
             if p is None:
-                grid, rt = grid_of(page, asked)
-                est = runner.estimate(grid.experiment, rt)
+                est, _ = page_cost(page, *grid_of(page, asked))
                 cpu_s, wall, n, problems = measure(path, asked)
                 print(
                     f"{page:21s} {corner:29s} {'refused at any epochs':58s} {est:6.1f} "

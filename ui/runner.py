@@ -469,19 +469,30 @@ def article_claims(seeds: int = claims.REPLICATION_SEEDS) -> dict:
 
 # ---------------------------------------------------------------- the Why page
 
-HESSIAN_S = 0.0035  # seconds per exact Hessian of a 93-parameter network (bench/sharpness.py)
+# CPU seconds per unit of an exact Hessian's work, N·P·(P + 12·depth·width²) (bnlr.sharpness:
+# each of the P directions goes through the layers above its own, ~12·width² flops a layer), for a
+# 3×4 tanh BN pre network (the dearest per unit): 1.01e-10 at N = 700 training samples, 1.15e-10
+# at 3500, 1.79e-10 at 14000 (one thread, 2026-11-26), as the samples fall out of the cache:
+# HESSIAN_UNIT_S · (1 + N / HESSIAN_CACHE_N). Its eigenvalues cost ~1e-9·P³ s more.
+HESSIAN_UNIT_S = 1.02e-10
+HESSIAN_CACHE_N = 18_000
+
+
+def hessian_seconds(model: bnlr.ModelConfig, data: bnlr.DataConfig) -> float:
+    """Estimated CPU seconds of one exact Hessian of ``model`` over the training split, and of
+    its largest eigenvalue."""
+    p = sum(math.prod(shape) for _, shape in layout(model, data.n_features))
+    width, depth = max(model.widths), len(model.widths)
+    unit = HESSIAN_UNIT_S * (1 + data.n_train / HESSIAN_CACHE_N)
+    return unit * data.n_train * p * (p + 12 * depth * width**2) + 1e-9 * p**3
 
 
 def physics_estimate(experiment: bnlr.Experiment) -> float:
     """Returns the estimated seconds of the Why page: its runs and their twins in float64, and
-    an exact Hessian per run and epoch (cost ∝ parameters², measured for 93)."""
+    an exact Hessian per run and epoch."""
     twins = why.with_twins(replace(experiment, dtype="float64"))
-    params = [
-        sum(math.prod(shape) for _, shape in layout(r.model, experiment.data.n_features))
-        for r in experiment.runs
-    ]
-    hessians = sum(HESSIAN_S * (p / 93) ** 2 for p in params) * (experiment.epochs + 1)
-    return estimate(twins) + hessians
+    per_epoch = sum(hessian_seconds(r.model, experiment.data) for r in experiment.runs)
+    return estimate(twins) + per_epoch * (experiment.epochs + 1)
 
 
 def physics(experiment: bnlr.Experiment) -> why.WhyReport:
@@ -502,14 +513,10 @@ SHARPNESS_CAP_S = 1.5  # the LR curve page's curvature at init, at most (an extr
 
 
 def initial_sharpness_estimate(experiment: bnlr.Experiment) -> float:
-    """Seconds of ``why.initial_sharpness``: an exact Hessian (∝ parameters², measured for 93)
-    and its eigenvalues (∝ parameters³) per network and seed."""
+    """Seconds of ``why.initial_sharpness``: an exact Hessian and its eigenvalues per network
+    and seed."""
     nets = {(r.model, r.seed) for r in experiment.runs}
-    total = 0.0
-    for model, _ in nets:
-        p = sum(math.prod(shape) for _, shape in layout(model, experiment.data.n_features))
-        total += HESSIAN_S * (p / 93) ** 2 + 1e-9 * p**3
-    return total
+    return sum(hessian_seconds(model, experiment.data) for model, _ in nets)
 
 
 def initial_sharpness(experiment: bnlr.Experiment) -> pd.DataFrame | None:
