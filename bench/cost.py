@@ -297,11 +297,14 @@ def walk(only: list[str]) -> int:
                 f"{wall:6.2f} {n}" + (f"  {problems}" if problems else ""),
                 flush=True,
             )
-            worst = max(worst, (cpu_s, f"{page}, {corner}: {shown}"))
-            if cpu_s > runner.COST_CAP_S:
+            # the Why page's Hessians run on every core: its CPU is ~1.5x its wall time, and
+            # the cap is on the wait; every other page trains and draws on one core
+            spent = wall if "Why" in page else cpu_s
+            worst = max(worst, (spent, f"{page}, {corner}: {shown}"))
+            if spent > runner.COST_CAP_S:
                 over.append(f"{page}, {corner}")
     if only and "Home" not in only:
-        print(f"worst accepted request: {worst[0]:.2f} s CPU ({worst[1]})")
+        print(f"worst accepted request: {worst[0]:.2f} s ({worst[1]})")
         print("OK" if not over else f"OVER THE CAP: {over}")
         return 1 if over else 0
     runs = claims.claim_runs(claims.seeds_from(929, claims.REPLICATION_SEEDS))
@@ -311,7 +314,7 @@ def walk(only: list[str]) -> int:
         f"{'Home':21s} {'fixed: 3 claims × 20 seeds':29s} {'(no controls)':58s} {est:6.2f} "
         f"{cpu_s:6.2f} {wall:6.2f} {n}" + (f"  {problems}" if problems else "")
     )
-    print(f"worst accepted request: {worst[0]:.2f} s CPU ({worst[1]})")
+    print(f"worst accepted request: {worst[0]:.2f} s ({worst[1]})")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     print("OK" if not over else f"OVER THE CAP: {over}")
     return 1 if over else 0

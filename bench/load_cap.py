@@ -32,13 +32,13 @@ from load import HOOKS, cpu_seconds, trainings  # noqa: E402
 from memory import rss_mb  # noqa: E402
 
 # the corner walk's heaviest accepted request (bench/cost.py): every depth, activation and BN
-# placement on the LR sensitivity page, at the most epochs the cap accepts (6)
+# placement on the LR sensitivity page, at the most epochs the cap accepts (4)
 EVERY_MODEL = "&".join(
     [f"depths={d}" for d in range(1, 9)]
     + [f"act={a}" for a in ("tanh", "relu", "sigmoid", "leaky_relu")]
     + [f"bn={b}" for b in ("no+BN", "BN+pre", "BN+post")]
 )
-HEAVY = "lr-sensitivity", EVERY_MODEL + "&epochs=6"
+HEAVY = "lr-sensitivity", EVERY_MODEL + "&epochs=4"
 DEFAULT = "lr-sensitivity", ""
 TARGET_S = 10.0
 

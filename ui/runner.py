@@ -53,7 +53,7 @@ COST_CAP_S = 5.0  # estimated seconds of training per request (bnlr.cost, calibr
 RESULT_CAP_BYTES = 48 * 2**20  # one request's result (tables) at most
 SLOTS = int(os.environ.get("BNLR_TRAINING_SLOTS", "0")) or os.cpu_count() or 1
 CACHE_ENTRIES = 24  # trained results kept per server
-CACHE_BYTES = 64 * 2**20  # ... and their bytes at most (pandas memory_usage, deep): see README
+CACHE_BYTES = 48 * 2**20  # ... and their bytes at most (pandas memory_usage, deep): see README
 CLAIM_SEEDS_AT_ONCE = 5  # Home's claims train this many seeds at a time
 HEAVY_S = 1.0  # a request estimated above this is heavy: heavy ones leave a slot for the rest
 GRACE_S = 0.5  # a job nobody waits for is cancelled after this (a rerun re-attaches within it)
@@ -470,11 +470,13 @@ def article_claims(seeds: int = claims.REPLICATION_SEEDS) -> dict:
 # ---------------------------------------------------------------- the Why page
 
 # CPU seconds per unit of an exact Hessian's work, N·P·(P + 12·depth·width²) (bnlr.sharpness:
-# each of the P directions goes through the layers above its own, ~12·width² flops a layer), for a
-# 3×4 tanh BN pre network (the dearest per unit): 1.01e-10 at N = 700 training samples, 1.15e-10
-# at 3500, 1.79e-10 at 14000 (one thread, 2026-11-26), as the samples fall out of the cache:
-# HESSIAN_UNIT_S · (1 + N / HESSIAN_CACHE_N). Its eigenvalues cost ~1e-9·P³ s more.
-HESSIAN_UNIT_S = 1.02e-10
+# each of the P directions goes through the layers above its own, ~12·width² flops a layer), per
+# BN placement (BN's tangents make a unit dearer). Measured for 3×4 tanh networks, one thread,
+# 2026-11-26 (bench/sharpness.py and the same at other N): BN pre 1.01e-10 at N = 700 training
+# samples, 1.15e-10 at 3500, 1.79e-10 at 14000, as the samples fall out of the cache, hence
+# · (1 + N / HESSIAN_CACHE_N); no BN 0.54e-10 at 700; BN post 0.82e-10 at 700 (4.0 ms, P = 93).
+# Its eigenvalues cost ~1e-9·P³ s more.
+HESSIAN_UNIT_S = {"none": 0.55e-10, "pre": 1.02e-10, "post": 0.84e-10}
 HESSIAN_CACHE_N = 18_000
 
 
@@ -483,16 +485,27 @@ def hessian_seconds(model: bnlr.ModelConfig, data: bnlr.DataConfig) -> float:
     its largest eigenvalue."""
     p = sum(math.prod(shape) for _, shape in layout(model, data.n_features))
     width, depth = max(model.widths), len(model.widths)
-    unit = HESSIAN_UNIT_S * (1 + data.n_train / HESSIAN_CACHE_N)
+    unit = HESSIAN_UNIT_S[model.bn] * (1 + data.n_train / HESSIAN_CACHE_N)
     return unit * data.n_train * p * (p + 12 * depth * width**2) + 1e-9 * p**3
 
 
+WHY_PAGE_S = 1.0  # the Why page's own work besides training and Hessians (its charts and tables)
+WHY_ROW_S = 3e-4  # ... and per run and epoch (its measurement tables)
+
+
 def physics_estimate(experiment: bnlr.Experiment) -> float:
-    """Returns the estimated seconds of the Why page: its runs and their twins in float64, and
-    an exact Hessian per run and epoch."""
+    """Returns the estimated seconds of the Why page: its runs and their twins in float64, an
+    exact Hessian per run and epoch, computed on every core at once (bnlr.sharpness), and the
+    page's own work. Fitted to the corner walk (bench/cost.py, 2026-11-26): the page's wall time
+    is ~0.9 s + the Hessians' CPU / 2.1 on 2 cores, the twins' training a small part."""
+    from bnlr import sharpness  # numba: imported here, where the Hessians are asked for
+
     twins = why.with_twins(replace(experiment, dtype="float64"))
     per_epoch = sum(hessian_seconds(r.model, experiment.data) for r in experiment.runs)
-    return estimate(twins) + per_epoch * (experiment.epochs + 1)
+    cores = min(sharpness.THREADS, len(experiment.runs))
+    epochs = experiment.epochs + 1  # init and after every epoch
+    rows = len(experiment.runs) * epochs
+    return estimate(twins) + per_epoch * epochs / cores + WHY_PAGE_S + WHY_ROW_S * rows
 
 
 def physics(experiment: bnlr.Experiment) -> why.WhyReport:
