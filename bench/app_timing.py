@@ -29,6 +29,7 @@ import bnlr
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bnlr import fused  # noqa: E402
 from tests.apptest import scan_components_once  # noqa: E402
 from ui import runner  # noqa: E402
 
@@ -56,6 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     bnlr.train(bnlr.Grid(epochs=1))  # imports and first-call warm-up, off the clock
     scan_components_once()  # a server scans installed components once, at start
+    fused.wait_for_compiles()  # and compiles the default pages' kernels in its first seconds
     print(f"load average before: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})")
     for name, path in PAGES.items():
         cold, cached = [], []
