@@ -190,24 +190,35 @@ class Refusal:
     cap: float
     lower: str
 
-    def message(self, what: str = "this setting") -> str:
+    def message(self, what: str = "this setting", work: str = "training") -> str:
         return (
-            f"{what} would take about {self.seconds:.1f} s of training on this server; the "
+            f"{what} would take about {self.seconds:.1f} s of {work} on this server; the "
             f"demo's cap is {self.cap:g} s per request, so that one link cannot hold the "
             f"machine. Lower {self.lower}."
         )
 
 
-def lower_what(experiment: Experiment | Shape, range_test_batches: int = 0) -> str:
-    """Returns the controls to lower: those of the two largest terms of the estimate."""
+def lower_what(experiment: Experiment | Shape, range_test_batches: int = 0, also=()) -> str:
+    """Returns the controls to lower, in one list: those of the two largest terms of the
+    estimate (after ``also``, controls named first), e.g. "epochs, samples or depths, or raise
+    the batch size"."""
     terms = sorted(breakdown(experiment, range_test_batches).items(), key=lambda kv: -kv[1])
-    picked: list[str] = []
+    names, raise_batch, picked = list(also), False, 0
     for name, _ in terms:
-        if LOWER[name] and LOWER[name] not in picked:
-            picked.append(LOWER[name])
-        if len(picked) == 2:
+        if not LOWER[name]:
+            continue
+        text = LOWER[name]
+        raise_batch |= text.endswith(_RAISE)
+        for part in text.removesuffix(_RAISE).split(", "):
+            names += [n for n in part.split(" or ") if n not in names]
+        picked += 1
+        if picked == 2:
             break
-    return "; or ".join(picked)
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    return listed + (_RAISE if raise_batch else "")
+
+
+_RAISE = ", or raise the batch size"
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ training queue, cancelled work, and the cache's byte bound. AppTest for the page
 queue directly where a page cannot show it. No timed assertions: waits are bounded loops on state.
 """
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -257,3 +258,21 @@ def test_curvature_at_init_is_left_out_where_its_hessians_would_cost_too_much(mo
     assert any("Curvature at init (2/λ_max(0)) is left out" in c.value for c in at.caption)
     narrow = bnlr.Grid(lrs=bnlr.log_grid(1e-4, 1, 16), seeds=(929, 930), epochs=2)
     assert runner.initial_sharpness_estimate(narrow.experiment) <= runner.SHARPNESS_CAP_S
+
+
+def test_the_why_page_over_the_cap_names_its_hessians_and_each_control_once(monkeypatch):
+    from bnlr import why
+
+    runner.clear_cache()
+    calls = []
+    monkeypatch.setattr(why, "run_physics", lambda *a, **k: calls.append(a))
+    # 3 seeds × 2 BN placements × 2 depths × 2 lrs: 24 runs, 984 exact Hessians (~7 s here)
+    at = page("why.py", seeds="3", bn=["BN pre", "BN post"], lrs="0.1,0.01")
+    assert not at.exception
+    (message,) = [e.value for e in at.error]
+    assert "of training and exact Hessians" in message
+    assert f"cap is {runner.COST_CAP_S:g} s per request" in message
+    names = re.split(r", | or ", message.split("Lower ")[1].removesuffix("."))
+    assert len(names) == len(set(names)), names  # one list, each control once
+    assert {"epochs", "samples", "seeds", "learning rates"} <= set(names)
+    assert calls == []  # refused before any training or Hessian

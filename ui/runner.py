@@ -511,9 +511,11 @@ def physics_estimate(experiment: bnlr.Experiment) -> float:
 def physics(experiment: bnlr.Experiment) -> why.WhyReport:
     """Returns ``bnlr.why``'s measurements of the runs (trained with their twins; cached)."""
     seconds = physics_estimate(experiment)
-    if seconds > COST_CAP_S:
-        lower = cost.lower_what(experiment, 0)
-        raise ValueError(cost.Refusal(seconds, COST_CAP_S, lower).message())
+    if seconds > COST_CAP_S:  # the Hessians: one per run and epoch, ∝ samples · parameters²
+        hessians = ("epochs", "samples", "seeds", "learning rates")
+        lower = cost.lower_what(experiment, 0, also=hessians)
+        refusal = cost.Refusal(seconds, COST_CAP_S, lower)
+        raise ValueError(refusal.message(work="training and exact Hessians"))
     return obtain(
         ("physics", experiment),
         lambda cancel, progress: why.run_physics(experiment, progress=progress, cancel=cancel),
