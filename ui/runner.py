@@ -474,7 +474,7 @@ def article_claims(seeds: int = claims.REPLICATION_SEEDS) -> dict:
 # BN placement (BN's tangents make a unit dearer). Measured for 3×4 tanh networks, one thread,
 # 2026-11-26 (bench/sharpness.py and the same at other N): BN pre 1.01e-10 at N = 700 training
 # samples, 1.15e-10 at 3500, 1.79e-10 at 14000, as the samples fall out of the cache, hence
-# · (1 + N / HESSIAN_CACHE_N); no BN 0.54e-10 at 700; BN post 0.82e-10 at 700 (4.0 ms, P = 93).
+# · (1 + N / HESSIAN_CACHE_N); no BN 0.54e-10 at 700; BN post 0.84e-10 at 700 (4.0 ms, P = 93).
 # Its eigenvalues cost ~1e-9·P³ s more.
 HESSIAN_UNIT_S = {"none": 0.55e-10, "pre": 1.02e-10, "post": 0.84e-10}
 HESSIAN_CACHE_N = 18_000
