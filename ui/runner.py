@@ -50,10 +50,10 @@ torch.set_num_threads(1)
 fused.BACKGROUND = True
 
 COST_CAP_S = 5.0  # estimated seconds of training per request (bnlr.cost, calibrated here)
-RESULT_CAP_BYTES = 48 * 2**20  # one request's result (tables) at most
+RESULT_CAP_BYTES = 32 * 2**20  # one request's result (tables) at most: what the cache can hold
 SLOTS = int(os.environ.get("BNLR_TRAINING_SLOTS", "0")) or os.cpu_count() or 1
 CACHE_ENTRIES = 24  # trained results kept per server
-CACHE_BYTES = 48 * 2**20  # ... and their bytes at most (pandas memory_usage, deep): see README
+CACHE_BYTES = 32 * 2**20  # ... and their bytes at most (pandas memory_usage, deep): see README
 CLAIM_SEEDS_AT_ONCE = 5  # Home's claims train this many seeds at a time
 HEAVY_S = 1.0  # a request estimated above this is heavy: heavy ones leave a slot for the rest
 GRACE_S = 0.5  # a job nobody waits for is cancelled after this (a rerun re-attaches within it)
@@ -266,7 +266,7 @@ if _LIBC is not None:
     # in the heap that malloc_trim cannot give back).
     _LIBC.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
 
-TRIM_S = 10.0  # how often the janitor gives freed memory back while pages are being drawn
+TRIM_S = 3.0  # how often the janitor gives freed memory back while pages are being drawn
 _drawn = threading.Event()  # set by every page's request for a result
 
 
@@ -274,7 +274,8 @@ def _janitor() -> None:
     """Collects cyclic garbage and gives freed heap memory back TRIM_S seconds after pages were
     drawn. A script run leaves reference cycles (frames, Streamlit's rerun exceptions) that hold
     its tables and chart specs until Python's rare full collection; with this, 10 settings of
-    LR sensitivity left ~45 MB less resident (bench/memory.py). Costs ~0.15 s of CPU a time."""
+    LR sensitivity left ~45 MB less resident (bench/memory.py). Costs ~0.15 s of CPU a time,
+    at most every TRIM_S while pages are drawn."""
     while True:
         _drawn.wait()
         time.sleep(TRIM_S)
