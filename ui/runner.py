@@ -266,19 +266,25 @@ if _LIBC is not None:
     # in the heap that malloc_trim cannot give back).
     _LIBC.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
 
-TRIM_S = 3.0  # how often the janitor gives freed memory back while pages are being drawn
+TRIM_S = 3.0  # the janitor gives freed memory back once pages were drawn and then none for this
+TRIM_MAX_S = 30.0  # ... or this long after the first page drawn, if pages keep coming
 _drawn = threading.Event()  # set by every page's request for a result
 
 
 def _janitor() -> None:
-    """Collects cyclic garbage and gives freed heap memory back TRIM_S seconds after pages were
-    drawn. A script run leaves reference cycles (frames, Streamlit's rerun exceptions) that hold
-    its tables and chart specs until Python's rare full collection; with this, 10 settings of
-    LR sensitivity left ~45 MB less resident (bench/memory.py). Costs ~0.15 s of CPU a time,
-    at most every TRIM_S while pages are drawn."""
+    """Collects cyclic garbage and gives freed heap memory back when pages were drawn and then
+    none for TRIM_S (at most TRIM_MAX_S after the first): between pages, not while one draws.
+    A script run leaves reference cycles (frames, Streamlit's rerun exceptions) that hold its
+    tables and chart specs until Python's rare full collection; with this, 10 settings of LR
+    sensitivity left ~45 MB less resident (bench/memory.py). Costs ~0.15 s of CPU a time."""
     while True:
         _drawn.wait()
-        time.sleep(TRIM_S)
+        first = time.monotonic()
+        while True:
+            _drawn.clear()
+            time.sleep(TRIM_S)
+            if not _drawn.is_set() or time.monotonic() - first > TRIM_MAX_S:
+                break
         _drawn.clear()
         gc.collect()
         _give_back_memory()
