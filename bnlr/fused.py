@@ -64,7 +64,13 @@ MAX_UNITS = 64  # hidden units in all, for the fast path
 MAX_PARAMETERS = 256  # compile time grows with the unrolled code: ~0.4 s + ~7 ms per parameter
 BN_EPS = 1e-5  # nn.BatchNorm1d's default
 LEAKY_SLOPE = 0.01  # F.leaky_relu's default
-FLAGS = ("contract",)  # a · b + c may fuse; no reassociation, NaN and inf kept
+FLAGS = ("contract",)
+# float32 tanh (``_Builder.tanh_rational``): |x| P(x²) / Q(x²), coefficients from a minimax fit
+# of the relative error on [0, TANH_ONE] (its error in exact arithmetic: 5e-8); tanh(x) rounds to
+# 1 in float32 from TANH_ONE on
+TANH_P = (1.0, 0.13404017686843872, 0.0035220517311245203, 2.100549500028137e-05, 1.382390024673441e-08)
+TANH_Q = (1.0, 0.4673735201358795, 0.025979921221733093, 0.00033272826112806797, 7.985807428667613e-07)
+TANH_ONE = 9.01  # a · b + c may fuse; no reassociation, NaN and inf kept
 
 
 def wanted() -> bool:
@@ -324,6 +330,8 @@ class _Builder:
         return self.b.bitcast(bits, self.vt), p
 
     def tanh(self, x):
+        if self.ft == F32:
+            return self.tanh_rational(x)
         c = self.const
         u = self.neg(self.mul(c(2.0), self.fabs(x)))
         u = self.select(self.cmp("<", u, c(-40.0)), c(-40.0), u)  # tanh(±20) rounds to ±1; NaN kept
@@ -332,6 +340,24 @@ class _Builder:
         # tanh |x| = -expm1(-2|x|) / (2 + expm1(-2|x|))
         t = self.div(self.neg(e), self.add(c(2.0), e), estimate=True)
         return self.select(self.cmp(">=", x, c(0.0)), t, self.neg(t))
+
+    def tanh_rational(self, x):
+        """float32 tanh as |x| P(x²) / Q(x²), a rational minimax fit on [0, TANH_ONE] with
+        positive coefficients (so that Q ≥ 1 and Horner's rule adds no cancellation), ±1 beyond
+        TANH_ONE, where tanh rounds to ±1 in float32; NaN stays NaN (the select keeps it)."""
+        c = self.const
+        a = self.fabs(x)
+        z = self.mul(a, a)
+
+        def horner(coefs):
+            acc = c(coefs[-1])
+            for k in reversed(coefs[:-1]):
+                acc = self.add(self.mul(acc, z), c(k))
+            return acc
+
+        t = self.div(self.mul(a, horner(TANH_P)), horner(TANH_Q), estimate=True)
+        t = self.select(self.cmp(">=", a, c(TANH_ONE)), c(1.0), t)
+        return self.intrinsic("llvm.copysign", t, x)
 
     def sigmoid(self, x):
         c = self.const
