@@ -250,11 +250,11 @@ class _Builder:
         return a if a.type == self.vt else self.b.fptrunc(a, self.vt)
 
     def dot(self, pairs, bias):
-        """((a0·b0 + a1·b1) + …) + bias, in order."""
-        acc = self.mul(*pairs[0])
-        for a, b in pairs[1:]:
+        """((bias + a0·b0) + a1·b1) + …, in order: one fused multiply-add per term."""
+        acc = bias
+        for a, b in pairs:
             acc = self.add(acc, self.mul(a, b))
-        return self.add(acc, bias)
+        return acc
 
     # ---- loops ---------------------------------------------------------------------------
     @contextmanager
