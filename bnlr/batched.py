@@ -86,20 +86,19 @@ class _Group:
             key = (run.seed, run.perturb)
             if key not in drawn:
                 drawn[key] = start(run, data, exp.epochs)
-        keys = list(drawn)
-        inits = [drawn[(run.seed, run.perturb)][0] for run in runs]
-        self.orders = torch.stack([drawn[k][1] for k in keys])  # (distinct, E, N_train)
-        self.order_of = np.array([keys.index((run.seed, run.perturb)) for run in runs])  # (R,)
+        keys = {k: i for i, k in enumerate(drawn)}
+        self.orders = torch.stack([d[1] for d in drawn.values()])  # (distinct, E, N_train)
+        self.order_of = np.array([keys[(run.seed, run.perturb)] for run in runs])  # (R,)
         # Every parameter lives in one flat tensor theta, block by block; each block holds one
         # tensor of all R runs contiguously, (R, ...), so layers are free views and the optimizer
         # update is a few elementwise ops over theta with a per-element lr.
         blocks = []
-        for l in range(len(inits[0])):  # Linear l: [W | b] as (R, out, in + 1)
-            blocks.append(
-                torch.stack(
-                    [torch.cat([w, b.unsqueeze(1)], dim=1) for w, b in (ly[l] for ly in inits)]
-                )
-            )
+        which = torch.from_numpy(self.order_of)
+        for l in range(len(self.model.widths) + 1):  # Linear l: [W | b] as (R, out, in + 1)
+            distinct = [
+                torch.cat([w, b.unsqueeze(1)], dim=1) for w, b in (d[0][l] for d in drawn.values())
+            ]
+            blocks.append(torch.stack(distinct)[which])
         widths = self.model.widths if self.model.bn != "none" else ()
         for w in widths:  # BatchNorm1d's affine weight (ones) and bias (zeros)
             blocks += [torch.ones(R, w, dtype=self.dtype), torch.zeros(R, w, dtype=self.dtype)]
@@ -265,13 +264,15 @@ class _Group:
             for i, r in enumerate(self.runs)
             if trajs[i] is None
         }
-        lr_table = np.array(
-            [t.lr if t else [r.lr] * (E * S) for r, t in zip(self.runs, trajs)]
-        ).reshape(R, E, S)
         default_mom = self.opt_cfg.momentum_or_beta1
-        mom_table = np.array([t.momentum if t else [default_mom] * (E * S) for t in trajs]).reshape(
-            R, E, S
+        tables = np.stack(  # (R, 2, E · S): lr, momentum / beta1 (a new array: rows may change)
+            [
+                t.table if t else np.repeat([[r.lr], [default_mom]], E * S, axis=1)
+                for r, t in zip(self.runs, trajs)
+            ]
         )
+        lr_table = tables[:, 0].reshape(R, E, S)  # a live scheduler writes its run's rows
+        mom_table = tables[:, 1].reshape(R, E, S)
         optimizer = self.opt_cfg.rule(self.opt_cfg, self.theta)
         losses = np.full((2, R, E), np.nan)  # train, test per run and epoch (NaN once diverged)
         trained = np.zeros(R, dtype=int)  # epochs each run trained (up to its divergence)

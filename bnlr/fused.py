@@ -68,8 +68,20 @@ FLAGS = ("contract",)
 # float32 tanh (``_Builder.tanh_rational``): |x| P(x²) / Q(x²), coefficients from a minimax fit
 # of the relative error on [0, TANH_ONE] (its error in exact arithmetic: 5e-8); tanh(x) rounds to
 # 1 in float32 from TANH_ONE on
-TANH_P = (1.0, 0.13404017686843872, 0.0035220517311245203, 2.100549500028137e-05, 1.382390024673441e-08)
-TANH_Q = (1.0, 0.4673735201358795, 0.025979921221733093, 0.00033272826112806797, 7.985807428667613e-07)
+TANH_P = (
+    1.0,
+    0.13404017686843872,
+    0.0035220517311245203,
+    2.100549500028137e-05,
+    1.382390024673441e-08,
+)
+TANH_Q = (
+    1.0,
+    0.4673735201358795,
+    0.025979921221733093,
+    0.00033272826112806797,
+    7.985807428667613e-07,
+)
 TANH_ONE = 9.01  # a · b + c may fuse; no reassociation, NaN and inf kept
 
 
@@ -1145,6 +1157,11 @@ class FusedGroup:
         self.scalars = (wd, 1 - opt.dampening, beta2, 1 - beta2, opt.eps, float(model.bn_momentum))
         self.t = 0  # Adam's step count
         self.loss = np.zeros((2, Rp), dtype=np.float64)
+        # the kernel's arrays but this epoch's order and coefficients (ARRAYS' order), kept
+        # alive by self; they are only ever changed in place
+        fixed = (self.P, self.G, self.M1, self.M2, self.HB, self.ST, self.S, self.T,
+                 self.lane_order, self.XY, self.XYte, self.loss)  # fmt: skip
+        self.pointers = tuple(a.ctypes.data for a in fixed)
 
     def theta_matrix(self) -> np.ndarray:
         """The group's theta as (R, parameters), each run's parameters in theta's block order."""
@@ -1202,13 +1219,9 @@ class FusedGroup:
             bc2_sqrt = np.broadcast_to((1 - cfg.betas[1] ** t) ** 0.5, lr.shape)
             coef = np.stack([step_size, bc2_sqrt, 1 - mom, 1 - lr * cfg.resolved_weight_decay])
         coef = np.ascontiguousarray(coef, dtype=self.dt)
-        arrays = (
-            self.P, self.G, self.M1, self.M2, self.HB, self.ST, self.S, self.T, self.orders[epoch],
-            self.lane_order, self.XY, self.XYte, coef, self.loss,
-        )  # fmt: skip
         self.kernel(
-            *(a.ctypes.data for a in arrays),
-            *self.scalars,
+            *self.pointers[:8], self.orders[epoch].ctypes.data, *self.pointers[8:11],
+            coef.ctypes.data, self.pointers[11], *self.scalars,
             self.nblk, self.group.exp.batch_size, len(self.XY), len(self.XYte), Rp,
         )  # fmt: skip
         return self.loss[0, :R].copy(), self.loss[1, :R].copy()

@@ -19,8 +19,9 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
+import numpy as np
 from torch.optim import lr_scheduler
 
 from .families import EVERY, FAMILIES, Context
@@ -232,6 +233,13 @@ class Trajectory:
     lr: tuple[float, ...]  # one per optimizer step: epochs × steps_per_epoch
     momentum: tuple[float, ...]  # momentum (SGD) or beta1 (Adam), per optimizer step
     every: str  # how the scheduler steps: epoch | batch
+
+    @cached_property
+    def table(self) -> np.ndarray:
+        """(2, steps) float64: lr, then momentum / beta1 (made once: ``trajectory`` is cached)."""
+        table = np.array([self.lr, self.momentum], dtype=np.float64)
+        table.flags.writeable = False
+        return table
 
 
 @lru_cache(maxsize=4096)

@@ -78,43 +78,50 @@ def train(
 
 def _tables(exp: Experiment, hists: list[RunHistory]) -> Result:
     runs = pd.DataFrame(
-        [
-            {
-                "run": i,
-                "arch": r.model.label,
-                "depth": r.model.depth,
-                "width": r.model.widths[0],
-                "activation": r.model.activation,
-                "bn": r.model.bn,
-                "bn_momentum": r.model.bn_momentum,
-                "optimizer": r.optimizer.label,
-                "schedule": r.schedule,
-                "lr": r.lr,
-                "seed": r.seed,
-                "diverged_epoch": h.diverged_epoch,
-            }
-            for i, (r, h) in enumerate(zip(exp.runs, hists))
-        ]
+        {
+            "run": np.arange(len(hists)),
+            "arch": [r.model.label for r in exp.runs],
+            "depth": [r.model.depth for r in exp.runs],
+            "width": [r.model.widths[0] for r in exp.runs],
+            "activation": [r.model.activation for r in exp.runs],
+            "bn": [r.model.bn for r in exp.runs],
+            "bn_momentum": [r.model.bn_momentum for r in exp.runs],
+            "optimizer": [r.optimizer.label for r in exp.runs],
+            "schedule": [r.schedule for r in exp.runs],
+            "lr": [r.lr for r in exp.runs],
+            "seed": [r.seed for r in exp.runs],
+            "diverged_epoch": [h.diverged_epoch for h in hists],
+        }
     )
     E, S = exp.epochs, exp.steps_per_epoch
     R = len(hists)
     epochs = np.arange(1, E + 1)
-    # Rows ordered by run, split ("test" before "train"), epoch; each run's settings repeated.
-    history = runs.drop(columns="diverged_epoch").take(np.repeat(np.arange(R), 2 * E))
-    history = history.reset_index(drop=True)
-    history["epoch"] = np.tile(epochs, 2 * R)
-    history["split"] = np.tile(np.repeat(np.array(["test", "train"]), E), R)
-    history["loss"] = np.stack([np.concatenate([h.test, h.train]) for h in hists]).ravel()
-    history["epoch_lr"] = np.tile(np.stack([h.step_lr[:, 0] for h in hists]), 2).ravel()
+    # Rows ordered by run, split ("test" before "train"), epoch; each run's settings repeated
+    # (taken column by column: one DataFrame built once is several times faster than adding
+    # columns to a taken frame).
+    rows = np.repeat(np.arange(R), 2 * E)
     diverged = np.stack([epochs >= (h.diverged_epoch or E + 1) for h in hists])
-    history["diverged"] = np.tile(diverged, 2).ravel()
+    history = pd.DataFrame(
+        {
+            **{c: runs[c].array.take(rows) for c in runs.columns if c != "diverged_epoch"},
+            "epoch": np.tile(epochs, 2 * R),
+            "split": pd.array(["test", "train"], dtype="str").take(
+                np.tile(np.repeat([0, 1], E), R)
+            ),
+            "loss": np.stack([np.concatenate([h.test, h.train]) for h in hists]).ravel(),
+            "epoch_lr": np.tile(np.stack([h.step_lr[:, 0] for h in hists]), 2).ravel(),
+            "diverged": np.tile(diverged, 2).ravel(),
+        },
+        copy=False,
+    )
     steps = pd.DataFrame(
         {
-            "run": np.repeat(np.arange(len(hists)), E * S),
-            "epoch": np.tile(np.repeat(epochs, S), len(hists)),
-            "step": np.tile(np.arange(1, E * S + 1), len(hists)),
+            "run": np.repeat(np.arange(R), E * S),
+            "epoch": np.tile(np.repeat(epochs, S), R),
+            "step": np.tile(np.arange(1, E * S + 1), R),
             "lr": np.stack([h.step_lr.ravel() for h in hists]).ravel(),
             "momentum": np.stack([h.step_momentum.ravel() for h in hists]).ravel(),
-        }
+        },
+        copy=False,
     )
     return Result(history, steps, runs)
