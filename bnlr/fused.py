@@ -66,8 +66,9 @@ BN_EPS = 1e-5  # nn.BatchNorm1d's default
 LEAKY_SLOPE = 0.01  # F.leaky_relu's default
 FLAGS = ("contract",)
 # float32 tanh (``_Builder.tanh_rational``): |x| P(x²) / Q(x²), coefficients from a minimax fit
-# of the relative error on [0, TANH_ONE] (its error in exact arithmetic: 5e-8); tanh(x) rounds to
-# 1 in float32 from TANH_ONE on
+# of the relative error on [0, 9.02] (its error in exact arithmetic: 5e-8; tanh rounds to 1 in
+# float32 from 9.01 on). |x| is clamped to TANH_CLAMP, where the rational is above 1, and the
+# result to 1: tanh(±inf) = ±1 exactly, and never more.
 TANH_P = (
     1.0,
     0.13404017686843872,
@@ -82,7 +83,7 @@ TANH_Q = (
     0.00033272826112806797,
     7.985807428667613e-07,
 )
-TANH_ONE = 9.01  # a · b + c may fuse; no reassociation, NaN and inf kept
+TANH_CLAMP = 9.5  # a · b + c may fuse; no reassociation, NaN and inf kept
 
 
 def wanted() -> bool:
@@ -354,11 +355,12 @@ class _Builder:
         return self.select(self.cmp(">=", x, c(0.0)), t, self.neg(t))
 
     def tanh_rational(self, x):
-        """float32 tanh as |x| P(x²) / Q(x²), a rational minimax fit on [0, TANH_ONE] with
-        positive coefficients (so that Q ≥ 1 and Horner's rule adds no cancellation), ±1 beyond
-        TANH_ONE, where tanh rounds to ±1 in float32; NaN stays NaN (the select keeps it)."""
+        """float32 tanh as |x| P(x²) / Q(x²) with the sign of x: a rational minimax fit with
+        positive coefficients (so that Q ≥ 1 and Horner's rule adds no cancellation), |x|
+        clamped to TANH_CLAMP and the result to 1; NaN stays NaN (each select keeps it)."""
         c = self.const
         a = self.fabs(x)
+        a = self.select(self.cmp("<", c(TANH_CLAMP), a), c(TANH_CLAMP), a)  # NaN stays NaN
         z = self.mul(a, a)
 
         def horner(coefs):
@@ -368,7 +370,7 @@ class _Builder:
             return acc
 
         t = self.div(self.mul(a, horner(TANH_P)), horner(TANH_Q), estimate=True)
-        t = self.select(self.cmp(">=", a, c(TANH_ONE)), c(1.0), t)
+        t = self.select(self.cmp("<", c(1.0), t), c(1.0), t)  # never above 1
         return self.intrinsic("llvm.copysign", t, x)
 
     def sigmoid(self, x):
