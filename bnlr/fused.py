@@ -60,6 +60,7 @@ AVAILABLE = llvm is not None
 
 # runs per block: one AVX-512 register (two AVX2 registers) of either dtype
 LANES = {"float32": 16, "float64": 8}
+GRAD_REGISTERS = 24  # weight-gradient sums kept in registers at once (of 32 vector registers)
 MAX_UNITS = 64  # hidden units in all, for the fast path
 MAX_PARAMETERS = 256  # compile time grows with the unrolled code: ~0.4 s + ~7 ms per parameter
 BN_EPS = 1e-5  # nn.BatchNorm1d's default
@@ -84,6 +85,12 @@ TANH_Q = (
     7.985807428667613e-07,
 )
 TANH_CLAMP = 9.5  # a · b + c may fuse; no reassociation, NaN and inf kept
+
+
+def scratch_rows(in_features: int, hidden: int) -> int:
+    """Rows of a sample's scratch: features, target, z, a, q and g per hidden unit, g of the
+    output."""
+    return in_features + 1 + 4 * hidden + 1
 
 
 def wanted() -> bool:
@@ -557,13 +564,14 @@ class _Kernel:
         names = [*ARRAYS, *SCALARS]
         self.a = dict(zip(names, self.fn.args))
 
-    # rows of the per-sample scratch S: inputs, target, then z, a, q per hidden unit
+    # rows of the per-sample scratch S: inputs, target, then z, a, q, g per hidden unit, and g of
+    # the output (g: d loss / d a unit's pre-activation, for the weight gradients)
     def row(self, kind: str, u: int) -> int:
-        return self.F + 1 + "zaq".index(kind) * self.H + u
+        return self.F + 1 + "zaqg".index(kind) * self.H + u
 
     @property
     def rows(self) -> int:
-        return self.F + 1 + 3 * self.H
+        return scratch_rows(self.F, self.H)
 
     def t(self, what: str, u: int):
         """A per-block statistic of hidden unit u (T's rows)."""
@@ -634,7 +642,7 @@ class _Kernel:
             for j in range(width):
                 pre = ps.get(f"n{l}_{j}" if sh.bn == "pre" else f"z{l}_{j}")
                 ps.let(f"a{l}_{j}", self.act(pre))
-                if sh.bn != "none" and train:
+                if train:  # (read by the next pass, or by the weight gradients)
                     ps.stash(f"a{l}_{j}", "a", sh.hoff[l] + j)
                     if sh.bn == "post" and sh.activation == "leaky_relu":  # its backward reads z
                         ps.stash(f"z{l}_{j}", "z", sh.hoff[l] + j)
@@ -644,23 +652,49 @@ class _Kernel:
         (pred,) = self.linear(ps, last, self.layer_inputs(ps, last), 1, "out")
         return ps, pred
 
-    def accumulate(self, row: int, value) -> None:
-        """G[row] += value (this sample's share of a weight's gradient)."""
-        bd = self.bd
-        at = bd.add_i(self.pb, row * self.L)
-        bd.store(bd.add(bd.load(self.a["G"], at), value), self.a["G"], at)
-
-    def grad(self, l: int, gz: list, inputs: list) -> None:
-        sh = self.shape
+    def keep_grads(self, ps: _Pass, l: int, gz: list) -> None:
+        """Stashes this sample's d loss / d (layer l's outputs) for ``weight_grads``."""
         for o, g in enumerate(gz):
-            for i, x in enumerate(inputs):
-                self.accumulate(sh.w(l, o, i), self.bd.mul(g, x))
-            self.accumulate(sh.w(l, o, len(inputs)), g)
+            self.bd.store(
+                g, self.a["S"], self.bd.add_i(ps.o, self.row("g", self.unit(l, o)) * self.L)
+            )
+
+    def unit(self, l: int, o: int) -> int:
+        """Output o of Linear l among the rows g: a hidden unit, or the network's output."""
+        return self.shape.hoff[l] + o if l < len(self.shape.widths) else self.H
+
+    def weight_grads(self) -> None:
+        """G of every Linear's weight and bias: per block of outputs, Σ over the batch of
+        g · input, in sample order, accumulated in registers and stored once (the same sums in
+        the same order as adding each sample's share into G)."""
+        sh, bd = self.shape, self.bd
+        for l in range(len(sh.widths) + 1):
+            n_in, n_out = sh.sizes[l], sh.sizes[l + 1]
+            chunk = max(1, GRAD_REGISTERS // (n_in + 1))
+            for first in range(0, n_out, chunk):
+                outs = range(first, min(n_out, first + chunk))
+                accs = {(o, i): bd.alloca() for o in outs for i in range(n_in + 1)}
+                for acc in accs.values():
+                    bd.b.store(bd.const(0.0), acc)
+                with bd.loop(self.B) as b:
+                    ps = _Pass(self, True, o=self.sample_rows(b))
+                    inputs = self.layer_inputs(ps, l)
+                    for o in outs:
+                        g = bd.load(
+                            self.a["S"], bd.add_i(ps.o, self.row("g", self.unit(l, o)) * self.L)
+                        )
+                        for i, x in enumerate([*inputs, None]):
+                            acc = accs[(o, i)]
+                            term = g if x is None else bd.mul(g, x)
+                            bd.b.store(bd.add(bd.b.load(acc, typ=bd.vt), term), acc)
+                for (o, i), acc in accs.items():
+                    at = bd.add_i(self.pb, sh.w(l, o, i) * self.L)
+                    bd.store(bd.b.load(acc, typ=bd.vt), self.a["G"], at)
 
     def backward(self, ps: _Pass, g, barrier) -> _Pass:
         sh, bd = self.shape, self.bd
         L = len(sh.widths)
-        self.grad(L, [g], self.layer_inputs(ps, L))
+        self.keep_grads(ps, L, [g])
         ga = [bd.mul(self.p(sh.w(L, 0, j)), g) for j in range(sh.widths[-1])]
         for l in range(L - 1, -1, -1):
             width = sh.widths[l]
@@ -675,7 +709,7 @@ class _Kernel:
                 gz.append(self.act_backward(ga[j], pre, post))
             if sh.bn == "pre":  # gz is d loss / d n (the BN output): back through BN
                 ps, gz = self.through_bn(ps, l, gz, "z", barrier)
-            self.grad(l, gz, self.layer_inputs(ps, l))
+            self.keep_grads(ps, l, gz)
             if l > 0:
                 ga = [
                     self.dot_rows([(self.p(sh.w(l, o, i)), gz[o]) for o in range(width)])
@@ -877,10 +911,9 @@ class _Kernel:
                 start = b.mul(s, a["bs"])
                 rest = b.sub(N, start)
                 self.B = b.select(b.icmp_signed("<", rest, a["bs"]), rest, a["bs"])
-                with bd.loop(bd.i(sh.n_params)) as k:
-                    bd.store(bd.const(0.0), a["G"], bd.add_i(self.pb, b.mul(k, bd.i(self.L))))
                 self.gather(start)
                 self.train_step()
+                self.weight_grads()  # (G: every row is stored, none accumulated)
                 self.update()
             self.eval_mode()
             for split, (XY, n) in enumerate(((a["XY"], N), (a["XYte"], a["Nte"]))):
@@ -1144,7 +1177,7 @@ class FusedGroup:
             self.ST = self.to_lanes(stats.numpy(), fill=np.r_[np.zeros(H), np.ones(H)])
         else:
             self.ST = np.zeros(self.L, dt)
-        rows = d.X_train.shape[1] + 1 + 3 * H
+        rows = scratch_rows(d.X_train.shape[1], H)
         self.S = np.zeros(group.exp.batch_size * rows * self.L, dt)  # one batch's scratch rows
         self.T = np.zeros(len(STATS) * H * self.L, dt)
         # the distinct batch orders, (E, distinct, N), and each lane's (an idle lane: the first)
