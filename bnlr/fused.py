@@ -176,11 +176,51 @@ class _Builder:
     def __init__(self, module, fn, dtype: str):
         self.module, self.fn = module, fn
         self.ft = F32 if dtype == "float32" else F64
-        self.L = LANES[dtype]
-        self.vt = ir.VectorType(self.ft, self.L)
-        self.dvt = ir.VectorType(F64, self.L)
+        self.L0 = LANES[dtype]  # lanes of a block: one run each
+        self._width(1)
         self.entry = fn.append_basic_block("entry")
         self.b = ir.IRBuilder(self.entry)
+
+    def _width(self, samples: int) -> None:
+        self.L = self.L0 * samples  # lanes of a vector: the block's runs, for each sample
+        self.vt = ir.VectorType(self.ft, self.L)
+        self.dvt = ir.VectorType(F64, self.L)
+
+    @contextmanager
+    def samples(self, count: int):
+        """Inside: vectors hold ``count`` samples of the block's runs (a run's lane repeated
+        every L0 lanes); values shared by the samples come from ``load_shared``."""
+        self._width(count)
+        try:
+            yield
+        finally:
+            self._width(1)
+
+    def load_shared(self, base, index):
+        """The block's L0 values at base[index …] (a parameter or statistic per run), repeated
+        for each sample of a vector."""
+        v = self.b.load(self.ptr(base, index), typ=ir.VectorType(self.ft, self.L0), align=4)
+        if self.L == self.L0:
+            return v
+        mask = [k % self.L0 for k in range(self.L)]
+        return self.b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, self.L), mask))
+
+    def per_sample(self, scalars):
+        """A vector whose k-th L0 lanes are all ``scalars[k]``."""
+        parts = [self.splat_n(x, self.L0) for x in scalars]
+        while len(parts) > 1:  # concatenate pairwise
+            a, b = parts[0], parts[1]
+            n = a.type.count + b.type.count
+            mask = ir.Constant(ir.VectorType(I32, n), list(range(n)))
+            parts = [self.b.shuffle_vector(a, b, mask), *parts[2:]]
+        return parts[0]
+
+    def halves_sum(self, v):
+        """The sum of a two-sample vector's halves: L0 lanes."""
+        lanes = ir.VectorType(I32, self.L0)
+        lo = self.b.shuffle_vector(v, v, ir.Constant(lanes, list(range(self.L0))))
+        hi = self.b.shuffle_vector(v, v, ir.Constant(lanes, list(range(self.L0, 2 * self.L0))))
+        return self.b.fadd(lo, hi)
 
     # ---- constants and memory ----------------------------------------------------------
     def const(self, value: float, wide: bool = False):
@@ -190,10 +230,13 @@ class _Builder:
         return ir.Constant(I64, n)
 
     def splat(self, scalar):
-        vt = ir.VectorType(scalar.type, self.L)
+        return self.splat_n(scalar, self.L)
+
+    def splat_n(self, scalar, n: int):
+        vt = ir.VectorType(scalar.type, n)
         one = self.b.insert_element(ir.Constant(vt, None), scalar, self.i(0))
         return self.b.shuffle_vector(
-            one, ir.Constant(vt, None), ir.Constant(ir.VectorType(I32, self.L), [0] * self.L)
+            one, ir.Constant(vt, None), ir.Constant(ir.VectorType(I32, n), [0] * n)
         )
 
     def ptr(self, base, index, etype=None):
@@ -575,13 +618,15 @@ class _Kernel:
 
     def t(self, what: str, u: int):
         """A per-block statistic of hidden unit u (T's rows)."""
-        return self.bd.load(self.a["T"], self.bd.i((STATS.index(what) * self.H + u) * self.L))
+        return self.bd.load_shared(
+            self.a["T"], self.bd.i((STATS.index(what) * self.H + u) * self.L)
+        )
 
     def set_t(self, what: str, u: int, value) -> None:
         self.bd.store(value, self.a["T"], self.bd.i((STATS.index(what) * self.H + u) * self.L))
 
     def p(self, row: int):
-        return self.bd.load(self.a["P"], self.bd.add_i(self.pb, row * self.L))
+        return self.bd.load_shared(self.a["P"], self.bd.add_i(self.pb, row * self.L))
 
     # ---- the network, in a pass ------------------------------------------------------------
     def act(self, z):
@@ -1007,21 +1052,37 @@ class _Kernel:
                 self.set_t("shift", u, bd.sub(self.p(sh.beta(l, j)), bd.mul(rm, alpha)))
 
     def eval_split(self, split: int, XY, n) -> None:
-        """The split's MSE per run, in eval mode, into loss[split, lanes] (float64)."""
+        """The split's MSE per run, in eval mode, into loss[split, lanes] (float64). Two samples
+        go through the network at once, as the two halves of vectors of 2 L lanes: two
+        independent chains of instructions, which the CPU overlaps (one sample's forward pass
+        is a long chain of dependent operations). An odd last sample is paired with itself and
+        its second copy not counted."""
         bd, b = self.bd, self.bd.b
-        acc = bd.alloca(wide=True)
-        b.store(bd.const(0.0, wide=True), acc)
-        with bd.loop(n) as s:
-            row = b.mul(s, bd.i(self.F + 1))
-            inputs = {
-                f"x{i}": bd.splat(bd.scalar(XY, bd.add_i(row, i), bd.ft)) for i in range(self.F)
-            }
-            inputs["y"] = bd.splat(bd.scalar(XY, bd.add_i(row, self.F), bd.ft))
-            ps = _Pass(self, False, inputs=inputs)
-            ps, pred = self.forward(ps, None)
-            d = bd.sub(pred, ps.get("y"))
-            b.store(b.fadd(b.load(acc, typ=bd.dvt), bd.wide(bd.mul(d, d))), acc)
-        mean = b.fdiv(b.load(acc, typ=bd.dvt), bd.splat(b.sitofp(n, F64)))
+        with bd.samples(2):
+            acc = bd.alloca(wide=True)
+            b.store(bd.const(0.0, wide=True), acc)
+            last = b.sub(n, bd.i(1))
+            with bd.loop(b.sdiv(b.add(n, bd.i(1)), bd.i(2))) as k:
+                first = b.mul(k, bd.i(2))
+                second = b.add(first, bd.i(1))
+                rows = [
+                    b.mul(s, bd.i(self.F + 1))
+                    for s in (first, b.select(b.icmp_signed("<", second, n), second, last))
+                ]
+
+                def column(i):
+                    return bd.per_sample([bd.scalar(XY, bd.add_i(r, i), bd.ft) for r in rows])
+
+                inputs = {f"x{i}": column(i) for i in range(self.F)}
+                inputs["y"] = column(self.F)
+                ps = _Pass(self, False, inputs=inputs)
+                ps, pred = self.forward(ps, None)
+                d = bd.sub(pred, ps.get("y"))
+                counted = bd.per_sample([ir.Constant(I1, 1), b.icmp_signed("<", second, n)])
+                sq = bd.select(counted, bd.wide(bd.mul(d, d)), bd.const(0.0, wide=True))
+                b.store(b.fadd(b.load(acc, typ=bd.dvt), sq), acc)
+            total = bd.halves_sum(b.load(acc, typ=bd.dvt))
+        mean = b.fdiv(total, bd.splat(b.sitofp(n, F64)))
         at = bd.add_i(b.mul(bd.i(split), self.a["Rp"]), self.lb)
         b.store(mean, bd.ptr(self.a["loss"], at, F64), align=8)
 
