@@ -6,25 +6,32 @@ every number of a block is a row of ``LANES`` contiguous values, one lane per ru
 network shape (input width, hidden widths, activation, BN placement, optimizer, dtype) this module
 writes a kernel in LLVM IR, with llvmlite (numba's code generator), in which every value is a
 vector of ``LANES`` runs and every unit of every layer is unrolled: a sample's forward and
-backward pass is straight-line SIMD code in registers, one instruction advancing 8 runs. A lane
-never reads another lane: a diverged run cannot disturb its neighbours, and a run's numbers do
-not depend on which runs train beside it.
+backward pass is straight-line SIMD code in registers, one instruction advancing 8 or 16 runs.
+Two samples go through at once, as the two halves of a vector of 2 · ``LANES`` lanes: one
+sample's pass is a long chain of dependent operations, and two independent chains keep the CPU's
+units busy. A lane never reads another lane: a diverged run cannot disturb its neighbours, and a
+run's numbers do not depend on which runs train beside it.
 
 One call does an epoch, block by block: per mini-batch the forward pass, MSELoss's gradient, the
 backward pass (split into passes over the batch only where BatchNorm needs the batch's
-statistics), the optimizer update with this step's lr and momentum / beta1 per run; then the
-train and test MSE in eval mode. Python calls it once per epoch, so cancel(), progress and
-ReduceLROnPlateau stay in ``_Group.train``.
+statistics), the weight gradients (per Linear, Σ over the batch of d loss / d output · input, in
+sample order, summed in registers), the optimizer update with this step's lr and momentum /
+beta1 per run; then the train and test MSE in eval mode. Python calls it once per epoch, so
+cancel(), progress and ReduceLROnPlateau stay in ``_Group.train``.
 
 The formulas are torch's, in the experiment's dtype: BatchNorm1d's batch statistics accumulated
 in float64 as ATen's CPU kernel does, the biased variance to normalise and the unbiased one for
 the running variance, ``x * alpha + beta`` with alpha = invstd · gamma, ATen's batch-norm backward;
 MSELoss's mean; torch.optim's SGD (weight decay, momentum buffer = grad on first use, dampening,
 nesterov), Adam and AdamW (lerp, bias corrections from the step's beta1, in float64 as torch
-does in Python). tanh and sigmoid use an expm1 written out in arithmetic (range reduction by
-ln 2, a Taylor polynomial, the power of two built from its bits), accurate to a few ulp in both
-dtypes (``tests/test_fused.py``). a · b + c may be one fused multiply-add; nothing is reassociated
-and NaN and inf propagate as in IEEE arithmetic.
+does in Python). In float64, tanh and sigmoid use an expm1 written out in arithmetic (range
+reduction by ln 2, a Taylor polynomial, the power of two built from its bits), accurate to 4 ulp;
+in float32, sigmoid does too and tanh is a rational minimax fit, accurate to 6 ulp with half the
+instructions (``tests/test_fused.py``; torch's own float32 tanh is within 1 ulp). a · b + c may
+be one fused multiply-add; a dot product adds from its bias in input order, a batch sum in
+sample order, the evaluation MSE as two running sums (even and odd samples) then added (torch's
+BLAS may add in another order: last-bit differences); NaN and inf propagate as in IEEE
+arithmetic.
 
 A kernel compiles in a fraction of a second the first time its shape trains in a process (kept
 for the process). The fast path covers networks up to ``MAX_UNITS`` hidden units and
