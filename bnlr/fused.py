@@ -184,11 +184,11 @@ class _Builder:
         self.module, self.fn = module, fn
         self.ft = F32 if dtype == "float32" else F64
         self.L0 = LANES[dtype]  # lanes of a block: one run each
-        self.set_samples(1)
+        self._width(1)
         self.entry = fn.append_basic_block("entry")
         self.b = ir.IRBuilder(self.entry)
 
-    def set_samples(self, samples: int) -> None:
+    def _width(self, samples: int) -> None:
         self.L = self.L0 * samples  # lanes of a vector: the block's runs, for each sample
         self.vt = ir.VectorType(self.ft, self.L)
         self.dvt = ir.VectorType(F64, self.L)
@@ -197,11 +197,11 @@ class _Builder:
     def samples(self, count: int):
         """Inside: vectors hold ``count`` samples of the block's runs (a run's lane repeated
         every L0 lanes); values shared by the samples come from ``load_shared``."""
-        self.set_samples(count)
+        self._width(count)
         try:
             yield
         finally:
-            self.set_samples(1)
+            self._width(1)
 
     def load_shared(self, base, index):
         """The block's L0 values at base[index …] (a parameter or statistic per run), repeated
@@ -214,27 +214,20 @@ class _Builder:
 
     def per_sample(self, scalars):
         """A vector whose k-th L0 lanes are all ``scalars[k]``."""
-        return self.concat([self.splat_n(x, self.L0) for x in scalars])
-
-    def concat(self, parts):
-        """One vector of the parts' lanes, in order."""
-        while len(parts) > 1:
+        parts = [self.splat_n(x, self.L0) for x in scalars]
+        while len(parts) > 1:  # concatenate pairwise
             a, b = parts[0], parts[1]
             n = a.type.count + b.type.count
             mask = ir.Constant(ir.VectorType(I32, n), list(range(n)))
             parts = [self.b.shuffle_vector(a, b, mask), *parts[2:]]
         return parts[0]
 
-    def part(self, v, k: int):
-        """Lanes k L0 … (k + 1) L0 - 1 of v: sample k's values."""
-        if v.type.count == self.L0:
-            return v
-        mask = list(range(k * self.L0, (k + 1) * self.L0))
-        return self.b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, self.L0), mask))
-
     def halves_sum(self, v):
         """The sum of a two-sample vector's halves: L0 lanes."""
-        return self.b.fadd(self.part(v, 0), self.part(v, 1))
+        lanes = ir.VectorType(I32, self.L0)
+        lo = self.b.shuffle_vector(v, v, ir.Constant(lanes, list(range(self.L0))))
+        hi = self.b.shuffle_vector(v, v, ir.Constant(lanes, list(range(self.L0, 2 * self.L0))))
+        return self.b.fadd(lo, hi)
 
     # ---- constants and memory ----------------------------------------------------------
     def const(self, value: float, wide: bool = False):
@@ -565,12 +558,12 @@ STATS = ("mean", "invstd", "alpha", "shift", "kc", "gm")  # per BN unit, per blo
 
 class _Pass:
     """One loop over the samples of a batch (or of an eval split) for one block: the values its
-    body already holds, by name. Values from an earlier pass are loaded from the samples' scratch
-    rows (or recomputed from them); ``o``: the scratch offset of each sample a vector holds."""
+    body already holds, by name. Values from an earlier pass are loaded from the sample's scratch
+    row (or recomputed from it)."""
 
-    def __init__(self, k: _Kernel, train: bool, o=(), inputs=None):
+    def __init__(self, k: _Kernel, train: bool, o=None, inputs=None):
         self.k, self.train, self.o, self.env = k, train, o, {}
-        self.inputs = inputs  # eval: the samples' features and target (broadcast)
+        self.inputs = inputs  # eval: the sample's features and target (broadcast)
 
     def let(self, name: str, value):
         self.env[name] = value
@@ -578,7 +571,8 @@ class _Pass:
 
     def stash(self, name: str, kind: str, u: int) -> None:
         """Stores a value in the sample's scratch row for a later pass."""
-        self.k.store_row(self.env[name], self.o, self.k.row(kind, u))
+        k = self.k
+        k.bd.store(self.env[name], k.a["S"], k.bd.add_i(self.o, k.row(kind, u) * k.L))
 
     def get(self, name: str):
         if name in self.env:
@@ -589,11 +583,11 @@ class _Pass:
             if not self.train:
                 return self.let(name, self.inputs[name])
             row = int(rest) if kind == "x" else k.F
-            return self.let(name, k.load_row(self.o, row))
+            return self.let(name, bd.load(k.a["S"], bd.add_i(self.o, row * k.L)))
         l, j = map(int, rest.split("_"))
         u = k.shape.hoff[l] + j
         if kind in "zaq":
-            return self.let(name, k.load_row(self.o, k.row(kind, u)))
+            return self.let(name, bd.load(k.a["S"], bd.add_i(self.o, k.row(kind, u) * k.L)))
         if kind in "nv":  # BN output: n (pre, of z) or v (post, of a), x · alpha + shift
             x = self.get(("z" if kind == "n" else "a") + rest)
             return self.let(name, bd.add(bd.mul(x, k.t("alpha", u)), k.t("shift", u)))
@@ -628,22 +622,6 @@ class _Kernel:
     @property
     def rows(self) -> int:
         return scratch_rows(self.F, self.H)
-
-    def load_row(self, offsets, row: int):
-        """Scratch row ``row`` of each sample (at ``offsets``), as one vector."""
-        bd = self.bd
-        vt = ir.VectorType(bd.ft, bd.L0)
-        return bd.concat(
-            [
-                bd.b.load(bd.ptr(self.a["S"], bd.add_i(o, row * self.L)), typ=vt, align=4)
-                for o in offsets
-            ]
-        )
-
-    def store_row(self, value, offsets, row: int) -> None:
-        """Each sample's part of ``value`` into its scratch row ``row``."""
-        for k, o in enumerate(offsets):
-            self.bd.store(self.bd.part(value, k), self.a["S"], self.bd.add_i(o, row * self.L))
 
     def t(self, what: str, u: int):
         """A per-block statistic of hidden unit u (T's rows)."""
@@ -727,9 +705,11 @@ class _Kernel:
         return ps, pred
 
     def keep_grads(self, ps: _Pass, l: int, gz: list) -> None:
-        """Stashes the samples' d loss / d (layer l's outputs) for ``weight_grads``."""
+        """Stashes this sample's d loss / d (layer l's outputs) for ``weight_grads``."""
         for o, g in enumerate(gz):
-            self.store_row(g, ps.o, self.row("g", self.unit(l, o)))
+            self.bd.store(
+                g, self.a["S"], self.bd.add_i(ps.o, self.row("g", self.unit(l, o)) * self.L)
+            )
 
     def unit(self, l: int, o: int) -> int:
         """Output o of Linear l among the rows g: a hidden unit, or the network's output."""
@@ -749,10 +729,12 @@ class _Kernel:
                 for acc in accs.values():
                     bd.b.store(bd.const(0.0), acc)
                 with bd.loop(self.B) as b:
-                    ps = _Pass(self, True, o=(self.sample_rows(b),))
+                    ps = _Pass(self, True, o=self.sample_rows(b))
                     inputs = self.layer_inputs(ps, l)
                     for o in outs:
-                        g = self.load_row(ps.o, self.row("g", self.unit(l, o)))
+                        g = bd.load(
+                            self.a["S"], bd.add_i(ps.o, self.row("g", self.unit(l, o)) * self.L)
+                        )
                         for i, x in enumerate([*inputs, None]):
                             acc = accs[(o, i)]
                             term = g if x is None else bd.mul(g, x)
@@ -1037,23 +1019,14 @@ class _Kernel:
         bd = self.bd
         state = {}
 
-        b, B = bd.b, self.B
-
-        def open_loop():  # two samples per vector, as in eval_split; an odd last one twice
-            cm = bd.loop(b.sdiv(b.add(B, bd.i(1)), bd.i(2)))
-            first = b.mul(cm.__enter__(), bd.i(2))
-            second = b.add(first, bd.i(1))
-            second = b.select(b.icmp_signed("<", second, B), second, b.sub(B, bd.i(1)))
+        def open_loop():
+            cm = bd.loop(self.B)
+            b = cm.__enter__()
             state["cm"] = cm
-            bd.set_samples(2)
-            return _Pass(self, True, o=(self.sample_rows(first), self.sample_rows(second)))
-
-        def end_loop():
-            state["cm"].__exit__(None, None, None)
-            bd.set_samples(1)
+            return _Pass(self, True, o=self.sample_rows(b))
 
         def close(ps, what):
-            end_loop()
+            state["cm"].__exit__(None, None, None)
             kind, l, src = what
             (self.stats if kind == "stats" else self.stats_back)(l, src)
             return open_loop()
@@ -1062,7 +1035,7 @@ class _Kernel:
         ps, pred = self.forward(ps, close)
         g = bd.mul(bd.sub(pred, ps.get("y")), bd.splat(self.norm()))
         self.backward(ps, g, close)
-        end_loop()
+        state["cm"].__exit__(None, None, None)
 
     def norm(self):
         """MSELoss's backward: 2 (pred - y) / B, with 2 / B computed in float64 as ATen does."""
