@@ -10,7 +10,8 @@ in the machine's load falls on all alike:
 - ``reference``: one ``nn.Module`` + ``torch.optim`` + scheduler per run.
 
 Also printed: the one-time compile cost of the kernels (the 4 float32 shapes of the grid and
-their float64 twins, in this process), the process's peak RSS, and the largest relative float64
+their float64 twins, in this process, into an empty kernel cache) and the time a new process
+takes to load them from that cache, the process's peak RSS, and the largest relative float64
 difference between the batched and the reference engine over the runs with lr ≤ 0.01 (the
 non-chaotic part; at lr ≥ 0.03 a 1e-16 difference grows visibly).
 
@@ -24,6 +25,9 @@ import argparse
 import datetime
 import os
 import resource
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -59,12 +63,35 @@ def cpu_seconds(g: bnlr.Grid, engine: str, kernel: str) -> float:
         os.environ.pop("BNLR_KERNEL", None)
 
 
-def compile_seconds(seeds) -> float:
-    """Wall time to compile the grid's kernels (float32 and float64) in this process."""
-    start = time.perf_counter()
-    for dtype in ("float32", "float64"):
-        bnlr.train(grid(seeds[:1], 1, dtype, lrs=(0.01,)), engine="batched")
-    return time.perf_counter() - start
+WARM_LOAD = """
+import time
+import bnlr
+from bnlr import fused
+t = time.perf_counter()
+for sizes in ((5, 4, 4, 4, 1), (5, 4, 4, 4, 4, 1)):
+    for bn in ("none", "pre"):
+        for dtype in ("float32", "float64"):
+            fused.kernel(fused.Shape(sizes, "tanh", bn, "sgd", dtype))
+print(time.perf_counter() - t)
+"""
+
+
+def compile_seconds(seeds) -> tuple[float, float]:
+    """Wall time to compile the grid's kernels (float32 and float64) in this process, into an
+    empty kernel cache; then the time a new process takes to load them from that cache."""
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["BNLR_KERNEL_CACHE"] = cache
+        try:
+            start = time.perf_counter()
+            for dtype in ("float32", "float64"):
+                bnlr.train(grid(seeds[:1], 1, dtype, lrs=(0.01,)), engine="batched")
+            cold = time.perf_counter() - start
+            done = subprocess.run(
+                [sys.executable, "-c", WARM_LOAD], capture_output=True, text=True, check=True
+            )
+        finally:
+            os.environ.pop("BNLR_KERNEL_CACHE")
+    return cold, float(done.stdout)
 
 
 def main() -> None:
@@ -79,7 +106,7 @@ def main() -> None:
     g = grid(seeds, epochs, "float32")
     n = len(g.experiment.runs)
     load = os.getloadavg()
-    compiled = compile_seconds(seeds) if fused.AVAILABLE else float("nan")
+    compiled, loaded = compile_seconds(seeds) if fused.AVAILABLE else (float("nan"),) * 2
     best = dict.fromkeys((name for name, _, _ in CONTENDERS), 0.0)
     for depth in g.depths:
         for bn in g.bns:
@@ -94,7 +121,8 @@ def main() -> None:
         print(f"{name:<22} {1000 * best[name] / n:11.2f} {ref / best[name]:12.1f}")
     print(
         f"batched vs its torch path: {best['batched (torch path)'] / best['batched']:.1f}x; "
-        f"kernels compiled in {compiled:.2f} s (4 float32 + 4 float64 shapes, this process); "
+        f"kernels compiled in {compiled:.2f} s (4 float32 + 4 float64 shapes, this process), "
+        f"loaded from the kernel cache in {loaded:.3f} s (a new process); "
         f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
     )
     calm = tuple(lr for lr in g.lrs if lr <= 0.01)

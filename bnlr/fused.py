@@ -10,8 +10,9 @@ backward pass is straight-line SIMD code in registers, one instruction advancing
 The evaluation passes take two samples at once, as the two halves of a vector of 2 · ``LANES``
 lanes: one sample's forward pass is a long chain of dependent operations, and two independent
 chains keep the CPU's units busy (in training, the same measured 2 % faster for 15 % more
-compile time, so training takes one sample at a time). A lane never reads another lane: a diverged run cannot disturb its neighbours, and a
-run's numbers do not depend on which runs train beside it.
+compile time, so training takes one sample at a time). A lane never reads another lane: a
+diverged run cannot disturb its neighbours, and a run's numbers do not depend on which runs
+train beside it.
 
 One call does an epoch, block by block: per mini-batch the forward pass, MSELoss's gradient, the
 backward pass (split into passes over the batch only where BatchNorm needs the batch's
@@ -44,20 +45,23 @@ the batched engine keeps its torch path.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
+import pathlib
 import re
 import subprocess
 import sys
 import threading
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 try:  # llvmlite comes with numba; without it the batched engine keeps its torch path
+    import llvmlite
     import llvmlite.binding as llvm
     import llvmlite.ir as ir
 
@@ -443,46 +447,117 @@ class _Builder:
 
 
 _engine = None  # one MCJIT engine for every kernel, holding machine code only
-_serial = 0
+_loaded: dict[str, int] = {}  # digest of a kernel's IR → its address in _engine
+CACHE_FILES = 256  # kernels kept in the on-disk cache (the most recently written)
 
 
-def _jit(module, name: str) -> int:
-    """Compiles the function ``name`` of an llvmlite module for this machine's CPU and returns
-    its address. The IR is optimised and turned into object code in a child process
-    (``bnlr/_llc.py``): only the machine code comes back, added to one shared engine."""
-    global _engine, _serial
+def _jit(build, name: str, key) -> int:
+    """The address of the function ``name`` of the llvmlite module ``build()`` returns, compiled
+    for this machine's CPU; ``key`` names the module (the code that writes it is part of the
+    cache key). The IR is optimised and turned into object code in a child process
+    (``bnlr/_llc.py``), or read from the on-disk cache (``cache_dir``) without writing the IR at
+    all; only the machine code comes back, added to one shared engine."""
+    global _engine
     _init_llvm()
+    digest = _digest(key)
+    symbol = f"{name}_{digest[:24]}"
     with _lock:
-        _serial += 1
-        unique = f"{name}_{_serial}"
-    text = str(module).replace(f'@"{name}"', f'@"{unique}"')
-    text = re.sub(r'(define void @"\w+"\([^)]*\))', r"\1 #77", text)
-    text += f"\nattributes #77 = {{ {_llc.RECIPROCAL} }}\n"
-    obj = _object_code(text)
+        if digest in _loaded:
+            return _loaded[digest]
+
+    def text() -> str:
+        ir_text = re.sub(r'(define void @"\w+"\([^)]*\))', r"\1 #77", str(build()))
+        ir_text += f"\nattributes #77 = {{ {_llc.RECIPROCAL} }}\n"
+        return ir_text.replace(f'@"{name}"', f'@"{symbol}"')
+
+    obj = _object_code(text, digest)
     with _lock:
-        if _engine is None:
-            tm = llvm.Target.from_default_triple().create_target_machine(
-                cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten()
-            )
-            _engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
-        _engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
-        _engine.finalize_object()
-        return _engine.get_function_address(unique)
+        if digest not in _loaded:  # (another thread may have loaded it meanwhile)
+            if _engine is None:
+                tm = llvm.Target.from_default_triple().create_target_machine(
+                    cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten()
+                )
+                _engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
+            _engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+            _engine.finalize_object()
+            _loaded[digest] = _engine.get_function_address(symbol)
+        return _loaded[digest]
 
 
-def _object_code(text: str) -> bytes:
-    """``_llc.emit(text)`` in a child process (in this one if none can be started)."""
+def _digest(key) -> str:
+    """What a kernel's machine code depends on: what it is (``key``), the code that writes and
+    compiles it, this CPU, the compiler."""
+    h = hashlib.sha256(repr(key).encode())
+    for part in (
+        pathlib.Path(__file__).read_bytes(),
+        llvm.get_host_cpu_name(),
+        llvm.get_host_cpu_features().flatten(),
+        llvm.llvm_version_info,
+        llvmlite.__version__,
+        pathlib.Path(_llc.__file__).read_bytes(),
+        sys.version,
+    ):
+        h.update(repr(part).encode())
+    return h.hexdigest()
+
+
+def cache_dir() -> str | None:
+    """Where compiled kernels are kept between processes: ``BNLR_KERNEL_CACHE`` (a directory,
+    or ``off``), by default ``$XDG_CACHE_HOME/bnlr/kernels`` (``~/.cache/bnlr/kernels``)."""
+    choice = os.environ.get("BNLR_KERNEL_CACHE", "").strip()
+    if choice.lower() in ("off", "0", "no", "false"):
+        return None
+    if choice:
+        return choice
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "bnlr", "kernels")
+
+
+def _object_code(text, digest: str) -> bytes:
+    """The kernel's object code: from the cache, else ``_llc.emit(text())`` in a child process
+    (in this one if none can be started), then written to the cache. A cache that cannot be read
+    or written is skipped."""
+    where = cache_dir()
+    path = os.path.join(where, f"{digest}.o") if where else None
+    if path:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError:
+            pass
     try:
+        text = text()
         done = subprocess.run(
             [sys.executable, "-I", _llc.__file__],
             input=text.encode(),
             capture_output=True,
             check=True,
         )
+        obj = done.stdout
     except (OSError, subprocess.CalledProcessError) as e:
         warnings.warn(f"compiling in-process: the compiler process failed ({e})", stacklevel=2)
-        return _llc.emit(text)
-    return done.stdout
+        obj = _llc.emit(text)
+    if path:
+        try:
+            os.makedirs(where, exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(obj)
+            os.replace(tmp, path)  # (atomic: a reader never sees half a file)
+            _prune(where)
+        except OSError:
+            pass
+    return obj
+
+
+def _prune(where: str) -> None:
+    """Keeps the CACHE_FILES most recently written kernels."""
+    files = [e for e in os.scandir(where) if e.name.endswith(".o")]
+    if len(files) > CACHE_FILES:
+        files.sort(key=lambda e: e.stat().st_mtime)
+        for e in files[: len(files) - CACHE_FILES]:
+            with suppress(OSError):
+                os.remove(e.path)
 
 
 _llvm_ready = False
@@ -514,15 +589,19 @@ def elementwise(name: str, x: np.ndarray) -> np.ndarray:
     key, L = (name, dtype), LANES[dtype]
     with _lock:
         if key not in _elementwise:
-            module = _module(f"{name}_{dtype}")
-            fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, PTR, I64]), "apply")
-            bd = _Builder(module, fn, dtype)
-            src, dst, n = fn.args
-            with bd.loop(n) as k:
-                at = bd.b.mul(k, bd.i(L))
-                bd.store(getattr(bd, name)(bd.load(src, at)), dst, at)
-            bd.b.ret_void()
-            addr = _jit(module, "apply")
+
+            def build():
+                module = _module(f"{name}_{dtype}")
+                fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, PTR, I64]), "apply")
+                bd = _Builder(module, fn, dtype)
+                src, dst, n = fn.args
+                with bd.loop(n) as k:
+                    at = bd.b.mul(k, bd.i(L))
+                    bd.store(getattr(bd, name)(bd.load(src, at)), dst, at)
+                bd.b.ret_void()
+                return module
+
+            addr = _jit(build, "apply", ("elementwise", name, dtype))
             cfn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)(addr)
             _elementwise[key] = (None, cfn)
         _, cfn = _elementwise[key]
@@ -1118,7 +1197,7 @@ def kernel(shape: Shape):
     with _lock:
         entry = _kernels.get(shape)
     if entry is None:  # compiled outside the lock: other shapes' requests need not wait
-        addr = _jit(_Kernel(shape).build(), "epoch")
+        addr = _jit(lambda: _Kernel(shape).build(), "epoch", ("epoch", shape))
         engine = None
         ft = _C[shape.dtype]
         types_ = (

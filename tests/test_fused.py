@@ -6,6 +6,9 @@ wherever it applies; here: its elementwise functions, the torch path against the
 the kernel does not apply, the switch, the lanes that pad a group, and the layout round trip.
 """
 
+import os
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -194,3 +197,50 @@ def test_in_the_background_a_new_shape_takes_the_torch_path_until_compiled(monke
     second = bnlr.train(exp, "batched").history
     assert made == [1]
     assert relative(first, second) <= 1e-12
+
+
+TRAIN_AND_PRINT = """
+import sys, subprocess
+import bnlr
+from bnlr import Experiment, ModelConfig, RunConfig, fused
+if sys.argv[1] == "no-compiler":  # a compile would fail: the kernel must come from the cache
+    fused._llc.emit = subprocess.run = None
+exp = Experiment((RunConfig(ModelConfig((3, 2), "tanh", "pre"), 0.05),), epochs=3)
+print(fused.path(exp.runs[0].model, 5, "sgd", "float32"))
+print(bnlr.train(exp, "batched").history["loss"].tolist())
+print(sorted(fused._loaded))
+"""
+
+
+def run_in_new_process(mode: str, cache) -> list[str]:
+    env = {**os.environ, "BNLR_KERNEL_CACHE": str(cache), "BNLR_KERNEL": "fused"}
+    done = subprocess.run(
+        [sys.executable, "-c", TRAIN_AND_PRINT, mode],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.splitlines()
+
+
+def test_a_kernel_compiled_in_one_process_is_loaded_by_the_next_from_the_cache(tmp_path):
+    first = run_in_new_process("compile", tmp_path)
+    files = list(tmp_path.glob("*.o"))
+    assert first[0] == "compile" and len(files) == 1
+    second = run_in_new_process("no-compiler", tmp_path)  # emit and subprocess.run are gone
+    assert second[0] == "compile" and second[1:] == first[1:]  # the same losses, bit for bit
+    assert list(tmp_path.glob("*.o")) == files
+
+
+def test_the_kernel_cache_can_be_switched_off_and_is_bounded(tmp_path, monkeypatch):
+    monkeypatch.setenv("BNLR_KERNEL_CACHE", "off")
+    assert fused.cache_dir() is None
+    monkeypatch.setenv("BNLR_KERNEL_CACHE", str(tmp_path))
+    assert fused.cache_dir() == str(tmp_path)
+    for k in range(5):
+        (tmp_path / f"{k}.o").write_bytes(b"x")
+        os.utime(tmp_path / f"{k}.o", (k, k))
+    monkeypatch.setattr(fused, "CACHE_FILES", 3)
+    fused._prune(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.glob("*.o")) == ["2.o", "3.o", "4.o"]  # the newest
