@@ -45,6 +45,7 @@ the batched engine keeps its torch path.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import pathlib
@@ -487,18 +488,22 @@ def _jit(build, name: str, key) -> int:
 def _digest(key) -> str:
     """What a kernel's machine code depends on: what it is (``key``), the code that writes and
     compiles it, this CPU, the compiler."""
-    h = hashlib.sha256(repr(key).encode())
-    for part in (
+    return hashlib.sha256(repr(key).encode() + _machine()).hexdigest()
+
+
+@functools.cache
+def _machine() -> bytes:
+    _init_llvm()
+    parts = (
         pathlib.Path(__file__).read_bytes(),
+        pathlib.Path(_llc.__file__).read_bytes(),
         llvm.get_host_cpu_name(),
         llvm.get_host_cpu_features().flatten(),
         llvm.llvm_version_info,
         llvmlite.__version__,
-        pathlib.Path(_llc.__file__).read_bytes(),
         sys.version,
-    ):
-        h.update(repr(part).encode())
-    return h.hexdigest()
+    )
+    return hashlib.sha256(repr(parts).encode()).digest()
 
 
 def cache_dir() -> str | None:
@@ -1212,15 +1217,21 @@ def ready(shape: Shape) -> bool:
     """True when the kernel of ``shape`` can train now. Unless ``BACKGROUND``, it is compiled
     here if need be; with ``BACKGROUND``, a shape not compiled yet is queued for the background
     compiler (if fewer than MAX_PENDING wait) and False is returned: the caller takes the torch
-    path this time."""
+    path this time — unless the kernel is in the on-disk cache, then it is loaded here."""
     with _lock:
         if shape in _kernels:
             return True
-    if not BACKGROUND:
+    if not BACKGROUND or in_cache(("epoch", shape)):  # (a cached kernel loads in milliseconds)
         kernel(shape)
         return True
     prepare([shape])
     return False
+
+
+def in_cache(key) -> bool:
+    """True when the on-disk cache holds the kernel named ``key`` (as ``_jit`` names it)."""
+    where = cache_dir()
+    return bool(where) and os.path.exists(os.path.join(where, f"{_digest(key)}.o"))
 
 
 def prepare(shapes, limit: int | None = None) -> None:
@@ -1281,7 +1292,8 @@ def shape_of(model, in_features: int, optimizer, dtype: str, momentum: bool) -> 
 
 
 def path(model, in_features: int, optimizer_name: str, dtype: str) -> str:
-    """Which path a group of this network takes now: "fused" (its kernel is compiled),
+    """Which path a group of this network takes now: "fused" (its kernel is compiled, or in
+    the on-disk cache),
     "compile" (the kernel will be compiled first, then run), or "torch"."""
     if not (wanted() and supported(model.widths, in_features, model.bn)):
         return "torch"
@@ -1290,6 +1302,8 @@ def path(model, in_features: int, optimizer_name: str, dtype: str) -> str:
     with _lock:
         if any((k.sizes, k.activation, k.bn, k.optimizer, k.dtype) == want for k in _kernels):
             return "fused"
+    if BACKGROUND and in_cache(("epoch", Shape(*want))):  # (loaded on use; plain SGD's shape)
+        return "fused"
     return "torch" if BACKGROUND else "compile"
 
 

@@ -176,11 +176,14 @@ def test_group_state_layout_round_trips():
 
 def test_in_the_background_a_new_shape_takes_the_torch_path_until_compiled(monkeypatch):
     # The app's policy: no request waits for a compile; the kernel is ready for the next one.
+    # (A kernel in the on-disk cache is loaded at once: see
+    # test_in_the_background_a_cached_kernel_is_used_at_once.)
     monkeypatch.setattr(fused, "BACKGROUND", True)
     monkeypatch.setattr(fused, "_kernels", {})
     monkeypatch.setattr(fused, "MAX_PENDING", 1)
     monkeypatch.setattr(fused, "IDLE", None)
     monkeypatch.delenv("BNLR_KERNEL", raising=False)
+    monkeypatch.setenv("BNLR_KERNEL_CACHE", "off")  # as a process whose cache is empty
     model = ModelConfig((3, 2), "sigmoid", "post")
     exp = Experiment((RunConfig(model, 0.01),), epochs=2, dtype="float64")
     made = []
@@ -244,3 +247,20 @@ def test_the_kernel_cache_can_be_switched_off_and_is_bounded(tmp_path, monkeypat
     monkeypatch.setattr(fused, "CACHE_FILES", 3)
     fused._prune(str(tmp_path))
     assert sorted(p.name for p in tmp_path.glob("*.o")) == ["2.o", "3.o", "4.o"]  # the newest
+
+
+def test_in_the_background_a_cached_kernel_is_used_at_once(monkeypatch, tmp_path):
+    monkeypatch.setenv("BNLR_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setenv("BNLR_KERNEL", "fused")
+    model = ModelConfig((2, 3), "tanh", "post")
+    exp = Experiment((RunConfig(model, 0.01),), epochs=1)
+    bnlr.train(exp, "batched")  # compiled (not in the background): now in the cache
+    monkeypatch.setattr(fused, "BACKGROUND", True)
+    monkeypatch.setattr(fused, "_kernels", {})  # as a new process
+    monkeypatch.setattr(fused, "IDLE", lambda: False)  # the background compiler never runs
+    assert fused.path(model, 5, "sgd", "float32") == "fused"
+    made = []
+    real = fused.FusedGroup
+    monkeypatch.setattr(fused, "FusedGroup", lambda *a: made.append(1) or real(*a))
+    bnlr.train(exp, "batched")
+    assert made == [1] and not fused._pending
