@@ -162,7 +162,7 @@ def sentence(v: Verdict, subject: str, yes: str = "") -> str:
     unit = f" {v.unit}" if v.unit else ""
     counts = (
         f"holds in **{v.seeds_holding} of {v.seeds}** seeds; mean effect {v.effect:+.2f}{unit}, "
-        f"90 % interval [{v.low:+.2f}, {v.high:+.2f}]"
+        f"90 % interval [{bound(v.low)}, {bound(v.high)}]"
     )
     if v.word == "no consistent difference":
         claim = subject.format(word=yes or "…").replace("**", "")
@@ -176,6 +176,19 @@ def sentence(v: Verdict, subject: str, yes: str = "") -> str:
     if v.left_out:
         text += f"; {len(v.left_out)} seed(s) left out (a run diverged)"
     return text + "."
+
+
+def bound(x: float) -> str:
+    """An interval's bound with its sign and 2 decimals, more where those would show 0 for a
+    bound that is not: the words say which side of 0 an interval is on, and so must its numbers.
+
+    >>> bound(0.0612), bound(0.0012), bound(-0.00004), bound(0.0)
+    ('+0.06', '+0.001', '-0.00004', '+0.00')
+    """
+    decimals = 2
+    while x and round(abs(x), decimals) == 0 and decimals < 12:
+        decimals += 1
+    return f"{x:+.{decimals}f}"
 
 
 def as_row(number: int, statement: str, v: Verdict) -> dict:

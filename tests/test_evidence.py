@@ -2,6 +2,7 @@
 effects on made-up metrics, and the words against the interval."""
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -52,6 +53,17 @@ def test_words_follow_the_interval(values, word):
     else:
         assert f"**{word}**" in text
     assert f"**{v.seeds_holding} of 4** seeds" in text
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_the_printed_interval_is_on_the_side_its_words_say(sign):
+    # effects whose interval clears 0 by less than 0.005: "+0.00" would contradict "more"
+    v = judge("c", effects(*(sign * e for e in (0.004, 0.006, 0.005, 0.0045))), "more", "less")
+    assert v.word == ("more" if sign > 0 else "less")
+    text = sentence(v, "BN reacts **{word}**", "more")
+    low, high = (float(b) for b in re.search(r"interval \[(\S+), (\S+)\]", text).groups())
+    assert (low > 0) if sign > 0 else (high < 0)
+    assert abs(low - v.low) <= 0.005 and abs(high - v.high) <= 0.005  # the same numbers, rounded
 
 
 def test_one_seed_cannot_answer_and_never_states_a_direction():
