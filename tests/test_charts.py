@@ -187,6 +187,9 @@ def test_sensitivity_bars_and_run_grid():
         bars["encoding"]["x"]["field"] == "sensitivity"
         and bars["encoding"]["strokeDash"]["field"] == "BN"
     )
+    # the longest bar ends before 80 % of the axis: its value label fits right of it
+    top = bars["encoding"]["x"]["scale"]["domain"][1]
+    assert 0.5 / top <= 0.8 and bars["encoding"]["x"]["axis"]["labelFlush"]
     m = metrics_table()
     rect, _label = charts.run_grid(m).to_dict()["layer"]
     assert rect["encoding"]["color"]["field"] == "instability"

@@ -236,6 +236,21 @@ def lr_curve(
     return alt.layer(*layers).properties(width=width, height=height)
 
 
+def _round_up(x: float) -> float:
+    """The smallest round number (1, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 × 10^k) at least x; 1 for an x
+    that is not a positive number.
+
+    >>> _round_up(0.52 * 1.3), _round_up(3.1), _round_up(float("nan"))
+    (0.8, 4.0, 1.0)
+    """
+    if not (np.isfinite(x) and x > 0):
+        return 1.0
+    scale = 10.0 ** np.floor(np.log10(x))
+    return float(
+        next(m * scale for m in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10) if m * scale >= x * (1 - 1e-12))
+    )
+
+
 def sensitivity_bars(sens: pd.DataFrame, width: int = 420) -> alt.LayerChart:
     """Returns a bar per architecture: its LR sensitivity in decades, BN models hatched lighter."""
     sens = label(sens)
@@ -245,7 +260,13 @@ def sensitivity_bars(sens: pd.DataFrame, width: int = 420) -> alt.LayerChart:
         alt.Chart(sens)
         .mark_bar(strokeWidth=2)
         .encode(
-            x=alt.X("sensitivity:Q", title="LR sensitivity (decades of final loss)"),
+            x=alt.X(
+                "sensitivity:Q",
+                title="LR sensitivity (decades of final loss)",
+                # room right of the longest bar for its value label, whatever the chart's width
+                scale=alt.Scale(domain=[0, _round_up(1.3 * sens["sensitivity"].max())]),
+                axis=alt.Axis(labelFlush=True),
+            ),
             # no legends: the axis labels name each bar's network and BN (a legend here was cut off)
             y=y,
             color=_colour(sens, legend=False),
