@@ -35,10 +35,11 @@ sample order, the evaluation MSE as two running sums (even and odd samples) then
 BLAS may add in another order: last-bit differences); NaN and inf propagate as in IEEE
 arithmetic.
 
-A kernel compiles in a fraction of a second the first time its shape trains in a process (kept
-for the process). The fast path covers networks up to ``MAX_UNITS`` hidden units and
-``MAX_PARAMETERS`` parameters (beyond that the unrolled code grows long and the torch path's matrix
-products are efficient); without llvmlite, with ``BNLR_KERNEL=torch``, or for larger networks,
+A kernel compiles in about a second the first time its shape trains on a machine: its object
+code is kept on disk (``cache_dir``) and loaded in milliseconds by later processes. The fast path
+covers networks up to ``MAX_UNITS`` hidden units and ``MAX_PARAMETERS`` parameters (beyond that
+the unrolled code grows long and the torch path's matrix products are efficient); without
+llvmlite, with ``BNLR_KERNEL=torch``, or for larger networks,
 the batched engine keeps its torch path.
 """
 
