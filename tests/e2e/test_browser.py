@@ -73,6 +73,14 @@ def test_presentation_mode_from_the_url_and_the_toggle(page, app):
     before = harness.charts(page)
     page.get_by_text("Presentation mode").click()
     harness.wait_changed(page, before)
+    # the charts redraw one after another: wait until none is left in the presentation font
+    page.wait_for_function(
+        """size => ![...document.querySelectorAll(
+        '[data-testid="stVegaLiteChart"] svg .role-axis-label text')]
+        .some(t => t.getAttribute('font-size') === size)""",
+        arg=PRESENT_FONT,
+        timeout=30_000,
+    )
     assert PRESENT_FONT not in axis_label_sizes(page) and root_font(page) == "16px"
     assert "present=" not in page.url
 
