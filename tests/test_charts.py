@@ -79,6 +79,7 @@ def test_loss_curves_facets_per_lr_with_colour_dash_band_and_log_y():
     assert band["mark"]["type"] == "area" and band["encoding"]["y2"]["field"] == "hi"
     enc = line["encoding"]
     assert enc["y"]["scale"]["type"] == "log"
+    assert enc["x"]["axis"] == {"tickMinStep": 1, "format": "d"}  # whole epochs on the axis
     assert enc["color"]["field"] == "net" and enc["color"]["scale"]["range"] == PALETTE[:1]
     assert enc["strokeDash"]["field"] == "BN"
     assert enc["strokeDash"]["scale"]["range"] == [BN_DASH["none"], BN_DASH["pre"]]

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from bnlr.analysis import best_lr, diverged_region, label
-from ui.style import BN_DASH, BN_LABEL, PALETTE
+from ui.style import BN_DASH, BN_LABEL, EPOCH_AXIS, PALETTE
 
 RULE_SHAPE = {"steep": "triangle-down", "valley": "circle", "minimum": "square"}
 # mid grey for labels, outlines and neutral legend symbols: reads on light and dark themes
@@ -91,7 +91,9 @@ def loss_curves(
         columns: panels per row (2 gives the article's 2×2 for four lrs).
     """
     params, opacity = _highlight()
-    base = alt.Chart().encode(x=alt.X("epoch:Q", title="epoch"), color=_colour(bands))
+    base = alt.Chart().encode(
+        x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(**EPOCH_AXIS)), color=_colour(bands)
+    )
     tooltip = [
         "arch:N",
         alt.Tooltip("lr:Q", format="g"),

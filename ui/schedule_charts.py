@@ -11,7 +11,7 @@ import altair as alt
 import pandas as pd
 
 from bnlr.analysis import BASELINE
-from ui.style import BN_DASH, BN_LABEL, PALETTE
+from ui.style import BN_DASH, BN_LABEL, EPOCH_AXIS, PALETTE
 
 BASELINE_COLOUR = "#888888"  # grey: a reference line, readable on light and dark themes
 
@@ -117,7 +117,7 @@ def loss_chart(
     )
     base = alt.Chart(width=width, height=height)
     line = base.mark_line().encode(
-        x=alt.X("epoch:Q", title="epoch"),
+        x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(**EPOCH_AXIS)),
         y=alt.Y("loss:Q", title="MSE loss", scale=y_scale),
         color=colour,
         strokeDash=_dash(df),

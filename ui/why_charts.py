@@ -12,6 +12,7 @@ import pandas as pd
 
 from bnlr.analysis import label
 from ui.charts import MUTED, _colour, _dash
+from ui.style import EPOCH_AXIS
 
 FACET = {"columns": 2}
 
@@ -41,7 +42,7 @@ def _by_epoch(
         alt.Chart()
         .mark_line()
         .encode(
-            x=alt.X("epoch:Q", title="epoch"),
+            x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(**EPOCH_AXIS)),
             y=y,
             color=_colour(ok),
             strokeDash=_dash(ok),
@@ -92,7 +93,7 @@ def invariance_chart(epochs: pd.DataFrame, width: int = 560, height: int = 220) 
         alt.Chart(df)
         .mark_line()
         .encode(
-            x=alt.X("epoch:Q", title="epoch"),
+            x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(**EPOCH_AXIS)),
             y=alt.Y("invariance:Q", title="|w·∇L| / (‖w‖ ‖∇L‖)", scale=alt.Scale(type="log")),
             color=_colour(df),
             strokeDash=_dash(df),
