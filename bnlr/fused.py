@@ -79,7 +79,7 @@ MAX_UNITS = 64  # hidden units in all, for the fast path
 MAX_PARAMETERS = 256  # compile time grows with the unrolled code (~1 s for the article's nets)
 BN_EPS = 1e-5  # nn.BatchNorm1d's default
 LEAKY_SLOPE = 0.01  # F.leaky_relu's default
-FLAGS = ("contract",)
+FLAGS = ("contract",)  # a · b + c may fuse; no reassociation, NaN and inf kept
 # float32 tanh (``_Builder.tanh_rational``): |x| P(x²) / Q(x²), coefficients from a minimax fit
 # of the relative error on [0, 9.02] (its error in exact arithmetic: 5e-8; tanh rounds to 1 in
 # float32 from 9.01 on). |x| is clamped to TANH_CLAMP, where the rational is above 1, and the
@@ -98,7 +98,7 @@ TANH_Q = (
     0.00033272826112806797,
     7.985807428667613e-07,
 )
-TANH_CLAMP = 9.5  # a · b + c may fuse; no reassociation, NaN and inf kept
+TANH_CLAMP = 9.5
 
 
 def scratch_rows(in_features: int, hidden: int) -> int:
@@ -449,7 +449,7 @@ class _Builder:
 
 
 _engine = None  # one MCJIT engine for every kernel, holding machine code only
-_loaded: dict[str, int] = {}  # digest of a kernel's IR → its address in _engine
+_loaded: dict[str, int] = {}  # a kernel's cache digest (``_digest``) → its address in _engine
 CACHE_FILES = 256  # kernels kept in the on-disk cache (the most recently written)
 
 
@@ -531,8 +531,8 @@ def _object_code(text, digest: str) -> bytes:
                 return f.read()
         except OSError:
             pass
+    text = text()  # (the IR is written only on a cache miss)
     try:
-        text = text()
         done = subprocess.run(
             [sys.executable, "-I", _llc.__file__],
             input=text.encode(),
