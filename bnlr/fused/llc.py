@@ -1,6 +1,6 @@
 """LLVM IR in, this machine's object code out: ``bnlr.fused`` compiles each kernel here.
 
-Run as a script (``python bnlr/_llc.py < kernel.ll > kernel.o``) it is a child process that
+Run as a script (``python bnlr/fused/llc.py < kernel.ll > kernel.o``) it is a child process that
 imports llvmlite only, so everything LLVM allocates while optimising a kernel goes back to the
 system when it exits; compiled in the server itself, each kernel kept 3–6 MB of it for good
 (measured: 20–60 KB of the object code is all the kernel needs). ``emit`` is also importable,

@@ -67,7 +67,7 @@ try:  # llvmlite comes with numba; without it the batched engine keeps its torch
     import llvmlite.binding as llvm
     import llvmlite.ir as ir
 
-    from . import _llc
+    from . import llc as _llc
 except ImportError:  # pragma: no cover - exercised by environments without llvmlite
     llvm = ir = None
 AVAILABLE = llvm is not None
