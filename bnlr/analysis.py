@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import claims, lrfinder, metrics
 from .config import BN_LABEL, Grid
-from .evidence import Verdict, bootstrap_interval, cannot, judge
+from .evidence import Verdict, cannot, judge, t_interval
 from .optimizers import OptimizerConfig
 from .schedules import parse_schedule, trajectory
 from .train import Result
@@ -324,7 +324,7 @@ def lr_curve_report(
     over_seeds = []
     for arch, part in per_seed.groupby("arch", sort=False):
         logs = np.log10(part["best_lr"].to_numpy())
-        low, high = bootstrap_interval(logs)
+        low, high = t_interval(logs)
         over_seeds.append(
             {
                 "arch": arch,
