@@ -96,7 +96,7 @@ def test_bn_more_quiz_reveals_the_pages_own_verdict_over_seeds(trainings):
     at = reveal(at, "bn_more")
     assert not at.exception and len(charts(at)) >= 1
     (replicated,) = [m.value for m in at.markdown if m.value.startswith("**Replicated over")]
-    low, high = (float(v) for v in re.search(r"\[([-+.\d]+), ([-+.\d]+)\]", replicated).groups())
+    low, high = (float(v) for v in re.search(r"\[(\S+), (\S+)\]", replicated).groups())
     expected = "yes" if low > 0 else "no" if high < 0 else "no consistent difference"
     text = revealed(at)
     assert f"is **{expected}**" in text

@@ -71,7 +71,7 @@ def test_sensitivity_default_is_the_articles_experiment(trainings):
 
 def check_words_against_interval(text: str, yes: str, no: str) -> None:
     """The sentence's word must follow its 90 % interval: a direction only when 0 is outside."""
-    low, high = (float(v) for v in re.search(r"interval \[([-+.\d]+), ([-+.\d]+)\]", text).groups())
+    low, high = (float(v) for v in re.search(r"interval \[(\S+), (\S+)\]", text).groups())
     if low > 0:
         assert f"**{yes}**" in text and "No consistent" not in text
     elif high < 0:
