@@ -2,20 +2,24 @@
 
     python bench/kernel_ab.py HEAD~1 [REV ...]    # e.g. before and after a kernel change
 
-Each revision's ``bnlr/fused.py`` is loaded as its own module; the batched engine trains the
-learning-curve grid of ``bench/engines.py`` (288 runs, float32, one thread) with each in turn,
-shape by shape, interleaved, ``--repeat`` times (the first discarded). Printed per version: the
-kernel's CPU time (the fastest epoch call × epochs, so that another job's burst does not count)
-and the whole training's (best repetition), in ms per run, and per shape.
+Each revision's ``bnlr/fused/`` is loaded as its own package (revisions where the kernel is a
+package with today's ``FusedGroup`` interface; for earlier ones, run that revision's bench); the
+batched engine trains the learning-curve grid of ``bench/engines.py`` (288 runs, float32, one
+thread) with each in turn, shape by shape, interleaved, ``--repeat`` times (the first
+discarded). Printed per version: the kernel's CPU time (the fastest epoch call × epochs, so that
+another job's burst does not count) and the whole training's (best repetition), in ms per run,
+and per shape.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import io
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -33,14 +37,17 @@ SHAPES = [(3, "none"), (4, "none"), (3, "pre"), (4, "pre")]
 
 
 def version(rev: str, where: str):
-    """``bnlr/fused.py`` at git revision ``rev``, as a module of the bnlr package."""
-    text = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{rev}:bnlr/fused.py"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    path = os.path.join(where, f"fused_{len(os.listdir(where))}.py")
-    Path(path).write_text(text)
-    spec = importlib.util.spec_from_file_location(f"bnlr.{Path(path).stem}", path)
+    """``bnlr/fused/`` at git revision ``rev``, as a package beside bnlr's (``bnlr.fused_<n>``)."""
+    name = f"fused_{len(os.listdir(where))}"
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "bnlr/fused"], capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(os.path.join(where, name), filter="data")
+    package = Path(where, name, "bnlr", "fused")
+    spec = importlib.util.spec_from_file_location(
+        f"bnlr.{name}", package / "__init__.py", submodule_search_locations=[str(package)]
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)

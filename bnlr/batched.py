@@ -15,7 +15,9 @@ With ``record``, every run's parameters are kept at init and after each epoch (`
 
 Two paths compute an epoch: where ``bnlr.fused`` applies (llvmlite importable, the network within
 its size limits, ``BNLR_KERNEL`` not ``torch``), one compiled SIMD kernel per network shape trains
-the whole group for the epoch; otherwise the torch path below (bmm, ATen's batch-norm kernels).
+the whole group for the epoch (``fused.FusedGroup``); otherwise the torch path below
+(``_TorchPath``: bmm, ATen's batch-norm kernels). Both have the same methods (``epoch``,
+``quarantine``, ``write_back``); ``_Group.train`` picks one per group, once.
 Both are tested against ``bnlr.reference`` in ``tests/test_engines.py`` and ``tests/test_fused.py``.
 """
 
@@ -124,12 +126,16 @@ class _Group:
             buf[:, width] = 1
         return buf
 
-    def _views(self, flat: torch.Tensor):
-        """Splits a theta-shaped tensor into its blocks: [W | b] per Linear, then BN gamma, beta."""
-        parts = [
+    def _blocks(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """A theta-shaped tensor's blocks, as views: [W | b] per Linear, then BN gamma, beta."""
+        return [
             p.view(shape)
             for p, shape in zip(flat.split([math.prod(s) for s in self.shapes]), self.shapes)
         ]
+
+    def _views(self, flat: torch.Tensor):
+        """The blocks of a theta-shaped tensor: ([W | b] per Linear, gammas, betas)."""
+        parts = self._blocks(flat)
         n = self.model.depth + 1
         return parts[:n], parts[n::2], parts[n + 1 :: 2]
 
@@ -235,10 +241,6 @@ class _Group:
                 g = torch.bmm(layers[l][:, :, :-1].transpose(1, 2), g)  # (R, in, B)
         return grad
 
-    def _eval_losses(self, X1: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-        pred = self.forward(X1.expand(self.R, *X1.shape), training=False)  # (R, 1, N)
-        return ((pred - y) ** 2).mean(dim=(1, 2)).double().numpy()
-
     def flat_index(self) -> torch.Tensor:
         """Returns (R, P): where each run's parameters sit in theta, in ``models.layout`` order."""
         offsets = np.cumsum([0] + [math.prod(s) for s in self.shapes])
@@ -273,7 +275,6 @@ class _Group:
         )
         lr_table = tables[:, 0].reshape(R, E, S)  # a live scheduler writes its run's rows
         mom_table = tables[:, 1].reshape(R, E, S)
-        optimizer = self.opt_cfg.rule(self.opt_cfg, self.theta)
         losses = np.full((2, R, E), np.nan)  # train, test per run and epoch (NaN once diverged)
         trained = np.zeros(R, dtype=int)  # epochs each run trained (up to its divergence)
         diverged: list[int | None] = [None] * R
@@ -282,29 +283,14 @@ class _Group:
         if record:
             params = np.full((R, E + 1, index.shape[1]), np.nan)
             params[:, 0] = self.theta[index].double().numpy()
-        d = self.data
-        fast = None
-        if fused.wanted() and fused.supported(self.model.widths, d.X_train.shape[1], self.model.bn):
-            shape = fused.shape_of(
-                self.model, d.X_train.shape[1], self.opt_cfg, exp.dtype, bool(mom_table.any())
-            )
-            if fused.ready(shape):
-                fast = fused.FusedGroup(self, shape)
-        ones = lambda X: torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], dim=1)  # noqa: E731
-        Xtr1, Xte1 = ones(d.X_train), ones(d.X_test)  # (N, in + 1)
-        ytr_row, yte_row = d.y_train.t(), d.y_test.t()  # (1, N)
+        path = self._path(bool(mom_table.any()))  # fused or torch: the same methods
         with torch.no_grad():
             for epoch in range(E):
                 if cancel is not None and cancel():
                     raise Cancelled()
-                if fast is not None:
-                    train_l, test_l = fast.epoch(
-                        epoch, lr_table[:, epoch] * alive[:, None], mom_table[:, epoch]
-                    )
-                else:
-                    train_l, test_l = self._torch_epoch(
-                        epoch, lr_table, mom_table, alive, optimizer, Xtr1, Xte1, ytr_row, yte_row
-                    )
+                train_l, test_l = path.epoch(
+                    epoch, lr_table[:, epoch] * alive[:, None], mom_table[:, epoch]
+                )
                 losses[0, alive, epoch], losses[1, alive, epoch] = train_l[alive], test_l[alive]
                 trained[alive] = epoch + 1
                 bad = alive & ~(np.isfinite(train_l) & np.isfinite(test_l))
@@ -317,13 +303,9 @@ class _Group:
                         stepper.after_epoch(train_l[r], test_l[r])
                         lr_table[r, epoch + 1 :] = stepper.lr
                 if bad.any():
-                    if fast is not None:
-                        fast.quarantine(~alive)
-                    else:
-                        self._quarantine(~alive, optimizer)
+                    path.quarantine(~alive)
                 if record:
-                    if fast is not None:
-                        fast.write_theta()
+                    path.write_back()
                     params[alive, epoch + 1] = self.theta[index].double().numpy()[alive]
                 tick(int(alive.sum()))
         done = np.arange(E)[None, :] < trained[:, None]  # (R, E): the epochs a run trained
@@ -341,36 +323,81 @@ class _Group:
             for r in range(R)
         ]
 
-    def _torch_epoch(
-        self, epoch, lr_table, mom_table, alive, optimizer, Xtr1, Xte1, ytr_row, yte_row
-    ):
-        """One epoch on the torch path; returns the train and test MSE per run (float64)."""
-        S, bs = self.exp.steps_per_epoch, self.exp.batch_size
+    def _path(self, momentum: bool):
+        """The fused kernel's path where it applies and its kernel is ready (``bnlr.fused``),
+        else the torch path; ``momentum``: some run has SGD momentum at some step."""
+        F = self.data.X_train.shape[1]
+        if fused.wanted() and fused.supported(self.model.widths, F, self.model.bn):
+            shape = fused.shape_of(self.model, F, self.opt_cfg, self.exp.dtype, momentum)
+            if fused.ready(shape):
+                return fused.FusedGroup(
+                    fused.kernel(shape),
+                    shape,
+                    params=self._blocks(self.theta),
+                    running_mean=self.running_mean,
+                    running_var=self.running_var,
+                    data=self.data,
+                    orders=self.orders,
+                    order_of=self.order_of,
+                    optimizer=self.opt_cfg,
+                    bn_momentum=self.model.bn_momentum,
+                    batch_size=self.exp.batch_size,
+                )
+        return _TorchPath(self)
+
+
+class _TorchPath:
+    """A group's epochs on the torch path: bmm and ATen's kernels on the group's own tensors.
+    Its methods are ``fused.FusedGroup``'s: ``epoch``, ``quarantine``, ``write_back``."""
+
+    def __init__(self, group: _Group):
+        self.g = group
+        self.optimizer: Rule = group.opt_cfg.rule(group.opt_cfg, group.theta)
+        d = group.data
+        ones = lambda X: torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], dim=1)  # noqa: E731
+        self.Xtr1, self.Xte1 = ones(d.X_train), ones(d.X_test)  # (N, in + 1)
+        self.ytr_row, self.yte_row = d.y_train.t(), d.y_test.t()  # (1, N)
+
+    def epoch(
+        self, epoch: int, lr: np.ndarray, momentum: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Trains one epoch with lr and momentum / beta1 (R, S) per run and step (lr 0 for a
+        diverged run); returns the train and test MSE per run (float64)."""
+        g = self.g
+        S, bs = g.exp.steps_per_epoch, g.exp.batch_size
         # this epoch's lr and momentum per step, spread to every element of theta: (S, P)
-        lr_e = torch.from_numpy((lr_table[:, epoch] * alive[:, None]).T.copy())[:, self.run_of]
-        any_momentum = bool(mom_table[:, epoch].any())
+        lr_e = torch.from_numpy(lr.T.copy())[:, g.run_of]
+        any_momentum = bool(momentum.any())
         # (momentum is only read when some run has it this epoch; plain SGD skips it)
-        mom_e = (
-            torch.from_numpy(mom_table[:, epoch].T.copy())[:, self.run_of] if any_momentum else lr_e
-        )
-        order = self.orders[self.order_of, epoch]  # (R, N_train)
-        X_e = Xtr1.t()[:, order].transpose(0, 1)  # (R, in + 1, N): this epoch's order, as columns
-        y_e = ytr_row[0, order].unsqueeze(1)  # (R, 1, N)
+        mom_e = torch.from_numpy(momentum.T.copy())[:, g.run_of] if any_momentum else lr_e
+        order = g.orders[g.order_of, epoch]  # (R, N_train)
+        X_e = self.Xtr1.t()[:, order].transpose(0, 1)  # (R, in + 1, N): this epoch's order
+        y_e = self.ytr_row[0, order].unsqueeze(1)  # (R, 1, N)
         for b in range(S):
             batch = slice(b * bs, (b + 1) * bs)
             saved: list = []
-            pred = self.forward(X_e[:, :, batch], training=True, saved=saved)  # (R, 1, B)
+            pred = g.forward(X_e[:, :, batch], training=True, saved=saved)  # (R, 1, B)
             # d MSE_r / d pred: each run its own mean loss, as MSELoss's backward gives
-            g = (pred - y_e[:, :, batch]).mul_(2.0 / pred.shape[2])
-            optimizer.step(self.backward(g, saved), lr_e[b], mom_e[b], any_momentum)
-        return self._eval_losses(Xtr1.t(), ytr_row), self._eval_losses(Xte1.t(), yte_row)
+            grad_pred = (pred - y_e[:, :, batch]).mul_(2.0 / pred.shape[2])
+            self.optimizer.step(g.backward(grad_pred, saved), lr_e[b], mom_e[b], any_momentum)
+        train = self._eval_losses(self.Xtr1.t(), self.ytr_row)
+        return train, self._eval_losses(self.Xte1.t(), self.yte_row)
 
-    def _quarantine(self, dead: np.ndarray, optimizer: Rule) -> None:
+    def _eval_losses(self, X1: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+        R = self.g.R
+        pred = self.g.forward(X1.expand(R, *X1.shape), training=False)  # (R, 1, N)
+        return ((pred - y) ** 2).mean(dim=(1, 2)).double().numpy()
+
+    def quarantine(self, dead: np.ndarray) -> None:
         """Zero a diverged run's weights and state so its NaNs stay out of every later step."""
+        g = self.g
         mask = torch.from_numpy(dead)
-        elements = mask[self.run_of]
-        self.theta[elements] = 0
-        for mean, var in zip(self.running_mean, self.running_var):
+        elements = mask[g.run_of]
+        g.theta[elements] = 0
+        for mean, var in zip(g.running_mean, g.running_var):
             mean[mask] = 0
             var[mask] = 1
-        optimizer.reset(elements)
+        self.optimizer.reset(elements)
+
+    def write_back(self) -> None:
+        """Nothing to do: the torch path trains the group's theta itself."""

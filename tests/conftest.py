@@ -22,7 +22,7 @@ def kernels_compile_when_needed(monkeypatch):
     background compiles."""
     from bnlr import fused
 
-    monkeypatch.setattr(fused, "BACKGROUND", False)
+    monkeypatch.setattr(fused.COMPILER, "background", False)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The fused kernel of the batched engine (bnlr/fused.py) and the switch to its torch path.
+"""The fused kernel of the batched engine (bnlr/fused/) and the switch to its torch path.
 
 The kernel's agreement with the reference engine (every BN placement, activation, optimizer and
 schedule family, in float64 to 1e-9) is tested in tests/test_engines.py, which uses the kernel
@@ -90,7 +90,7 @@ def test_a_network_beyond_the_kernel_takes_the_torch_path(monkeypatch):
     assert fused.supported((4, 4, 4, 4), 5, "post")
     made = []
     real = fused.FusedGroup
-    monkeypatch.setattr(fused, "FusedGroup", lambda *a: made.append(1) or real(*a))
+    monkeypatch.setattr(fused, "FusedGroup", lambda *a, **k: made.append(1) or real(*a, **k))
     exp = Experiment((RunConfig(wide, 0.003),), epochs=3, dtype="float64")
     assert fused.path(wide, 5, "sgd", "float64") == "torch"
     fast = history(exp, "auto", monkeypatch)
@@ -104,9 +104,9 @@ def test_float32_is_computed_in_float32(monkeypatch):
     )
     made = []
     real = fused.FusedGroup
-    monkeypatch.setattr(fused, "FusedGroup", lambda *a: made.append(real(*a)) or made[-1])
+    monkeypatch.setattr(fused, "FusedGroup", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
     a = history(exp, "fused", monkeypatch)
-    assert made and made[0].P.dtype == np.float32 and made[0].ST.dtype == np.float32
+    assert made and made[0].params.dtype == np.float32 and made[0].running_stats.dtype == np.float32
     b = history(exp, "torch", monkeypatch)
     np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-4)
 
@@ -115,7 +115,7 @@ def test_the_switch_picks_the_path(monkeypatch):
     exp = Experiment((RunConfig(ModelConfig((3,)), 0.01),), epochs=1, dtype="float64")
     calls = []
     real = fused.FusedGroup
-    monkeypatch.setattr(fused, "FusedGroup", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(fused, "FusedGroup", lambda *a, **k: calls.append(1) or real(*a, **k))
     history(exp, "torch", monkeypatch)
     assert calls == []
     history(exp, "auto", monkeypatch)
@@ -127,7 +127,7 @@ def test_the_switch_picks_the_path(monkeypatch):
 
 
 def test_without_llvmlite_the_torch_path_runs(monkeypatch):
-    monkeypatch.setattr(fused, "AVAILABLE", False)
+    monkeypatch.setattr(fused.shape, "AVAILABLE", False)
     monkeypatch.setattr(fused, "FusedGroup", None)  # would fail if called
     monkeypatch.delenv("BNLR_KERNEL", raising=False)
     exp = Experiment((RunConfig(ModelConfig((3,)), 0.01),), epochs=2, dtype="float64")
@@ -159,9 +159,22 @@ def test_group_state_layout_round_trips():
     exp = Experiment(runs, epochs=1, dtype="float64")
     data = bnlr.data.make_data(exp.data, torch.float64)
     g = batched._Group(exp, list(exp.runs), data)
-    k = fused.FusedGroup(g, fused.shape_of(g.model, 5, g.opt_cfg, "float64", momentum=False))
+    shape = fused.shape_of(g.model, 5, g.opt_cfg, "float64", momentum=False)
+    k = fused.FusedGroup(
+        fused.kernel(shape),
+        shape,
+        params=g._blocks(g.theta),
+        running_mean=g.running_mean,
+        running_var=g.running_var,
+        data=data,
+        orders=g.orders,
+        order_of=g.order_of,
+        optimizer=g.opt_cfg,
+        bn_momentum=g.model.bn_momentum,
+        batch_size=exp.batch_size,
+    )
     L = fused.LANES["float64"]
-    lanes = k.P.reshape(k.nblk, -1, L)  # (block, row, lane)
+    lanes = k.params.reshape(k.nblk, -1, L)  # (block, row, lane)
     assert k.nblk == 1 and lanes.shape[1] == k.shape.n_params
     layers = g.theta_views[0]
     for l, wb in enumerate(layers):  # lane r of Linear l's rows is run r's [W | b], row-major
@@ -170,7 +183,7 @@ def test_group_state_layout_round_trips():
         np.testing.assert_array_equal(lanes[0, first : first + n, :3].T, wb.reshape(3, -1).numpy())
     assert (lanes[0, :, 3:] == 0).all()  # idle lanes
     before = g.theta.clone()
-    k.write_theta()
+    k.write_back()
     torch.testing.assert_close(g.theta, before, rtol=0, atol=0)
 
 
@@ -178,22 +191,20 @@ def test_in_the_background_a_new_shape_takes_the_torch_path_until_compiled(monke
     # The app's policy: no request waits for a compile; the kernel is ready for the next one.
     # (A kernel in the on-disk cache is loaded at once: see
     # test_in_the_background_a_cached_kernel_is_used_at_once.)
-    monkeypatch.setattr(fused, "BACKGROUND", True)
-    monkeypatch.setattr(fused, "_kernels", {})
-    monkeypatch.setattr(fused, "MAX_PENDING", 1)
-    monkeypatch.setattr(fused, "IDLE", None)
+    compiler = fused.Compiler(background=True, max_pending=1)  # as a new process's
+    monkeypatch.setattr(fused, "COMPILER", compiler)
     monkeypatch.delenv("BNLR_KERNEL", raising=False)
     monkeypatch.setenv("BNLR_KERNEL_CACHE", "off")  # as a process whose cache is empty
     model = ModelConfig((3, 2), "sigmoid", "post")
     exp = Experiment((RunConfig(model, 0.01),), epochs=2, dtype="float64")
     made = []
     real = fused.FusedGroup
-    monkeypatch.setattr(fused, "FusedGroup", lambda *a: made.append(1) or real(*a))
+    monkeypatch.setattr(fused, "FusedGroup", lambda *a, **k: made.append(1) or real(*a, **k))
     assert fused.path(model, 5, "sgd", "float64") == "torch"
     first = bnlr.train(exp, "batched").history
     assert made == []  # the torch path, while the kernel compiles
     other = Experiment((RunConfig(replace(model, activation="relu"), 0.01),), epochs=1)
-    bnlr.train(other, "batched")  # a second new shape while one waits: not queued (MAX_PENDING)
+    bnlr.train(other, "batched")  # a second new shape while one waits: not queued (max_pending)
     assert fused.wait_for_compiles()
     assert fused.path(model, 5, "sgd", "float64") == "fused"
     assert fused.path(other.runs[0].model, 5, "sgd", "float32") == "torch"
@@ -207,11 +218,11 @@ import sys, subprocess
 import bnlr
 from bnlr import Experiment, ModelConfig, RunConfig, fused
 if sys.argv[1] == "no-compiler":  # a compile would fail: the kernel must come from the cache
-    fused._llc.emit = subprocess.run = None
+    fused.llc.emit = subprocess.run = None
 exp = Experiment((RunConfig(ModelConfig((3, 2), "tanh", "pre"), 0.05),), epochs=3)
 print(fused.path(exp.runs[0].model, 5, "sgd", "float32"))
 print(bnlr.train(exp, "batched").history["loss"].tolist())
-print(sorted(fused._loaded))
+print(sorted(fused.jit._loaded))
 """
 
 
@@ -244,8 +255,8 @@ def test_the_kernel_cache_can_be_switched_off_and_is_bounded(tmp_path, monkeypat
     for k in range(5):
         (tmp_path / f"{k}.o").write_bytes(b"x")
         os.utime(tmp_path / f"{k}.o", (k, k))
-    monkeypatch.setattr(fused, "CACHE_FILES", 3)
-    fused._prune(str(tmp_path))
+    monkeypatch.setattr(fused.jit, "CACHE_FILES", 3)
+    fused.jit.prune(str(tmp_path))
     assert sorted(p.name for p in tmp_path.glob("*.o")) == ["2.o", "3.o", "4.o"]  # the newest
 
 
@@ -255,12 +266,12 @@ def test_in_the_background_a_cached_kernel_is_used_at_once(monkeypatch, tmp_path
     model = ModelConfig((2, 3), "tanh", "post")
     exp = Experiment((RunConfig(model, 0.01),), epochs=1)
     bnlr.train(exp, "batched")  # compiled (not in the background): now in the cache
-    monkeypatch.setattr(fused, "BACKGROUND", True)
-    monkeypatch.setattr(fused, "_kernels", {})  # as a new process
-    monkeypatch.setattr(fused, "IDLE", lambda: False)  # the background compiler never runs
+    # as a new process whose background compiler never runs
+    compiler = fused.Compiler(background=True, idle=lambda: False)
+    monkeypatch.setattr(fused, "COMPILER", compiler)
     assert fused.path(model, 5, "sgd", "float32") == "fused"
     made = []
     real = fused.FusedGroup
-    monkeypatch.setattr(fused, "FusedGroup", lambda *a: made.append(1) or real(*a))
+    monkeypatch.setattr(fused, "FusedGroup", lambda *a, **k: made.append(1) or real(*a, **k))
     bnlr.train(exp, "batched")
-    assert made == [1] and not fused._pending
+    assert made == [1] and not compiler.pending
