@@ -1,4 +1,9 @@
-"""bnlr: the entry script only routes (st.navigation over the pages in pages/)."""
+"""bnlr: the entry script only routes (st.navigation over the pages in app_pages/).
+
+The pages live in ``app_pages/``, not ``pages/``: a ``pages/`` folder beside the entry script
+switches Streamlit to its older multipage mode as well, and then a deep link opened first on a
+freshly started server showed "Page not found" (tests/e2e/test_cold_start.py).
+"""
 
 import streamlit as st
 
@@ -13,18 +18,18 @@ st.set_page_config(
 )
 
 pages = [
-    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
+    st.Page("app_pages/home.py", title="Home", icon="🏠", default=True),
     st.Page(
-        "pages/lr_sensitivity.py", title="LR sensitivity", icon="📈", url_path="lr-sensitivity"
+        "app_pages/lr_sensitivity.py", title="LR sensitivity", icon="📈", url_path="lr-sensitivity"
     ),
-    st.Page("pages/lr_curve.py", title="LR learning curve", icon="🥣", url_path="lr-curve"),
+    st.Page("app_pages/lr_curve.py", title="LR learning curve", icon="🥣", url_path="lr-curve"),
     st.Page(
-        "pages/scheduler_playground.py",
+        "app_pages/scheduler_playground.py",
         title="Scheduler playground",
         icon="🗓️",
         url_path="schedules",
     ),
-    st.Page("pages/why.py", title="Why it happens", icon="🔬", url_path="why"),
+    st.Page("app_pages/why.py", title="Why it happens", icon="🔬", url_path="why"),
 ]
 page = st.navigation(pages)
 present = st.sidebar.toggle(

@@ -35,10 +35,10 @@ from ui import runner  # noqa: E402
 
 PAGES = {  # Home is the entry script's default page (its links need the navigation)
     "Home": "streamlit_app.py",
-    "LR sensitivity": "pages/lr_sensitivity.py",
-    "LR learning curve": "pages/lr_curve.py",
-    "Scheduler playground": "pages/scheduler_playground.py",
-    "Why it happens": "pages/why.py",
+    "LR sensitivity": "app_pages/lr_sensitivity.py",
+    "LR learning curve": "app_pages/lr_curve.py",
+    "Scheduler playground": "app_pages/scheduler_playground.py",
+    "Why it happens": "app_pages/why.py",
 }
 
 

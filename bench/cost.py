@@ -133,10 +133,10 @@ def solve(names, rows, times) -> None:
 
 
 PAGES = {
-    "LR sensitivity": "pages/lr_sensitivity.py",
-    "LR learning curve": "pages/lr_curve.py",
-    "Scheduler playground": "pages/scheduler_playground.py",
-    "Why it happens": "pages/why.py",
+    "LR sensitivity": "app_pages/lr_sensitivity.py",
+    "LR learning curve": "app_pages/lr_curve.py",
+    "Scheduler playground": "app_pages/scheduler_playground.py",
+    "Why it happens": "app_pages/why.py",
 }
 LR_LIST = ("LR sensitivity", "Why it happens")  # the pages with an lr list control
 ALL_DEPTHS = [str(d) for d in range(1, 9)]
@@ -194,7 +194,7 @@ def page_cost(page: str, grid: bnlr.Grid, rt: int) -> tuple[float, bool]:
     if "Why" in page:  # its own estimate: the runs and their twins, and a Hessian per epoch
         secs = runner.physics_estimate(grid.experiment)
         return secs, secs <= runner.COST_CAP_S
-    factor = runner.PAGE_FACTOR["schedules"] if "playground" in page else 1.0
+    factor = cost.PAGE_FACTOR["schedules"] if "playground" in page else 1.0
     try:
         runner.check_cost(grid.experiment, rt, factor)
     except ValueError:

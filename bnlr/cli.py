@@ -1,6 +1,7 @@
 """The command line: ``python -m bnlr run ...`` writes a tidy table (the history, or an analysis of
-it), ``python -m bnlr schedule ...`` the lr of every epoch. Defaults: the article's setup. Bad
-arguments exit with status 2 and one line naming the bad value.
+it), ``python -m bnlr schedule ...`` the lr of every epoch, ``python -m bnlr info`` what a bug
+report needs. Defaults: the article's setup. Bad arguments exit with status 2 and one line naming
+the bad value.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pandas as pd
 import torch
 
 from . import analysis, article, claims, metrics, why
-from .config import DataConfig, Grid, log_grid
+from .config import DataConfig, Grid, ModelConfig, log_grid
 from .optimizers import OptimizerConfig
 from .schedules import trajectory
 from .train import train
@@ -153,6 +154,11 @@ def _parser() -> argparse.ArgumentParser:
     claims.add_argument("--seeds", type=int, default=20, help="how many seeds, from 929")
     claims.add_argument("--split", default="train", choices=["train", "test"])
     claims.add_argument("--out", default="-")
+    sub.add_parser(
+        "info",
+        help="what a bug report needs: versions, usable CPUs, the kernel path and cache, the "
+        "cost calibration (one item per line)",
+    )
     sched = sub.add_parser(
         "schedule", help="write the lr each training epoch runs at (CSV epoch,lr)"
     )
@@ -163,6 +169,57 @@ def _parser() -> argparse.ArgumentParser:
     sched.add_argument("--optimizer", default=article.OPTIMIZER)
     sched.add_argument("--out", default="-")
     return p
+
+
+def info() -> list[str]:
+    """Returns what a bug report needs, one ``name: value`` item per line."""
+    import platform
+
+    import numpy as np
+
+    from . import cost, fused, host
+
+    versions = [f"python {platform.python_version()}", f"torch {torch.__version__}"]
+    versions += [f"numpy {np.__version__}", f"pandas {pd.__version__}"]
+    try:
+        import llvmlite
+        import numba
+
+        versions += [f"numba {numba.__version__}", f"llvmlite {llvmlite.__version__}"]
+    except ImportError:
+        versions.append("llvmlite missing")
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = f.read().splitlines()
+        cpu = next(v.split(":", 1)[1].strip() for v in lines if v.startswith("model name"))
+        flags = set(next(v for v in lines if v.startswith("flags")).split())
+        cpu += f" ({'avx512f' if 'avx512f' in flags else 'avx2' if 'avx2' in flags else 'no avx2'})"
+    except (OSError, StopIteration):
+        pass
+    model = ModelConfig((article.WIDTH,) * 3, article.ACTIVATION, "none")
+    route = fused.path(model, DataConfig().n_features, "sgd", "float32")
+    kernel = "torch (BNLR_KERNEL=torch or no llvmlite)" if not fused.wanted() else route
+    return [
+        f"bnlr: {_version()}",
+        f"versions: {', '.join(versions)}",
+        f"platform: {platform.platform()}",
+        f"cpu: {cpu}",
+        f"cpus: {host.usable_cpus().describe()}",
+        f"torch threads: {torch.get_num_threads()}",
+        f"kernel path: {kernel}",
+        f"kernel cache: {fused.cache_dir() or 'off'}",
+        f"calibration: {cost.calibrate().describe()}",
+    ]
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bnlr")
+    except PackageNotFoundError:
+        return "not installed (run from a checkout)"
 
 
 def _write(df: pd.DataFrame, out: str) -> None:
@@ -178,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # tiny tensors: more intra-op threads only spin (see ui/runner.py)
     try:
+        if args.command == "info":
+            print("\n".join(info()))
+            return 0
         if args.command == "why":
             grid = _grid(args)
             report = why.run_physics(grid)

@@ -2,7 +2,7 @@
 
 Every field is checked in ``__post_init__`` so that a bad value raises ``ValueError``
 naming it before any training starts. Being frozen dataclasses of tuples, configs are
-hashable and serve directly as cache keys (``st.cache_data``) in the app.
+hashable and serve directly as the keys of the app's results cache (``ui.cache``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,17 @@ ACTIVATIONS = ("tanh", "relu", "sigmoid", "leaky_relu")
 BN_PLACEMENTS = ("none", "pre", "post")
 BN_LABEL = {"none": "no BN", "pre": "BN pre", "post": "BN post"}
 DTYPES = ("float32", "float64")
+
+
+# Learning rates the configs accept: past 10 every network here diverges in its first steps, and
+# an lr like 1e308 would overflow float32 to inf before the first step.
+LR_MIN, LR_MAX = 1e-8, 10.0
+
+
+def _lr(name: str, value: float) -> None:
+    _positive_finite(name, value)
+    if not LR_MIN <= value <= LR_MAX:
+        raise ValueError(f"{name} must lie in [{LR_MIN:g}, {LR_MAX:g}], got {value!r}")
 
 
 def _positive_finite(name: str, value: float) -> None:
@@ -126,7 +137,7 @@ class RunConfig:
     perturb: float = 0.0  # a twin: initial weights × (1 + perturb · N(0, 1)), same batch order
 
     def __post_init__(self):
-        _positive_finite("lr", self.lr)
+        _lr("lr", self.lr)
         _int_at_least("seed", self.seed, 0)
         parse_schedule(self.schedule)
         if not (0 <= self.perturb < 1):
@@ -213,7 +224,7 @@ class Grid:
                 raise ValueError(f"{name} is empty; give at least one value")
             object.__setattr__(self, name, values)
         for lr in self.lrs:
-            _positive_finite("lr", lr)
+            _lr("lr", lr)
         _int_at_least("width", self.width, 1)
         for d in self.depths:
             _int_at_least("depth", d, 1)
@@ -251,8 +262,8 @@ def log_grid(low: float, high: float, count: int) -> tuple[float, ...]:
     >>> log_grid(1e-3, 1e-1, 3)
     (0.001, 0.01, 0.1)
     """
-    _positive_finite("lr grid low", low)
-    _positive_finite("lr grid high", high)
+    _lr("lr grid low", low)
+    _lr("lr grid high", high)
     _int_at_least("lr grid count", count, 2)
     if not low < high:
         raise ValueError(f"lr grid range reversed or empty: low {low:g} must be < high {high:g}")

@@ -14,29 +14,29 @@ beside the measured time at the corners of the app's controls):
 - the LR range test (reference engine: one plain PyTorch loop per network and seed).
 
 ``estimate(experiment)`` returns seconds; ``breakdown`` the same per term, which the app uses to
-name the controls to lower. Pure Python, no torch: the app and the bench both import it.
+name the controls to lower. ``page_estimate`` adds a page's own work (analysis, chart specs);
+``physics_estimate`` the Why page's exact Hessians (``hessian_seconds``). Every estimate reads the
+config alone (nothing is trained or stepped), and asks ``bnlr.fused`` which path each group takes.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import fused
 from .config import DataConfig, Experiment, ModelConfig, steps_per_epoch
+from .models import layout
 from .optimizers import OptimizerConfig
 
-# Seconds per unit of each feature on this machine. The torch-path and shared terms were fitted
-# by ``python bench/cost.py --fit`` (non-negative least squares on the relative error of CPU time
-# over 62 trainings and range tests, one torch thread, 2026-11-26, load average ~5, before the
-# fused kernel), times 1.3: that fit's median relative error was 15 %; the torch path's
-# training terms (step*, train_flop, order) since × 1.5 more, after the corner walk measured the
-# deepest and every-model corners 1.4–1.5x over their estimate. The fused kernel's terms
-# (fused_*) come from a fit over 60 trainings with the kernel (2026-11-26, load ~3.5; median
-# relative error 18 %), times 1.5, the compile term from the compile times measured for depth
-# 3/4 and 8 under load (≈ 0.55 s and 1.7 s per kernel). The corner walk (``python
-# bench/cost.py``) checks the heaviest accepted requests against the cap.
+# Seconds per unit of each feature on the machine they were fitted on. The torch-path and shared
+# terms: ``python bench/cost.py --fit`` (non-negative least squares on the relative error of CPU
+# time over trainings and range tests, one torch thread), times a margin for that fit's median
+# relative error, and the torch path's training terms raised again where the corner walk
+# (``python bench/cost.py``) found its deepest corners over their estimate. The fused kernel's
+# terms (fused_*): the same fit over trainings with the kernel; the compile term from compile
+# times under load. The fits and their errors are in docs/performance.md.
 COST_S = {
     "request": 0.0159,
     "group": 0.000691,
@@ -62,6 +62,10 @@ COST_S = {
     "rt_step_layer": 0.000113,
     "rt_flop": 4.81e-10,
 }
+
+# How much slower this host is than the machine COST_S was fitted on (``calibrate`` measures it;
+# 1.0 until then). Every estimate is multiplied by it.
+SPEED = 1.0
 
 # What each feature is, and which app controls make it smaller (the refusal names them).
 LOWER = {
@@ -160,7 +164,7 @@ def breakdown(
 ) -> dict[str, float]:
     """Returns the estimated seconds of each term."""
     f = features(experiment, range_test_batches, torch_path)
-    return {k: COST_S[k] * v for k, v in f.items()}
+    return {k: SPEED * COST_S[k] * v for k, v in f.items()}
 
 
 def estimate(
@@ -277,3 +281,132 @@ def grid_shape(
         for seed in seeds
     )
     return Shape(runs, data, int(epochs), int(batch_size), dtype)
+
+
+# ---------------------------------------------------------------- a page's own work
+
+# What a page does besides training (analysis, chart specs; the playground's per-batch lr tables,
+# code and optimizer-state panels), as a factor on its training's torch-path estimate (the
+# yardstick it was measured against), set from the corner walk's measured page CPU.
+PAGE_FACTOR = {"lr_sensitivity": 1.0, "lr_curve": 1.45, "schedules": 2.0}
+
+
+def page_estimate(
+    experiment: Experiment | Shape, range_test_batches: int = 0, factor: float = 1.0
+) -> float:
+    """Returns the estimated seconds of a page's request: its training (on the path each group
+    takes), plus the page's own work as (factor − 1) × the training's torch-path estimate (the
+    LR curve, with its range test, × its own factor)."""
+    total = factor * (PAGE_FACTOR["lr_curve"] if range_test_batches else 1.0)
+    secs = estimate(experiment, range_test_batches)
+    if total > 1:
+        secs += (total - 1) * estimate(experiment, range_test_batches, torch_path=True)
+    return secs
+
+
+# ---------------------------------------------------------------- exact Hessians (the Why page)
+
+# CPU seconds per unit of an exact Hessian's work, N·P·(P + 12·depth·width²) (bnlr.sharpness:
+# each of the P directions goes through the layers above its own, ~12·width² flops a layer), per
+# BN placement (BN's tangents make a unit dearer), measured for 3×4 tanh networks on one thread
+# (bench/sharpness.py). A unit grows with the samples as they fall out of the cache, hence
+# · (1 + N / HESSIAN_CACHE_N). The eigenvalues cost ~1e-9·P³ s more.
+HESSIAN_UNIT_S = {"none": 0.55e-10, "pre": 1.02e-10, "post": 0.84e-10}
+HESSIAN_CACHE_N = 18_000
+WHY_PAGE_S = 1.0  # the Why page's own work besides training and Hessians (its charts and tables)
+WHY_ROW_S = 3e-4  # ... and per run and epoch (its measurement tables)
+
+
+def hessian_seconds(model: ModelConfig, data: DataConfig) -> float:
+    """Returns the estimated CPU seconds of one exact Hessian of ``model`` over the training
+    split, and of its largest eigenvalue."""
+    p = sum(math.prod(shape) for _, shape in layout(model, data.n_features))
+    width, depth = max(model.widths), len(model.widths)
+    unit = HESSIAN_UNIT_S[model.bn] * (1 + data.n_train / HESSIAN_CACHE_N)
+    return SPEED * (unit * data.n_train * p * (p + 12 * depth * width**2) + 1e-9 * p**3)
+
+
+def physics_estimate(experiment: Experiment, cores: int) -> float:
+    """Returns the estimated seconds of the Why page: its runs and their twins in float64, an
+    exact Hessian per run and epoch spread over ``cores`` threads (bnlr.sharpness), and the
+    page's own work. Fitted to the corner walk: the page's wall time is about a second plus the
+    Hessians' CPU over the cores, the twins' training a small part."""
+    from .why import with_twins
+
+    twins = with_twins(replace(experiment, dtype="float64"))
+    per_epoch = sum(hessian_seconds(r.model, experiment.data) for r in experiment.runs)
+    cores = max(1, min(cores, len(experiment.runs)))
+    epochs = experiment.epochs + 1  # init and after every epoch
+    rows = len(experiment.runs) * epochs
+    own = SPEED * (WHY_PAGE_S + WHY_ROW_S * rows)
+    return page_estimate(twins) + per_epoch * epochs / cores + own
+
+
+def initial_sharpness_estimate(experiment: Experiment) -> float:
+    """Returns the seconds of ``why.initial_sharpness``: an exact Hessian and its eigenvalues
+    per network and seed."""
+    nets = {(r.model, r.seed) for r in experiment.runs}
+    return sum(hessian_seconds(model, experiment.data) for model, _ in nets)
+
+
+# ---------------------------------------------------------------- this host against the fit's
+
+PROBE_BATCHES = 60  # plain-PyTorch steps per probe network
+PROBE_TRIES = 3  # the probe runs this many times at most (the fastest counts) ...
+PROBE_CPU_S = 1.0  # ... within this much CPU
+SPEED_RANGE = (0.5, 20.0)  # clipped to this: below 1, the clock bound (ui.jobs) is the backstop
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What the probe measured: its CPU seconds here, what COST_S predicts for it, the ratio."""
+
+    measured_s: float
+    predicted_s: float
+    speed: float  # measured / predicted, clipped to SPEED_RANGE
+
+    def describe(self) -> str:
+        return (
+            f"{self.speed:.2f} (probe {self.measured_s * 1e3:.0f} ms of CPU here, "
+            f"{self.predicted_s * 1e3:.0f} ms on the machine the costs were fitted on)"
+        )
+
+
+def probe_experiment() -> Experiment:
+    """The probe's runs: the article's depth-3 networks, with and without BN."""
+    from .config import Grid
+
+    return Grid(depths=(3,), lrs=(0.01,), seeds=(929,), epochs=1).experiment
+
+
+def calibrate(apply: bool = True) -> Calibration:
+    """Measures this host against the machine COST_S was fitted on, and (``apply``) sets SPEED.
+
+    The probe is a plain-PyTorch loop (the range test's, with an lr too small to stop it early)
+    over the article's networks, timed in CPU seconds of this thread, fastest of up to
+    PROBE_TRIES within PROBE_CPU_S; COST_S's range-test terms predict it. Per-op speed differs
+    3–4× between the CPUs this runs on, and the torch path, the range test and the Hessians
+    are all op-bound, so one factor scales every estimate.
+    """
+    import time
+
+    from .lrfinder import RangeTest, range_test
+
+    global SPEED
+    experiment = probe_experiment()
+    test = RangeTest(start_lr=1e-7, end_lr=1e-6, num_it=PROBE_BATCHES)
+    saved, SPEED = SPEED, 1.0
+    try:
+        predicted = estimate(experiment, PROBE_BATCHES) - estimate(experiment)
+    finally:
+        SPEED = saved
+    times, spent = [], 0.0
+    while len(times) < PROBE_TRIES and spent < PROBE_CPU_S:
+        start = time.thread_time()
+        range_test(experiment, test)
+        times.append(time.thread_time() - start)
+        spent += times[-1]
+    speed = min(max(min(times) / predicted, SPEED_RANGE[0]), SPEED_RANGE[1])
+    if apply:
+        SPEED = speed
+    return Calibration(min(times), predicted, speed)

@@ -270,8 +270,6 @@ def trajectory(
                     moms.append(stepper.momentum)
                     stepper.after_batch()
                 stepper.after_epoch()
-    except ValueError:
-        raise
     except (TypeError, ZeroDivisionError, OverflowError, RuntimeError) as err:
         raise ValueError(f"schedule {spec!r} is rejected by torch: {err}") from None
     return Trajectory(tuple(lrs), tuple(moms), parsed.every)

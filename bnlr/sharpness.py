@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from numba import njit
 
+from . import host
 from .config import ModelConfig
 from .models import layout
 
@@ -32,7 +33,8 @@ BN_CODES = {"none": 0, "pre": 1, "post": 2}
 ACT_CODES = {"tanh": 0, "relu": 1, "sigmoid": 2, "leaky_relu": 3}
 LEAKY_SLOPE = 0.01  # F.leaky_relu's default, as bnlr.models uses it
 BN_EPS = 1e-5  # nn.BatchNorm1d's default
-THREADS = int(os.environ.get("BNLR_HESSIAN_THREADS", "0")) or os.cpu_count() or 1
+# one thread per usable CPU (affinity ∩ cgroup quota, bnlr.host), or BNLR_HESSIAN_THREADS
+THREADS = int(os.environ.get("BNLR_HESSIAN_THREADS", "0")) or host.usable_cpus().usable
 # Reassociation lets LLVM vectorise the sums over samples; no nnan/ninf, so NaN still propagates.
 FM = {"reassoc", "contract"}
 

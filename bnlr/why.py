@@ -30,6 +30,7 @@ import torch
 
 from .config import Experiment, Grid
 from .data import make_data
+from .history import Cancelled
 from .models import layout
 from .train import Result, train
 
@@ -161,9 +162,10 @@ class WhyReport:
     parting_lr: pd.DataFrame  # per network: the smallest lr whose twins parted (NaN: none did)
 
 
-def physics(experiment: Experiment, result: Result) -> WhyReport:
+def physics(experiment: Experiment, result: Result, cancel=None) -> WhyReport:
     """Returns the why-page tables for ``result``, trained from ``with_twins(experiment)`` with
-    ``record_parameters=True``; ``experiment`` is the one without twins."""
+    ``record_parameters=True``; ``experiment`` is the one without twins. ``cancel()`` is polled
+    before each network's Hessians (True: ``bnlr.Cancelled`` is raised)."""
     if result.parameters is None:
         raise ValueError(
             "physics needs the parameters of every epoch: train with record_parameters"
@@ -179,6 +181,8 @@ def physics(experiment: Experiment, result: Result) -> WhyReport:
         by_model.setdefault(run.model, []).append(i)
     measures: dict[int, dict] = {}
     for model, idxs in by_model.items():
+        if cancel is not None and cancel():
+            raise Cancelled()
         stack = np.stack([result.parameters[i] for i in idxs])  # (R, E + 1, P)
         R, E1, P = stack.shape
         flat = stack.reshape(R * E1, P)
@@ -256,7 +260,7 @@ def run_physics(experiment: Experiment | Grid, progress=None, cancel=None) -> Wh
     exp = experiment.experiment if isinstance(experiment, Grid) else experiment
     exp = replace(exp, dtype="float64")
     result = train(with_twins(exp), progress=progress, cancel=cancel, record_parameters=True)
-    return physics(exp, result)
+    return physics(exp, result, cancel)
 
 
 def initial_sharpness(experiment: Experiment | Grid) -> pd.DataFrame:

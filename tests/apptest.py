@@ -26,8 +26,8 @@ def scan_components_once() -> None:
 
 
 def page(name: str, **params) -> AppTest:
-    """Runs ``pages/<name>`` with these URL parameters."""
-    at = AppTest.from_file(str(ROOT / "pages" / name), default_timeout=TIMEOUT)
+    """Runs ``app_pages/<name>`` with these URL parameters."""
+    at = AppTest.from_file(str(ROOT / "app_pages" / name), default_timeout=TIMEOUT)
     for key, value in params.items():
         at.query_params[key] = value
     return at.run()

@@ -8,7 +8,6 @@ import threading
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from apptest import page
 from streamlit.runtime.scriptrunner_utils.exceptions import StopException
@@ -16,6 +15,7 @@ from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 import bnlr
 from bnlr import cost
 from ui import runner
+from ui.jobs import JobQueue
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 180
@@ -71,6 +71,8 @@ def test_the_replication_is_left_out_when_the_page_would_pass_the_cap(trainings)
     def with_replication(g):
         return runner.estimate(g.experiment) + runner.replication_cost(g) <= runner.COST_CAP_S
 
+    bnlr.train(bnlr.Grid(epochs=1, lrs=(0.1,)))  # the kernels compiled: one path throughout
+    trainings.clear()
     grids = [bnlr.Grid(epochs=e, lrs=(0.1, 0.01)) for e in (150, 300, 600, 1000, 1500, 2000)]
     g = next(g for g in grids if fits(g) and not with_replication(g))  # as the cap stands
     at = page("lr_sensitivity.py", epochs=str(g.epochs), lrs="0.1,0.01")
@@ -116,54 +118,24 @@ def test_an_accepted_url_value_gets_no_notice(trainings):
 
 
 def test_the_queue_reports_a_position_when_the_slots_are_full(trainings, monkeypatch):
-    monkeypatch.setattr(runner, "SLOTS", 1)
+    queue = JobQueue(slots=1, store=runner.CACHE.put)
+    monkeypatch.setattr(runner, "QUEUE", queue)
     release = threading.Event()
-    blocker = runner.enqueue("blocker", lambda cancel, progress: release.wait(600), "Blocker")
-    assert runner.state()["running"] == ["Blocker"]
+    blocker = queue.enqueue("blocker", lambda cancel, progress: release.wait(600), "Blocker")
+    assert queue.state()["running"] == ["Blocker"]
 
     def free_the_slot_once_queued():
-        until(lambda: runner.state()["queued"])
+        until(lambda: queue.state()["queued"])
         release.set()
 
     helper = threading.Thread(target=free_the_slot_once_queued)
     helper.start()
     at = page("lr_sensitivity.py", epochs="2", lrs="0.1")
     helper.join()
-    runner._leave(blocker)
+    queue.leave(blocker)
     assert not at.exception
     assert any("1 training ahead of yours" in c.value for c in at.caption)
     assert trainings and trainings[0].epochs == 2  # it trained once the slot was free
-
-
-def test_a_job_nobody_waits_for_is_dropped_from_the_queue(monkeypatch):
-    monkeypatch.setattr(runner, "SLOTS", 1)
-    release, ran = threading.Event(), []
-    blocker = runner.enqueue("blocker", lambda cancel, progress: release.wait(600))
-    queued = runner.enqueue("queued", lambda cancel, progress: ran.append(1))
-    assert runner.state()["queued"] == ["Training"]
-    runner._leave(queued)  # its visitor left before it started
-    release.set()
-    runner._leave(blocker)
-    until(lambda: blocker.done.is_set() and queued.done.is_set())
-    assert ran == [] and isinstance(queued.error, bnlr.Cancelled)
-
-
-def test_heavy_requests_leave_a_slot_for_light_ones(monkeypatch):
-    monkeypatch.setattr(runner, "SLOTS", 2)
-    release = threading.Event()
-
-    def wait(cancel, progress):
-        release.wait(600)
-
-    heavy = [runner.enqueue(("heavy", k), wait, f"heavy {k}", seconds=4.0) for k in range(3)]
-    light = runner.enqueue("light", lambda cancel, progress: "drawn", "light", seconds=0.5)
-    until(light.done.is_set)  # it took the free slot although three heavy ones came first
-    assert light.value == "drawn"
-    assert runner.state() == {"running": ["heavy 0"], "queued": ["heavy 1", "heavy 2"]}
-    release.set()
-    until(lambda: all(j.done.is_set() for j in heavy))
-    for job in (*heavy, light):
-        runner._leave(job)
 
 
 # ---------------------------------------------------------------- abandoned work stops
@@ -172,7 +144,8 @@ def test_heavy_requests_leave_a_slot_for_light_ones(monkeypatch):
 def test_a_cancelled_training_stops_within_one_epoch(trainings, monkeypatch):
     """The visitor leaves (Streamlit raises StopException at the page's next call) while the
     page waits: the training stops at most one epoch after."""
-    monkeypatch.setattr(runner, "GRACE_S", 0.0)
+    queue = JobQueue(slots=2, grace_s=0.0, store=runner.CACHE.put)
+    monkeypatch.setattr(runner, "QUEUE", queue)
     epochs, at_leave, outcome = [], [], []
     counting = bnlr.train  # the fixture's counter
 
@@ -188,7 +161,7 @@ def test_a_cancelled_training_stops_within_one_epoch(trainings, monkeypatch):
             raise
 
     monkeypatch.setattr(bnlr, "train", per_epoch)
-    real_show, real_leave = runner._show, runner._leave
+    real_show, real_leave = runner.show, queue.leave
 
     def show(box, job):
         real_show(box, job)
@@ -199,48 +172,14 @@ def test_a_cancelled_training_stops_within_one_epoch(trainings, monkeypatch):
         real_leave(job)
         at_leave.append(len(epochs))
 
-    monkeypatch.setattr(runner, "_show", show)
-    monkeypatch.setattr(runner, "_leave", leave)
+    monkeypatch.setattr(runner, "show", show)
+    monkeypatch.setattr(queue, "leave", leave)
     at = page("lr_sensitivity.py", lrs="0.1", depths=["3"], bn=["no BN"], epochs="2000")
     assert not at.exception
-    until(lambda: outcome or not runner.state()["running"])
+    until(lambda: outcome or not queue.state()["running"])
     assert outcome == ["cancelled"]
     assert len(epochs) <= at_leave[0] + 1 < 2000  # the epoch under way, and no more
     assert runner.cache_bytes() == 0  # nothing half-trained is kept
-
-
-def test_a_job_another_session_waits_for_runs_to_the_end():
-    steps = []
-
-    def job(cancel, progress):
-        for epoch in range(30):
-            if cancel():
-                raise bnlr.Cancelled()
-            steps.append(epoch)
-            time.sleep(0.01)
-        return "done"
-
-    shared = runner.enqueue("shared", job, waiters=2)
-    runner._leave(shared)  # one of the two sessions leaves
-    until(shared.done.is_set)
-    runner._leave(shared)
-    assert shared.value == "done" and len(steps) == 30
-
-
-# ---------------------------------------------------------------- the cache's bound in bytes
-
-
-def test_the_cache_is_bounded_in_bytes(monkeypatch):
-    runner.clear_cache()
-    monkeypatch.setattr(runner, "CACHE_BYTES", 3_000_000)
-    frame = pd.DataFrame({"x": range(125_000)})  # 1 MB
-    size = int(frame.memory_usage(deep=True).sum())
-    for k in range(5):
-        runner.enqueue(("bytes", k), lambda cancel, progress: frame.copy())
-        until(lambda: not runner.state()["running"])
-    assert runner.cache_bytes() <= 3_000_000
-    assert runner.cache_bytes() == (3_000_000 // size) * size  # the newest that fit, no more
-    runner.clear_cache()
 
 
 def test_curvature_at_init_is_left_out_where_its_hessians_would_cost_too_much(monkeypatch):

@@ -26,9 +26,9 @@ def test_home_routes_to_every_page():
     text = " ".join(m.value for m in at.markdown)
     assert "BatchNorm models react more to the learning rate" in text and "U-shaped" in text
     titles = {
-        "pages/lr_sensitivity.py": "LR sensitivity",
-        "pages/lr_curve.py": "LR learning curve",
-        "pages/scheduler_playground.py": "Scheduler playground",
+        "app_pages/lr_sensitivity.py": "LR sensitivity",
+        "app_pages/lr_curve.py": "LR learning curve",
+        "app_pages/scheduler_playground.py": "Scheduler playground",
     }
     for path, title in titles.items():
         at.query_params["epochs"] = "2"

@@ -22,7 +22,7 @@ import bnlr
 from bnlr.families import FAMILIES
 from ui import runner
 
-PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "scheduler_playground.py")
+PAGE = str(Path(__file__).resolve().parents[1] / "app_pages" / "scheduler_playground.py")
 STEPS = 14  # batches per epoch: ceil(700 / 50)
 
 

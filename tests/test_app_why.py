@@ -13,7 +13,7 @@ import bnlr
 from bnlr import why
 from ui import runner
 
-PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "why.py")
+PAGE = str(Path(__file__).resolve().parents[1] / "app_pages" / "why.py")
 
 
 @pytest.fixture

@@ -13,42 +13,9 @@ import numpy as np
 import pandas as pd
 
 from bnlr.analysis import best_lr, diverged_region, label
-from ui.style import BN_DASH, BN_LABEL, EPOCH_AXIS, PALETTE
+from ui.style import EPOCH_AXIS, MUTED, colour, colour_scale, dash
 
 RULE_SHAPE = {"steep": "triangle-down", "valley": "circle", "minimum": "square"}
-# mid grey for labels, outlines and neutral legend symbols: reads on light and dark themes
-MUTED = "#8c8c8c"
-
-
-# ---------------------------------------------------------------- encodings
-
-
-def _colour_scale(df: pd.DataFrame) -> alt.Scale:
-    nets = sorted(df["net"].unique())
-    return alt.Scale(domain=nets, range=PALETTE[: len(nets)])
-
-
-def _colour(df: pd.DataFrame, legend: bool = True) -> alt.Color:
-    return alt.Color(
-        "net:N",
-        title="network",
-        scale=_colour_scale(df),
-        legend=alt.Legend(orient="top", symbolType="stroke", symbolOpacity=1, symbolStrokeWidth=3)
-        if legend
-        else None,
-    )
-
-
-def _dash(df: pd.DataFrame, legend: bool = True) -> alt.StrokeDash:
-    bns = [b for b in BN_LABEL if b in set(df["bn"])]
-    return alt.StrokeDash(
-        "BN:N",
-        title="BatchNorm",
-        scale=alt.Scale(domain=[BN_LABEL[b] for b in bns], range=[BN_DASH[b] for b in bns]),
-        legend=alt.Legend(orient="top", symbolType="stroke", symbolStrokeColor=MUTED)
-        if legend
-        else None,
-    )
 
 
 def _y(field: str, title: str, log: bool, domain: list | None = None) -> alt.Y:
@@ -92,7 +59,7 @@ def loss_curves(
     """
     params, opacity = _highlight()
     base = alt.Chart().encode(
-        x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(**EPOCH_AXIS)), color=_colour(bands)
+        x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(**EPOCH_AXIS)), color=colour(bands)
     )
     tooltip = [
         "arch:N",
@@ -112,7 +79,7 @@ def loss_curves(
         base.mark_line()
         .encode(
             y=_y("loss", "MSE loss", log_y),
-            strokeDash=_dash(bands),
+            strokeDash=dash(bands),
             opacity=opacity,
             tooltip=tooltip,
         )
@@ -158,7 +125,7 @@ def lr_curve(
     x = alt.X(
         "lr:Q", title="learning rate", scale=alt.Scale(type="log", domain=[lrs.min(), lrs.max()])
     )
-    base = alt.Chart(bands).encode(x=x, color=_colour(bands))
+    base = alt.Chart(bands).encode(x=x, color=colour(bands))
     tooltip = [
         "arch:N",
         alt.Tooltip("lr:Q", format="g"),
@@ -173,7 +140,7 @@ def lr_curve(
         base.mark_line(point=True, clip=True)
         .encode(
             y=_y(value, y_title, log_y, y_cap(bands, value)),
-            strokeDash=_dash(bands),
+            strokeDash=dash(bands),
             opacity=opacity,
             tooltip=tooltip,
         )
@@ -185,7 +152,7 @@ def lr_curve(
         .encode(
             x="best_lr:Q",
             y=f"{value}:Q",
-            color=_colour(bands, legend=False),
+            color=colour(bands, legend=False),
             tooltip=[
                 "arch:N",
                 alt.Tooltip("best_lr:Q", format="g", title="best lr"),
@@ -201,7 +168,7 @@ def lr_curve(
             .mark_rule(strokeDash=[2, 3], strokeWidth=2, clip=True)
             .encode(
                 x="predicted_max_lr:Q",
-                color=_colour(bands, legend=False),
+                color=colour(bands, legend=False),
                 tooltip=[
                     "arch:N",
                     alt.Tooltip("predicted_max_lr:Q", format=".3g", title="2/λ_max(0)"),
@@ -271,9 +238,9 @@ def sensitivity_bars(sens: pd.DataFrame, width: int = 420) -> alt.LayerChart:
             ),
             # no legends: the axis labels name each bar's network and BN (a legend here was cut off)
             y=y,
-            color=_colour(sens, legend=False),
-            stroke=alt.Stroke("net:N", legend=None, scale=_colour_scale(sens)),
-            strokeDash=_dash(sens, legend=False),
+            color=colour(sens, legend=False),
+            stroke=alt.Stroke("net:N", legend=None, scale=colour_scale(sens)),
+            strokeDash=dash(sens, legend=False),
             fillOpacity=alt.condition("datum.bn == 'none'", alt.value(0.9), alt.value(0.35)),
             tooltip=[
                 "arch:N",
@@ -359,8 +326,8 @@ def range_test_chart(
         .encode(
             x=x,
             y=y,
-            color=_colour(curves),
-            strokeDash=_dash(curves),
+            color=colour(curves),
+            strokeDash=dash(curves),
             detail="seed:N",  # one line per network and seed
             opacity=opacity,
             tooltip=[
@@ -378,7 +345,7 @@ def range_test_chart(
         .encode(
             x="lr:Q",
             y="smooth_loss:Q",
-            color=_colour(curves, legend=False),
+            color=colour(curves, legend=False),
             shape=alt.Shape(
                 "rule:N",
                 title="suggestion",
@@ -395,7 +362,7 @@ def range_test_chart(
             .mark_rule(strokeDash=[1, 3], opacity=0.8)
             .encode(
                 x="best_lr:Q",
-                color=_colour(curves, legend=False),
+                color=colour(curves, legend=False),
                 tooltip=["arch:N", alt.Tooltip("best_lr:Q", format="g", title="sweep's best lr")],
             )
         )

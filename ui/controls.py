@@ -14,8 +14,8 @@ import pandas as pd
 import streamlit as st
 
 import bnlr
-from bnlr import article, codegen, metrics
-from bnlr.config import ACTIVATIONS
+from bnlr import article, codegen, cost, metrics
+from bnlr.config import ACTIVATIONS, LR_MAX, LR_MIN
 from bnlr.optimizers import RULES
 from ui import runner, urlcheck
 from ui.style import BN_LABEL
@@ -99,8 +99,10 @@ def parse_lrs(text: str) -> tuple[float, ...]:
             raise ValueError(
                 f"learning rate {p!r} is not a number; type numbers > 0 separated by commas"
             ) from None
-        if not (lr > 0 and lr < float("inf")):
-            raise ValueError(f"learning rate {p} must be a finite number > 0")
+        if not LR_MIN <= lr <= LR_MAX:
+            raise ValueError(
+                f"learning rate {p} is out of range: type numbers from {LR_MIN:g} to {LR_MAX:g}"
+            )
         lrs.append(lr)
     if len(set(lrs)) != len(lrs):
         raise ValueError(f"learning rate list {text!r} repeats a value; give each lr once")
@@ -242,10 +244,15 @@ def cost_note(
             fits = secs + more <= runner.COST_CAP_S
             used += f" + {more:.1f} s for the 20-seed replication" + ("" if fits else " (skipped)")
         used += " · "
+    speed = (
+        ""
+        if cost.SPEED == 1.0
+        else f" (this server measured at {cost.SPEED:.2f}× the costs' machine)"
+    )
     st.caption(
         f"Cost cap per request: {used}limit {runner.COST_CAP_S:g} s of training, estimated on "
-        f"this server before anything trains. At most {runner.SLOTS} trainings run at once; "
-        "others queue. So a public demo stays up."
+        f"this server{speed} before anything trains, and stopped if it runs past its time. At "
+        f"most {runner.SLOTS} trainings run at once; others queue. So a public demo stays up."
     )
 
 

@@ -11,7 +11,7 @@ import altair as alt
 import pandas as pd
 
 from bnlr.analysis import BASELINE
-from ui.style import BN_DASH, BN_LABEL, EPOCH_AXIS, PALETTE
+from ui.style import BN_LABEL, EPOCH_AXIS, PALETTE, dash
 
 BASELINE_COLOUR = "#888888"  # grey: a reference line, readable on light and dark themes
 
@@ -27,16 +27,6 @@ def colours(schedules: list[str], shown: list[str] | None = None) -> alt.Scale:
     domain = ([BASELINE] if BASELINE in schedules else []) + others
     domain = [s for s in domain if shown is None or s in shown]
     return alt.Scale(domain=domain, range=[colour[s] for s in domain])
-
-
-def _dash(df: pd.DataFrame) -> alt.StrokeDash:
-    bns = [b for b in BN_DASH if b in set(df["bn"])]
-    return alt.StrokeDash(
-        "BN:N",
-        title="BatchNorm",
-        scale=alt.Scale(domain=[BN_LABEL[b] for b in bns], range=[BN_DASH[b] for b in bns]),
-        legend=alt.Legend(orient="top"),
-    )
 
 
 def lr_chart(
@@ -82,7 +72,7 @@ def lr_chart(
                 scale=colours(schedules, drawn),
                 legend=alt.Legend(orient="top", labelLimit=320, columns=2),
             ),
-            strokeDash=_dash(df),
+            strokeDash=dash(df),
             detail="curve:N",
             tooltip=["schedule", "arch", "epoch", "step", alt.Tooltip(f"{field}:Q", format=".4g")],
         )
@@ -120,7 +110,7 @@ def loss_chart(
         x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(**EPOCH_AXIS)),
         y=alt.Y("loss:Q", title="MSE loss", scale=y_scale),
         color=colour,
-        strokeDash=_dash(df),
+        strokeDash=dash(df),
         tooltip=["model", "schedule", "epoch", alt.Tooltip("loss:Q", format=".4g")],
     )
     layers = [line]

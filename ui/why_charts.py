@@ -11,8 +11,7 @@ import numpy as np
 import pandas as pd
 
 from bnlr.analysis import label
-from ui.charts import MUTED, _colour, _dash
-from ui.style import EPOCH_AXIS
+from ui.style import EPOCH_AXIS, MUTED, colour, dash
 
 FACET = {"columns": 2}
 
@@ -44,8 +43,8 @@ def _by_epoch(
         .encode(
             x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(**EPOCH_AXIS)),
             y=y,
-            color=_colour(ok),
-            strokeDash=_dash(ok),
+            color=colour(ok),
+            strokeDash=dash(ok),
             detail="series:N",
             tooltip=["arch:N", "seed:O", "epoch:Q", alt.Tooltip(f"{field}:Q", format=".4g")],
         )
@@ -95,8 +94,8 @@ def invariance_chart(epochs: pd.DataFrame, width: int = 560, height: int = 220) 
         .encode(
             x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(**EPOCH_AXIS)),
             y=alt.Y("invariance:Q", title="|w·∇L| / (‖w‖ ‖∇L‖)", scale=alt.Scale(type="log")),
-            color=_colour(df),
-            strokeDash=_dash(df),
+            color=colour(df),
+            strokeDash=dash(df),
             detail="run:N",
             tooltip=[
                 "arch:N",
@@ -119,8 +118,8 @@ def lyapunov_chart(runs: pd.DataFrame, width: int = 560, height: int = 220) -> a
         .encode(
             x=alt.X("lr:Q", title="learning rate", scale=alt.Scale(type="log")),
             y=alt.Y("mean(lyapunov):Q", title=["Lyapunov exponent", "(per epoch)"]),  # fits 220 px
-            color=_colour(df),
-            strokeDash=_dash(df),
+            color=colour(df),
+            strokeDash=dash(df),
             tooltip=[
                 "arch:N",
                 alt.Tooltip("lr:Q", format="g"),

@@ -1,6 +1,6 @@
 """What the browser tests do on each page: where it lives, how many charts it draws, which training
 and display control to change, and which URL parameters to open it with. Labels and keys come from
-the pages themselves (pages/*.py, ui/controls.py)."""
+the pages themselves (app_pages/*.py, ui/controls.py)."""
 
 from __future__ import annotations
 

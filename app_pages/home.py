@@ -4,20 +4,19 @@ import streamlit as st
 
 from bnlr import claims
 from bnlr.evidence import sentence
-from ui import classroom, runner, urlcheck
+from ui import classroom, runner
+from ui.page import open_page
 from ui.runner import COST_CAP_S, SLOTS
 
 N = claims.REPLICATION_SEEDS
 
-st.title("How the learning rate shapes training — with and without BatchNorm")
-with classroom.folded():
-    st.markdown(
-        "A lab for small neural networks: tanh MLPs learn a noisy quadratic regression "
-        "(y = (X²)·w + noise, 1000 samples, 70 % train) with plain SGD. Every number comes from "
-        "PyTorch itself; many networks train at once, so the charts answer in seconds."
-    )
-urlcheck.start("home")
-classroom.start("home")
+open_page(
+    "home",
+    "How the learning rate shapes training — with and without BatchNorm",
+    "A lab for small neural networks: tanh MLPs learn a noisy quadratic regression "
+    "(y = (X²)·w + noise, 1000 samples, 70 % train) with plain SGD. Every number comes from "
+    "PyTorch itself; many networks train at once, so the charts answer in seconds.",
+)
 
 st.header("The article's three claims, checked over 20 seeds")
 with classroom.folded("Why 20 seeds"):
@@ -33,7 +32,7 @@ CLAIMS = {
         "0.005 for 40 epochs. Effect: BN's LR sensitivity minus the plain models'.",
         "BN models react **{word}** to the learning rate than plain ones",
         "more",
-        "pages/lr_sensitivity.py",
+        "app_pages/lr_sensitivity.py",
         "LR sensitivity",
         "📈",
     ),
@@ -43,7 +42,7 @@ CLAIMS = {
         "over the minimum. 16 lrs from 1e-4 to 1. Effect: how much worse the better end is.",
         "U-shaped: **{word}**, the best lr is inside the grid for every network",
         "yes",
-        "pages/lr_curve.py",
+        "app_pages/lr_curve.py",
         "LR learning curve",
         "🥣",
     ),
@@ -53,7 +52,7 @@ CLAIMS = {
         f"lr {claims.SCHEDULE_LR} and the same initial weights. Effect: decades of final loss.",
         "the schedule ends **{word}** than the constant lr",
         "lower",
-        "pages/scheduler_playground.py",
+        "app_pages/scheduler_playground.py",
         "Scheduler playground",
         "🗓️",
     ),

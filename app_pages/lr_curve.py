@@ -7,6 +7,7 @@ import streamlit as st
 from bnlr import analysis, quiz
 from bnlr.evidence import sentence
 from ui import charts, classroom, controls, runner, theme, urlcheck
+from ui.page import open_page
 
 DEFAULTS = {
     **controls.ARTICLE,
@@ -17,17 +18,14 @@ DEFAULTS = {
     "num_it": 100,
 }
 
-st.title("LR learning curve")
-with classroom.folded():
-    st.markdown(
-        "Too small a learning rate cannot get there in the epochs given; too large a one "
-        "oscillates or jumps over the minimum. **Final loss against lr is U-shaped.** Beside it, "
-        "an LR range test (one short run per network, lr rising every batch) and where its rules "
-        "would have put the lr."
-    )
-
-urlcheck.start("lr_curve")
-classroom.start("lr_curve")
+open_page(
+    "lr_curve",
+    "LR learning curve",
+    "Too small a learning rate cannot get there in the epochs given; too large a one "
+    "oscillates or jumps over the minimum. **Final loss against lr is U-shaped.** Beside it, "
+    "an LR range test (one short run per network, lr rising every batch) and where its rules "
+    "would have put the lr.",
+)
 with st.sidebar:
     controls.reset_button(DEFAULTS)
     lrs = controls.lr_range(DEFAULTS["lr_lo"], DEFAULTS["lr_hi"], DEFAULTS["lr_n"])

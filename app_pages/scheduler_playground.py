@@ -4,7 +4,7 @@ import pprint
 
 import streamlit as st
 
-from bnlr import analysis, codegen, quiz
+from bnlr import analysis, codegen, cost, quiz
 from bnlr.config import steps_per_epoch
 from bnlr.evidence import sentence
 from bnlr.safe_expr import parse_factor
@@ -12,8 +12,8 @@ from bnlr.schedules import parse_schedule
 from ui import classroom, controls, runner, theme, urlcheck
 from ui import schedule_charts as sc
 from ui import schedule_controls as scc
+from ui.page import open_page
 
-st.title("Scheduler playground")
 INTRO = (
     "Each column is a `torch.optim.lr_scheduler` with torch's own argument names and defaults. "
     "Every schedule trains the models on the left **against a constant-lr baseline at the same "
@@ -21,9 +21,8 @@ INTRO = (
     "families (Géron, ch. 11) are one click away:"
 )
 
-FACTOR = runner.PAGE_FACTOR["schedules"]  # the page's own work beside its training
-urlcheck.start("schedules")
-classroom.start("schedules")
+FACTOR = cost.PAGE_FACTOR["schedules"]  # the page's own work beside its training
+open_page("schedules", "Scheduler playground")  # its introduction folds with the schedules
 with st.sidebar:
     controls.reset_button(controls.ARTICLE)
     lr = scc.initial_lr()

@@ -7,19 +7,18 @@ import streamlit as st
 from bnlr import article, why
 from ui import classroom, controls, runner, theme, urlcheck
 from ui import why_charts as charts
+from ui.page import open_page
 
 DEFAULTS = {**controls.ARTICLE, "lrs": ", ".join(map(str, article.LRS)), "wd": 0.0}
 
-st.title("Why it happens")
-with classroom.folded():
-    st.markdown(
-        "The other pages show *what* the learning rate does. This one shows *why*, with three "
-        "measurements that are cheap for networks of ~100 parameters: the curvature of the loss "
-        "against the largest stable step, the learning rate BatchNorm really applies, and how "
-        "fast two nearly identical runs part. Each run is trained in float64 beside a twin."
-    )
-urlcheck.start("why")
-classroom.start("why")
+open_page(
+    "why",
+    "Why it happens",
+    "The other pages show *what* the learning rate does. This one shows *why*, with three "
+    "measurements that are cheap for networks of ~100 parameters: the curvature of the loss "
+    "against the largest stable step, the learning rate BatchNorm really applies, and how "
+    "fast two nearly identical runs part. Each run is trained in float64 beside a twin.",
+)
 
 with st.sidebar:
     controls.reset_button(DEFAULTS)

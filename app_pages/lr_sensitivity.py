@@ -6,21 +6,20 @@ import streamlit as st
 from bnlr import analysis, article, claims, quiz
 from bnlr.evidence import sentence
 from ui import charts, classroom, controls, runner, theme, urlcheck
+from ui.page import open_page
 
 DEFAULTS = {**controls.ARTICLE, "lrs": ", ".join(map(str, article.LRS))}
 CLAIM = "BN models react **{word}** to the learning rate than plain ones"
 N = claims.REPLICATION_SEEDS
 
-st.title("LR sensitivity")
-with classroom.folded():
-    st.markdown(
-        "Four small MLPs trained side by side at each learning rate, every panel one lr. Runs "
-        "that differ only in the lr share their initial weights and batch order. **Does "
-        "BatchNorm make a network react more to the learning rate?** Below, the answer for the "
-        f"seeds on screen, and for the same experiment over {N} seeds."
-    )
-urlcheck.start("lr_sensitivity")
-classroom.start("lr_sensitivity")
+open_page(
+    "lr_sensitivity",
+    "LR sensitivity",
+    "Four small MLPs trained side by side at each learning rate, every panel one lr. Runs "
+    "that differ only in the lr share their initial weights and batch order. **Does "
+    "BatchNorm make a network react more to the learning rate?** Below, the answer for the "
+    f"seeds on screen, and for the same experiment over {N} seeds.",
+)
 
 with st.sidebar:
     controls.reset_button(DEFAULTS)
