@@ -7,7 +7,9 @@ freshly started server showed "Page not found" (tests/e2e/test_cold_start.py).
 
 import streamlit as st
 
-from ui import theme
+from ui import server, theme
+
+server.start()  # the process-wide settings, once: threads, background compiles, memory
 
 # presentation mode starts with the sidebar collapsed (one click opens it): the chart gets the room
 st.set_page_config(

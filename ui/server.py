@@ -1,0 +1,98 @@
+"""Every process-wide setting of the app's server, made once by ``start()`` (streamlit_app.py).
+
+Importing a module of the app changes nothing; this does, once per process:
+
+- **The cost model is calibrated on this host** (``bnlr.cost.calibrate``: a probe of at most a
+  second of CPU), so the cap means the same seconds on any CPU.
+- **torch threads: 1.** The networks are tiny: intra-op threads buy nothing, and on a busy
+  2-core server their spin-waiting made training about 50× slower. Parallelism comes from the
+  queue's slots (one per usable CPU) and the Hessians' threads instead.
+- **Kernels compile in the background** (``bnlr.fused.COMPILER``): a network shape new to the
+  server trains on the batched engine's torch path while its kernel compiles, and only when no
+  training has run for ``QUIET_S``, so no request waits for a compile. The default pages' shapes
+  are queued for it at start (a kernel in the disk cache loads at once).
+- **Memory goes back to the system**: glibc's mmap threshold is fixed at 128 KB (big temporaries
+  then do not leave holes in the heap that ``malloc_trim`` cannot give back), the heap is trimmed
+  after every training, and a janitor collects cyclic garbage between pages.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import threading
+import time
+
+import torch
+
+import bnlr
+import bnlr.article
+from bnlr import cost, fused
+from ui import runner
+
+QUIET_S = 2.0  # kernels compile only after this long without a training (a page's jobs are done)
+TRIM_S = 3.0  # the janitor collects once pages were drawn and then none for this long
+TRIM_MAX_S = 30.0  # ... or this long after the first page drawn, if pages keep coming
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+_started = threading.Lock()
+_done: list[bool] = []
+
+
+def start() -> None:
+    """Makes the server's process-wide settings (idempotent: the first call does the work)."""
+    with _started:
+        if _done:
+            return
+        _done.append(True)
+    torch.set_num_threads(1)
+    cost.calibrate()  # this host against the machine the costs were fitted on (≤ 1 s of CPU)
+    fused.COMPILER.configure(background=True, idle=lambda: runner.QUEUE.idle(QUIET_S))
+    fused.prepare(default_shapes(), limit=8)
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+        runner.QUEUE.after = lambda: libc.malloc_trim(0)
+        threading.Thread(target=_janitor, args=(libc,), name="bnlr-janitor", daemon=True).start()
+
+
+def default_shapes() -> list:
+    """The default pages' kernel shapes: the article's four networks, in float32 (the pages)
+    and float64 (the Why page)."""
+    return [
+        fused.shape_of(
+            bnlr.ModelConfig((bnlr.article.WIDTH,) * depth, bnlr.article.ACTIVATION, bn),
+            bnlr.DataConfig().n_features,
+            bnlr.OptimizerConfig(),
+            dtype,
+            momentum=False,
+        )
+        for dtype in ("float32", "float64")
+        for depth in bnlr.article.DEPTHS
+        for bn in bnlr.article.BNS
+    ]
+
+
+def _libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to tune
+        return None
+
+
+def _janitor(libc) -> None:
+    """Collects cyclic garbage and gives freed heap memory back when pages were drawn and then
+    none for TRIM_S (at most TRIM_MAX_S after the first): between pages, not while one draws.
+    A script run leaves reference cycles (frames, Streamlit's rerun exceptions) that hold its
+    tables and chart specs until Python's rare full collection."""
+    while True:
+        runner.DRAWN.wait()
+        first = time.monotonic()
+        while True:
+            runner.DRAWN.clear()
+            time.sleep(TRIM_S)
+            if not runner.DRAWN.is_set() or time.monotonic() - first > TRIM_MAX_S:
+                break
+        runner.DRAWN.clear()
+        gc.collect()
+        libc.malloc_trim(0)
