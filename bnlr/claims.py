@@ -186,11 +186,13 @@ def judge_metrics(m: dict[int, pd.DataFrame]) -> dict[int, Verdict]:
 
 def article_claims(seeds: int = 20, split: str = "train") -> pd.DataFrame:
     """Trains the article's setup over ``seeds`` seeds from 929 and returns one row per claim:
-    claim, statement, seeds_holding, seeds, effect, low, high, unit, verdict."""
+    claim, statement, seeds_holding, seeds, effect, low, high, unit, verdict, coin (the chance
+    of the sign count from a fair coin), seeds_needed (no consistent difference: an estimate)."""
     runs = claim_runs(seeds_from(article.SEED, seeds))
     results = {1: train(runs.sensitivity), 2: train(runs.curve), 3: train(runs.schedules)}
     verdicts = judge_claims(results, split)
-    return pd.DataFrame([as_row(k, STATEMENTS[k][0], v) for k, v in verdicts.items()])
+    rows = pd.DataFrame([as_row(k, STATEMENTS[k][0], v) for k, v in verdicts.items()])
+    return rows.astype({"seeds_needed": "Int64"})  # a count, blank where none is needed
 
 
 REPLICATION_SEEDS = 20  # how many seeds a page's replication uses, from the article's 929

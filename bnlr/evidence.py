@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
@@ -141,15 +142,15 @@ def coin_chance(k: int, n: int) -> float:
 def tries(p: float) -> str:
     """Returns a chance in words of tries, rounded to a simple fraction.
 
-    >>> tries(0.125), tries(0.75), tries(1.0), tries(2**-19)
-    ('1 of 8 tries', '3 of 4 tries', 'every try', '1 of 524,288 tries')
+    >>> tries(0.125), tries(0.588), tries(0.75), tries(1.0), tries(2**-19)
+    ('1 of 8 tries', '3 of 5 tries', '3 of 4 tries', 'every try', '1 of 524,288 tries')
     """
-    if p >= 1:
-        return "every try"
     if p <= 0.5:
         return f"1 of {round(1 / p):,} tries"
-    n = round(1 / (1 - p))
-    return f"{n - 1} of {n} tries"
+    near = Fraction(p).limit_denominator(10)
+    if near == 1:
+        return "every try" if p == 1 else "almost every try"
+    return f"{near.numerator} of {near.denominator} tries"
 
 
 def seeds_holding(effects) -> int:
@@ -219,7 +220,7 @@ class Verdict:
             return f"at this mean and spread it would take more than {MAX_SEEDS:,} seeds to tell"
         return (
             f"at this mean and spread it would take about {self.seeds_needed} seeds to tell "
-            "(an estimate: the mean and spread of a few seeds are themselves uncertain)"
+            "(an estimate: this mean and spread are themselves uncertain)"
         )
 
 
