@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import subprocess
 import sys
 
@@ -146,9 +147,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=4000, help="trials per cell (4000)")
     parser.add_argument("--ours", action="store_true", help="also our own effects at 20 seeds")
     args = parser.parse_args()
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
+    git = ["git", "-C", os.path.dirname(os.path.abspath(__file__)), "rev-parse", "--short", "HEAD"]
+    commit = subprocess.run(git, capture_output=True, text=True).stdout.strip() or "?"
     print(f"# {' '.join(sys.argv)} · commit {commit} · {args.trials} trials per cell")
     t = table(args.trials)
     se = math.sqrt(0.1 * 0.9 / args.trials)
