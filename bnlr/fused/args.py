@@ -20,6 +20,9 @@ INT = "int"  # an int64 scalar
 
 # The per-block layout "(blocks, rows, L)": row-major, a row holds one value of L runs.
 # B is the batch size, H the hidden units, N / N_test the samples, Rp the runs padded to blocks.
+# batch_stats' rows, per BN unit: ATen's batch-norm forward and backward terms for one block
+# (proj_scale = Σ q (x - mean) · invstd² / B, grad_mean = Σ q / B)
+STATS = ("mean", "invstd", "alpha", "shift", "proj_scale", "grad_mean")
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from .args import call
-from .kernel import STATS
+from .args import STATS, call
 from .shape import LANES, Shape, scratch_rows
 
 

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import llvmlite.ir as ir
 
-from .args import ARGS, ARRAY, Arguments, ir_types
+from .args import ARGS, ARRAY, STATS, Arguments, ir_types
 from .ir import F32, F64, I1, I8, I32, I64, PTR, Builder, module
 from .network import Network, Pass
 from .shape import Shape, scratch_rows
 
 GRAD_REGISTERS = 24  # weight-gradient sums kept in registers at once (of 32 vector registers)
 BN_EPS = 1e-5  # nn.BatchNorm1d's default
-# per BN unit, one block's statistics (the rows of batch_stats): ATen's batch-norm forward and
-# backward terms (proj_scale = Σ q (x - mean) · invstd² / B, grad_mean = Σ q / B)
-STATS = ("mean", "invstd", "alpha", "shift", "proj_scale", "grad_mean")
 
 
 class Kernel:
