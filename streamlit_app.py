@@ -1,44 +1,22 @@
-"""bnlr: the entry script only routes (st.navigation over the pages in app_pages/).
+"""bnlr's entry point: ``streamlit run streamlit_app.py`` serves navigation.py (the pages) and
+warms the server up as it starts (``ui.server.start``): a visitor who comes first, or follows a
+deep link to a freshly woken server, does not wait for imports, calibration or kernels.
 
-The pages live in ``app_pages/``, not ``pages/``: a ``pages/`` folder beside the entry script
-switches Streamlit to its older multipage mode as well, and then a deep link opened first on a
-freshly started server showed "Page not found" (tests/e2e/test_cold_start.py).
+An ``st.App`` with a lifespan hook is Streamlit's way to run code when the server starts; a plain
+script only runs when a visitor opens a page.
 """
+
+from contextlib import asynccontextmanager
 
 import streamlit as st
 
-from ui import server, theme
 
-server.start()  # the process-wide settings, once: threads, background compiles, memory
+@asynccontextmanager
+async def lifespan(_app):
+    from ui import server
 
-# presentation mode starts with the sidebar collapsed (one click opens it): the chart gets the room
-st.set_page_config(
-    page_title="bnlr · learning rates & BatchNorm",
-    page_icon="📉",
-    layout="wide",
-    initial_sidebar_state="collapsed" if theme.wants_present() else "auto",
-)
+    server.start()  # the process-wide settings now; the warm-up goes on in a thread
+    yield
 
-pages = [
-    st.Page("app_pages/home.py", title="Home", icon="🏠", default=True),
-    st.Page(
-        "app_pages/lr_sensitivity.py", title="LR sensitivity", icon="📈", url_path="lr-sensitivity"
-    ),
-    st.Page("app_pages/lr_curve.py", title="LR learning curve", icon="🥣", url_path="lr-curve"),
-    st.Page(
-        "app_pages/scheduler_playground.py",
-        title="Scheduler playground",
-        icon="🗓️",
-        url_path="schedules",
-    ),
-    st.Page("app_pages/why.py", title="Why it happens", icon="🔬", url_path="why"),
-]
-page = st.navigation(pages)
-present = st.sidebar.toggle(
-    "Presentation mode",
-    key=theme.PRESENT_KEY,
-    bind="query-params",
-    help="Larger text, chart fonts and lines for a projector. Share it as `?present=true`.",
-)
-theme.use(present)
-page.run()
+
+app = st.App("navigation.py", lifespan=lifespan)

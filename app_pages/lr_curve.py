@@ -159,7 +159,7 @@ st.dataframe(
 )
 st.caption(
     f"Best lr per network: the lr of the lowest final loss in each of the {seeds} seed(s); its "
-    "geometric mean over seeds and a 90 % bootstrap interval (low – high; one seed: none)."
+    "geometric mean over seeds and a 90 % Student-t interval (low – high; one seed: none)."
 )
 
 st.markdown(

@@ -56,7 +56,7 @@ st.markdown(
 st.caption(
     "Per seed: each model's LR sensitivity is max − min over the lrs of log10 final "
     f"{show['split']} loss; the effect is the BN models' mean minus the plain models' mean "
-    "(decades). It holds in a seed when the effect is > 0. Interval: 90 % bootstrap over seeds."
+    "(decades). It holds in a seed when the effect is > 0. Interval: 90 % over seeds (Student t)."
 )
 many, skipped = runner.replication(grid)
 verdict = report.verdict  # the quiz's answer: the replication's verdict when there is one

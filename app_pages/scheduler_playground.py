@@ -145,7 +145,7 @@ if len(grid.seeds) > 1 and len(table):
 st.caption(
     "Per seed: log10 final loss with the constant lr minus with the schedule (> 0: the schedule "
     "ends lower). The ratio is the geometric mean of final loss with the schedule over final loss "
-    "with the constant lr; interval: 90 % bootstrap over seeds."
+    "with the constant lr; interval: 90 % over seeds (Student t)."
 )
 
 # ---------------------------------------------------------------- formulas and pitfalls

@@ -34,7 +34,7 @@ from tests.apptest import scan_components_once  # noqa: E402
 from ui import runner  # noqa: E402
 
 PAGES = {  # Home is the entry script's default page (its links need the navigation)
-    "Home": "streamlit_app.py",
+    "Home": "navigation.py",
     "LR sensitivity": "app_pages/lr_sensitivity.py",
     "LR learning curve": "app_pages/lr_curve.py",
     "Scheduler playground": "app_pages/scheduler_playground.py",

@@ -309,7 +309,7 @@ def walk(only: list[str]) -> int:
         return 1 if over else 0
     runs = claims.claim_runs(claims.seeds_from(929, claims.REPLICATION_SEEDS))
     est = sum(runner.estimate(g.experiment) for g in (runs.sensitivity, runs.curve, runs.schedules))
-    cpu_s, wall, n, problems = measure("streamlit_app.py", {})
+    cpu_s, wall, n, problems = measure("navigation.py", {})
     print(
         f"{'Home':21s} {'fixed: 3 claims × 20 seeds':29s} {'(no controls)':58s} {est:6.2f} "
         f"{cpu_s:6.2f} {wall:6.2f} {n}" + (f"  {problems}" if problems else "")

@@ -104,7 +104,9 @@ def test_bn_more_quiz_reveals_the_pages_own_verdict_over_seeds(trainings):
 
 
 def test_best_schedule_quiz_names_the_lowest_final_loss(trainings):
-    at = AppTest.from_file(str(ROOT / "app_pages" / "scheduler_playground.py"), default_timeout=TIMEOUT)
+    at = AppTest.from_file(
+        str(ROOT / "app_pages" / "scheduler_playground.py"), default_timeout=TIMEOUT
+    )
     at.query_params["quiz"] = "best_schedule"
     for key, value in {"epochs": 3, "depths": [3], "seeds": 3}.items():
         at.session_state[key] = value

@@ -21,7 +21,7 @@ def panels(at: AppTest) -> list[str]:
 
 
 def test_home_routes_to_every_page():
-    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    at = AppTest.from_file(str(ROOT / "navigation.py"), default_timeout=TIMEOUT).run()
     assert not at.exception
     text = " ".join(m.value for m in at.markdown)
     assert "BatchNorm models react more to the learning rate" in text and "U-shaped" in text
@@ -140,7 +140,8 @@ def test_url_parameters_restore_the_settings(trainings):
 @pytest.mark.parametrize(
     "key, value, message",
     [
-        ("lrs", "0.1, -1", "learning rate -1 must be a finite number > 0"),
+        ("lrs", "0.1, -1", "learning rate -1 is out of range: type numbers from 1e-08 to 10"),
+        ("lrs", "0.1, 1e308", "learning rate 1e308 is out of range"),
         ("lrs", " , ", "the learning-rate list is empty"),
         ("lrs", "0.1, fast", "learning rate 'fast' is not a number"),
         ("n", 20000, "the demo's cap is"),
@@ -158,6 +159,13 @@ def test_bad_input_shows_a_message_and_keeps_the_previous_chart(trainings, key, 
     assert panels(at) == before  # the last good chart stays
     assert any("last valid" in w.value for w in at.warning)
     assert len(trainings) == 2  # the first runs and their replication; nothing since
+
+
+def test_an_absurd_lr_range_in_a_link_is_refused_with_the_range_accepted(trainings):
+    at = page("lr_curve.py", lr_lo="1e-300", lr_hi="1e300", epochs="2")
+    assert not at.exception
+    assert any("lr grid low must lie in [1e-08, 10], got 1e-300" in e.value for e in at.error)
+    assert trainings == []  # nothing trained on it
 
 
 def test_empty_selection_names_what_is_missing(trainings):

@@ -151,3 +151,27 @@ def test_a_value_bigger_than_the_cache_is_not_kept():
     cache = ResultCache(entries=2, max_bytes=100)
     cache.put("big", pd.DataFrame({"x": range(1000)}))
     assert cache.get("big") is MISSING and cache.bytes() == 0
+
+
+def test_a_background_job_takes_no_slot_and_pauses_while_a_visitors_job_runs():
+    queue, steps, release = JobQueue(slots=1), [], threading.Event()
+    warm = queue.enqueue("warm", _epochs(steps, 200), "Warm-up", waiters=0, background=True)
+    until(lambda: len(steps) >= 3)
+    visitor = queue.enqueue("visit", lambda cancel, progress: release.wait(60) and "page")
+    until(lambda: visitor.started)  # the one slot was free: the background job holds none
+    paused_at = len(steps)
+    time.sleep(0.1)
+    assert len(steps) <= paused_at + 1  # the epoch under way, and no more while the page runs
+    release.set()
+    until(warm.done.is_set)
+    assert warm.value == "done" and len(steps) == 200 and visitor.value == "page"
+
+
+def test_a_background_job_is_shared_with_a_visitor_and_not_cancelled_when_they_leave():
+    queue, steps = JobQueue(slots=1, grace_s=0.0), []
+    warm = queue.enqueue("claims", _epochs(steps, 100), waiters=0, background=True)
+    again = queue.enqueue("claims", lambda cancel, progress: "another training")
+    assert again is warm and warm.waiters == 1
+    queue.leave(again)  # the visitor left
+    until(warm.done.is_set)
+    assert warm.value == "done" and len(steps) == 100

@@ -375,7 +375,7 @@ def effect_strip(effects, low: float, high: float, unit: str = "decades", width:
 
     Args:
         effects: per-seed effect (a Series indexed by seed; NaN seeds are left out).
-        low, high: the bootstrap interval of the mean effect.
+        low, high: the 90 % interval of the mean effect (Student t).
     """
     seeds_row, mean_row = "each seed", "mean, 90 % interval"
     df = effects.dropna().rename("effect").rename_axis("seed").reset_index().assign(row=seeds_row)

@@ -11,16 +11,23 @@ cancelled when nobody waits. Plain threads, no Streamlit: ``ui.runner`` draws th
   for never starts.
 - **Bounded by the clock.** A job may carry a deadline (``time.monotonic``); past it,
   ``cancelled()`` turns True as well and ``Job.overran`` says why.
+- **Background jobs** (the server's warm-up) take no slot and are never cancelled; their
+  ``cancelled()`` instead waits while any other job runs or waits, so they never go ahead of a
+  visitor's, and their thread runs at a lower OS priority.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import bnlr
+
+BACKGROUND_NICE = 10  # the OS priority of a background job's thread (0 is the default, 19 lowest)
 
 
 @dataclass(eq=False)
@@ -34,6 +41,7 @@ class Job:
     heavy: bool = False
     seconds: float = 0.0  # its estimated cost
     capped: bool = True  # the queue's budget applies (a fixed request, e.g. Home's, is not)
+    background: bool = False  # no slot, never cancelled, pauses while other jobs run or wait
     began: float = 0.0  # the time.monotonic() it started
     deadline: float = float("inf")  # ... and the one it must end by
     waiters: int = 0
@@ -48,6 +56,9 @@ class Job:
     def cancelled(self) -> bool:
         """True once no session has waited for this job for ``grace_s``, or past its deadline
         (polled between epochs)."""
+        if self.background:
+            self.queue.wait_while_busy()
+            return False
         now = time.monotonic()
         if now > self.deadline:
             self.overran = True
@@ -89,6 +100,7 @@ class JobQueue:
         self.jobs: dict[Hashable, Job] = {}  # not finished: queued or running
         self.queued: list[Job] = []  # first come, first served
         self.running: list[Job] = []
+        self.background: list[Job] = []  # running in the background (no slot)
         self.last_end = 0.0  # when the last job ended (time.monotonic)
 
     def enqueue(
@@ -99,18 +111,26 @@ class JobQueue:
         waiters: int = 1,
         seconds: float = 0.0,
         capped: bool = True,
+        background: bool = False,
     ) -> Job:
         """Returns the job for ``key`` with ``waiters`` more sessions waiting for it: the one
         already queued or running, or a new one at the end of the queue. ``fn(cancel,
         progress)`` runs in a worker thread. ``seconds``: its estimated cost (above heavy_s it
-        is heavy); ``capped``: the queue's budget applies to it."""
+        is heavy); ``capped``: the queue's budget applies to it; ``background``: see the
+        module's docstring (``waiters`` may then be 0)."""
         with self.lock:
             job = self.jobs.get(key)
             if job is None:
                 heavy = seconds > self.heavy_s
                 job = Job(key, fn, label, self, heavy=heavy, seconds=seconds, capped=capped)
                 self.jobs[key] = job
-                self.queued.append(job)
+                if background:
+                    job.background = job.started = True
+                    job.began = time.monotonic()
+                    self.background.append(job)
+                    self._start(job)
+                else:
+                    self.queued.append(job)
             job.waiters += waiters
             self._dispatch()
             return job
@@ -135,6 +155,16 @@ class JobQueue:
                 "running": [j.label for j in self.running],
                 "queued": [j.label for j in self.queued],
             }
+
+    def busy(self) -> bool:
+        """True while a job (not a background one) runs or waits."""
+        with self.lock:
+            return bool(self.running or self.queued)
+
+    def wait_while_busy(self, poll_s: float = 0.05) -> None:
+        """Returns once no job (but background ones) runs or waits."""
+        while self.busy():
+            time.sleep(poll_s)
 
     def idle(self, quiet_s: float) -> bool:
         """True when nothing runs or waits, and nothing ended in the last ``quiet_s``."""
@@ -161,16 +191,22 @@ class JobQueue:
             if seconds is not None:
                 job.deadline = time.monotonic() + seconds
             self.running.append(job)
-            threading.Thread(target=self._work, args=(job,), name="bnlr-job", daemon=True).start()
+            self._start(job)
+
+    def _start(self, job: Job) -> None:
+        threading.Thread(target=self._work, args=(job,), name="bnlr-job", daemon=True).start()
 
     def _work(self, job: Job) -> None:
+        if job.background:
+            with contextlib.suppress(AttributeError, OSError):  # Linux: this thread only
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
         value, error = None, None
         try:
             value = job.fn(job.cancelled, job.report)
         except BaseException as e:  # handed to the sessions waiting for it
             error = e
         with self.lock:
-            self.running.remove(job)
+            (self.background if job.background else self.running).remove(job)
             self.last_end = time.monotonic()
             self.jobs.pop(job.key, None)
             if error is None and self.store is not None:

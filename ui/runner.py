@@ -228,13 +228,10 @@ def replication(
     return run(replica, label=f"Training over {count} seeds"), ""
 
 
-def article_claims(seeds: int = claims.REPLICATION_SEEDS) -> dict:
-    """Returns the verdict on each article claim over ``seeds`` seeds (one cached job).
-
-    A fixed request (no control changes it), so it is not capped; it is trained once per server
-    and shared, through the same queue. Only the verdicts are kept: the 1760 runs' tables
-    (hundreds of MB with their per-step lr) are dropped once judged.
-    """
+def _claims_job(seeds: int) -> tuple[Hashable, Callable, str, float]:
+    """Returns (key, fn, label, estimate) of the job judging the article's claims over ``seeds``
+    seeds. Only the verdicts are kept: the 1760 runs' tables (hundreds of MB with their per-step
+    lr) are dropped once judged."""
     runs = claims.claim_runs(claims.seeds_from(bnlr.article.SEED, seeds))
     grids = (runs.sensitivity, runs.curve, runs.schedules)
 
@@ -257,7 +254,26 @@ def article_claims(seeds: int = claims.REPLICATION_SEEDS) -> dict:
 
     seconds = sum(estimate(g.experiment) for g in grids)
     label = f"Judging the article's claims over {seeds} seeds"
-    return obtain(("claims", seeds), judge, label, seconds, capped=False)
+    return ("claims", seeds), judge, label, seconds
+
+
+def article_claims(seeds: int = claims.REPLICATION_SEEDS) -> dict:
+    """Returns the verdict on each article claim over ``seeds`` seeds (one cached job).
+
+    A fixed request (no control changes it), so it is not capped; the server starts it in the
+    background at start-up (``warm_claims``), and a visitor who comes first waits for that job.
+    """
+    key, judge, label, seconds = _claims_job(seeds)
+    return obtain(key, judge, label, seconds, capped=False)
+
+
+def warm_claims(seeds: int = claims.REPLICATION_SEEDS) -> None:
+    """Starts judging the article's claims as a background job: no slot, paused whenever a
+    visitor's training runs or waits (``ui.jobs``); its verdicts land in the cache."""
+    key, judge, label, seconds = _claims_job(seeds)
+    with QUEUE.lock:
+        if CACHE.get(key) is MISSING:
+            QUEUE.enqueue(key, judge, label, waiters=0, seconds=seconds, background=True)
 
 
 def physics_estimate(experiment: bnlr.Experiment) -> float:

@@ -1,9 +1,12 @@
-"""Every process-wide setting of the app's server, made once by ``start()`` (streamlit_app.py).
+"""Every process-wide setting of the app's server, made once by ``start()`` as the server starts
+(streamlit_app.py's lifespan hook).
 
 Importing a module of the app changes nothing; this does, once per process:
 
-- **The cost model is calibrated on this host** (``bnlr.cost.calibrate``: a probe of at most a
-  second of CPU), so the cap means the same seconds on any CPU.
+- **Warmed up at start** (``warm_up``, a background thread at lower priority): the cost model
+  calibrated on this host (``bnlr.cost.calibrate``: a probe of at most a second of CPU, so the
+  cap means the same seconds on any CPU), the pages' imports, the default kernels, then Home's
+  claims as a background job that never goes ahead of a visitor's training.
 - **torch threads: 1.** The networks are tiny: intra-op threads buy nothing, and on a busy
   2-core server their spin-waiting made training about 50× slower. Parallelism comes from the
   queue's slots (one per usable CPU) and the Hessians' threads instead.
@@ -18,8 +21,10 @@ Importing a module of the app changes nothing; this does, once per process:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
+import os
 import threading
 import time
 
@@ -40,20 +45,37 @@ _done: list[bool] = []
 
 
 def start() -> None:
-    """Makes the server's process-wide settings (idempotent: the first call does the work)."""
+    """Makes the server's process-wide settings, then warms it up in a background thread
+    (idempotent: the first call does the work; streamlit_app.py calls it as the server starts)."""
     with _started:
         if _done:
             return
         _done.append(True)
     torch.set_num_threads(1)
-    cost.calibrate()  # this host against the machine the costs were fitted on (≤ 1 s of CPU)
     fused.COMPILER.configure(background=True, idle=lambda: runner.QUEUE.idle(QUIET_S))
-    fused.prepare(default_shapes(), limit=8)
     libc = _libc()
     if libc is not None:
         libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
         runner.QUEUE.after = lambda: libc.malloc_trim(0)
         threading.Thread(target=_janitor, args=(libc,), name="bnlr-janitor", daemon=True).start()
+    threading.Thread(target=warm_up, name="bnlr-warm-up", daemon=True).start()
+
+
+def warm_up() -> None:
+    """What a visitor would otherwise wait for, done once at start at a lower OS priority: the
+    cost calibration (≤ 1 s of CPU), the pages' remaining imports, the default pages' kernels
+    (compiled when no training runs, or loaded from the disk cache), then Home's claims as a
+    background job that pauses whenever a visitor's training runs."""
+    with contextlib.suppress(AttributeError, OSError):  # Linux: this thread only
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    cost.calibrate()
+    import altair  # noqa: F401  (the pages' charts)
+
+    from bnlr import sharpness  # noqa: F401  (numba, the Why page)
+
+    fused.prepare(default_shapes(), limit=8)
+    fused.wait_for_compiles(timeout=120)
+    runner.warm_claims()
 
 
 def default_shapes() -> list:
