@@ -81,6 +81,18 @@ def test_the_replication_is_left_out_when_the_page_would_pass_the_cap(trainings)
     assert any("20-seed replication of this setting" in i.value for i in at.info)
 
 
+def test_a_training_past_its_time_is_stopped_and_the_page_says_so(trainings, monkeypatch):
+    # the estimate accepted it, the clock did not: on a slower host than the costs' machine
+    queue = JobQueue(slots=2, store=runner.CACHE.put, budget=lambda job: 0.0)
+    monkeypatch.setattr(runner, "QUEUE", queue)
+    at = page("lr_sensitivity.py", lrs="0.1", depths=["3"], bn=["no BN"], epochs="600")
+    assert not at.exception
+    (message,) = [e.value for e in at.error]
+    assert "ran past its time on this server" in message and "was stopped" in message
+    assert "Lower " in message and "epochs" in message
+    assert trainings and runner.cache_bytes() == 0  # it started; nothing half-trained is kept
+
+
 def test_the_page_states_its_estimate_beside_the_cap(trainings):
     at = page("lr_curve.py", epochs="5")
     g = bnlr.Grid(lrs=bnlr.log_grid(1e-4, 1, 16), seeds=(929, 930), epochs=5)
