@@ -1,7 +1,8 @@
 """The command line: ``python -m bnlr run ...`` writes a tidy table (the history, or an analysis of
-it), ``python -m bnlr schedule ...`` the lr of every epoch, ``python -m bnlr info`` what a bug
-report needs. Defaults: the article's setup. Bad arguments exit with status 2 and one line naming
-the bad value.
+it), ``python -m bnlr schedule ...`` the lr of every epoch, ``python -m bnlr catapult ...``
+full-batch gradient descent past the stability wall (``bnlr.edge``), ``python -m bnlr info``
+what a bug report needs. Defaults: the article's setup. Bad arguments exit with status 2 and one
+line naming the bad value.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 import pandas as pd
 import torch
 
-from . import analysis, article, claims, metrics, why
+from . import analysis, article, claims, edge, metrics, why
 from .config import DataConfig, Grid, ModelConfig, log_grid
 from .optimizers import OptimizerConfig
 from .schedules import trajectory
@@ -126,6 +127,67 @@ def metrics_settings(grid: Grid, epochs: pd.DataFrame) -> pd.DataFrame:
     return runs.merge(epochs, on="run")
 
 
+def _catapult_options(command: argparse.ArgumentParser) -> None:
+    """The options of ``catapult`` (networks and seeds as ``run`` takes them)."""
+    command.add_argument("--depths", type=_list(int, "--depths"), default=article.DEPTHS)
+    command.add_argument("--width", type=int, default=article.WIDTH)
+    command.add_argument(
+        "--activation", type=_list(str, "--activation"), default=(article.ACTIVATION,)
+    )
+    command.add_argument("--bn", type=_list(str, "--bn"), default=article.BNS)
+    command.add_argument("--seeds", type=_list(int, "--seeds"), default=(article.SEED,))
+    command.add_argument(
+        "--factors", type=_list(float, "--factors"), default=edge.FACTORS, help="lr ÷ 2/λ₀"
+    )
+    command.add_argument("--steps", type=int, default=200, help="gradient-descent steps")
+    command.add_argument(
+        "--every", type=int, default=1, help="λ_max every this many steps (0: only at step 0)"
+    )
+    command.add_argument("--n", type=int, default=article.N, help="samples")
+    command.add_argument("--noise", type=float, default=article.NOISE)
+    command.add_argument("--degree", type=int, default=article.DEGREE)
+    command.add_argument("--out", default="-", help="CSV path, or - for stdout")
+    command.add_argument(
+        "--runs-out",
+        default=None,
+        help="also write one row per run: λ₀, losses, its outcome (lazy, edge of stability, "
+        "catapult, diverged) and the largest trainable factor (CSV path)",
+    )
+
+
+def _catapult(args: argparse.Namespace) -> None:
+    models = tuple(
+        ModelConfig((args.width,) * d, a, b)
+        for d in args.depths
+        for a in args.activation
+        for b in args.bn
+    )
+    data = DataConfig(n=args.n, noise=args.noise, degree=args.degree)
+    past = edge.Past(models, args.seeds, args.factors, args.steps, args.every, data)
+    traj = edge.trajectories(past)
+    _write(traj, args.out)
+    if args.runs_out:
+        runs = edge.runs_table(traj)
+        largest = edge.largest_trainable(runs)
+        keys = ["network", "bn", "seed"]
+        _write(runs.merge(largest[[*keys, "largest_factor"]], on=keys), args.runs_out)
+
+
+def _batch(args: argparse.Namespace) -> pd.DataFrame:
+    """The ``batch`` command's table: the best lr per batch size, or the noise scale."""
+    from . import batch_size as bs
+
+    grid = _grid(args)
+    if args.table == "noise":
+        result = train(grid, record_parameters=True)
+        trajectories = bs.best_trajectories(grid.experiment, result)
+        noise = bs.noise_along_training(grid.experiment, trajectories)
+        return noise[["network", "bn", "seed", "epoch", "noise_scale"]]
+    n = grid.data.n_train
+    sweep = bs.BatchSweep(grid, bs.batch_sizes(args.smallest_batch, n, grid.batch_size), args.same)
+    return bs.sweep_report(bs.train_sweep(sweep), args.split).ridge
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m bnlr", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -147,6 +209,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     _run_options(why_)
     why_.add_argument("--runs-out", default=None, help="also write one row per run (CSV path)")
+    catapult = sub.add_parser(
+        "catapult",
+        help="full-batch gradient descent at lr = factor × 2/λ₀: loss and exact λ_max per step "
+        "(CSV network, bn, seed, factor, lr, step, loss, sharpness)",
+    )
+    _catapult_options(catapult)
     claims = sub.add_parser(
         "claims",
         help="judge the article's three claims over seeds 929, 930, ... (CSV, one row per claim)",
@@ -159,6 +227,25 @@ def _parser() -> argparse.ArgumentParser:
         help="what a bug report needs: versions, usable CPUs, the kernel path and cache, the "
         "cost calibration (one item per line)",
     )
+    batch = sub.add_parser(
+        "batch",
+        help="the best lr per network and batch size over seeds (CSV network, bn, batch_size, "
+        "best_lr, low, high, seeds), or --table noise: the gradient noise scale along training",
+    )
+    _run_options(batch)  # --seeds lists seeds, as for run: --seeds 929 is seed 929, not a count
+    batch.add_argument(
+        "--table",
+        default="best_lr",
+        choices=["best_lr", "noise"],
+        help="best_lr: per network × batch size (a sweep over batch sizes); noise: per network "
+        "× seed × epoch, B_noise = tr Σ / |G|² along the best-lr run at --batch-size (epoch 0 = "
+        "the initial weights)",
+    )
+    batch.add_argument(
+        "--smallest-batch", type=int, default=2, help="then powers of 2 up to the training split"
+    )
+    batch.add_argument("--same", default="epochs", choices=["epochs", "steps"])
+    batch.add_argument("--split", default="train", choices=["train", "test"])
     sched = sub.add_parser(
         "schedule", help="write the lr each training epoch runs at (CSV epoch,lr)"
     )
@@ -242,9 +329,17 @@ def main(argv: list[str] | None = None) -> int:
             grid = _grid(args)
             report = why.run_physics(grid)
             settings = metrics_settings(grid, report.epochs)
+            if args.optimizer not in ("adam", "adamw"):  # Adam's wall only (bnlr.preconditioned)
+                settings = settings.drop(columns=["preconditioned_sharpness"])
             _write(settings, args.out)
             if args.runs_out:
                 _write(report.runs, args.runs_out)
+            return 0
+        if args.command == "catapult":
+            _catapult(args)
+            return 0
+        if args.command == "batch":
+            _write(_batch(args), args.out)
             return 0
         if args.command == "claims":
             if args.seeds < 1:

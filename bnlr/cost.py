@@ -339,7 +339,8 @@ def physics_estimate(experiment: Experiment, cores: int) -> float:
     epochs = experiment.epochs + 1  # init and after every epoch
     rows = len(experiment.runs) * epochs
     own = SPEED * (WHY_PAGE_S + WHY_ROW_S * rows)
-    return page_estimate(twins) + per_epoch * epochs / cores + own
+    replay = adam_replay_estimate(experiment)  # Adam's second moment (bnlr.preconditioned)
+    return page_estimate(twins) + per_epoch * epochs / cores + own + replay
 
 
 def initial_sharpness_estimate(experiment: Experiment) -> float:
@@ -347,6 +348,43 @@ def initial_sharpness_estimate(experiment: Experiment) -> float:
     per network and seed."""
     nets = {(r.model, r.seed) for r in experiment.runs}
     return sum(hessian_seconds(model, experiment.data) for model, _ in nets)
+
+
+# CPU seconds of one run's full-batch loss and gradient per sample and parameter (the Hessian
+# kernel's forward and backward pass without tangents, bnlr.sharpness.losses_and_gradients),
+# measured for the article's networks against HESSIAN_UNIT_S on the same machine.
+GD_UNIT_S = 1.9e-9
+ADAM_REPLAY_FACTOR = 1.5  # the Adam replay's numpy update and per-step calls, over its gradients
+
+
+def gd_seconds(model: ModelConfig, data: DataConfig, samples: int | None = None) -> float:
+    """Returns the estimated CPU seconds of one gradient step of one run (all of the training
+    split, or ``samples`` of it)."""
+    p = sum(math.prod(shape) for _, shape in layout(model, data.n_features))
+    return SPEED * GD_UNIT_S * (samples or data.n_train) * p
+
+
+def past_estimate(past, cores: int) -> float:
+    """Returns the estimated seconds of ``bnlr.edge.trajectories(past)``: per run, ``steps``
+    full-batch gradient steps and an exact Hessian at every measured step, spread over
+    ``cores`` threads. Runs that diverge stop early, so this is an upper bound."""
+    measured = sum(past.measured(t) for t in range(past.steps + 1))
+    per_run = sum(
+        past.steps * gd_seconds(m, past.data) + measured * hessian_seconds(m, past.data)
+        for m in past.models
+    )
+    return per_run * len(past.seeds) * len(past.factors) / max(1, cores)
+
+
+def adam_replay_estimate(experiment: Experiment) -> float:
+    """Returns the estimated CPU seconds of ``bnlr.preconditioned.replay_adam``: every Adam run's
+    mini-batch steps again, and a second eigen-decomposition per run and epoch."""
+    adam = [r for r in experiment.runs if r.optimizer.name in ("adam", "adamw")]
+    steps = experiment.epochs * experiment.steps_per_epoch
+    batch = experiment.batch_size
+    return sum(
+        ADAM_REPLAY_FACTOR * steps * gd_seconds(r.model, experiment.data, batch) for r in adam
+    )
 
 
 # ---------------------------------------------------------------- this host against the fit's

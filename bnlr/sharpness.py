@@ -412,14 +412,7 @@ def _lower_hessians(model: ModelConfig, params, X, y) -> tuple[np.ndarray, np.nd
     params = np.ascontiguousarray(params, dtype=np.float64)
     if params.ndim != 2 or params.shape[1] != parameter_count(model, X.shape[1]):
         raise ValueError(f"params must be (runs, {parameter_count(model, X.shape[1])})")
-    sizes = np.array([X.shape[1], *model.widths, 1], dtype=np.int64)
-    # offs[k] = offsets of layer k's W, b, gamma, beta (the output layer last); ends[k] = the
-    # number of parameters of layers ≤ k.
-    offs, ends, o = np.zeros((len(sizes) - 1, 4), np.int64), np.zeros(len(sizes) - 1, np.int64), 0
-    for k, (fan_in, w) in enumerate(zip(sizes[:-1], sizes[1:])):
-        offs[k] = o, o + w * fan_in, o + w * fan_in + w, o + w * fan_in + 2 * w
-        o += w * fan_in + w + (2 * w if model.bn != "none" and k < len(sizes) - 2 else 0)
-        ends[k] = o
+    sizes, offs, ends = _offsets(model, X.shape[1])
     bn, act = BN_CODES[model.bn], ACT_CODES[model.activation]
     out = np.zeros((len(params), params.shape[1], params.shape[1]))
     grads = np.zeros(params.shape)
@@ -465,3 +458,89 @@ def sharpness_and_gradients(model: ModelConfig, params, X, y) -> tuple[np.ndarra
     # caller's one-thread setting, and a run's λ_max would depend on its neighbours.
     lam = torch.linalg.eigvalsh(torch.from_numpy(H), UPLO="L")[:, -1].numpy()  # lower only
     return lam, grads
+
+
+def _offsets(model: ModelConfig, n_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Returns the layer sizes; offs[k], the offsets of layer k's W, b, gamma, beta (the output
+    layer last); ends[k], the number of parameters of layers ≤ k."""
+    sizes = np.array([n_features, *model.widths, 1], dtype=np.int64)
+    offs, ends, o = np.zeros((len(sizes) - 1, 4), np.int64), np.zeros(len(sizes) - 1, np.int64), 0
+    for k, (fan_in, w) in enumerate(zip(sizes[:-1], sizes[1:])):
+        offs[k] = o, o + w * fan_in, o + w * fan_in + w, o + w * fan_in + 2 * w
+        o += w * fan_in + w + (2 * w if model.bn != "none" and k < len(sizes) - 2 else 0)
+        ends[k] = o
+    return sizes, offs, ends
+
+
+@njit(cache=True, nogil=True)
+def _losses_and_gradients(params, X, y, rows, sizes, offs, bn, act, eps, losses, grads):
+    """Fills losses (R,) and grads (R, P): each run's MSE and its gradient over the samples
+    rows[run] (B,) of X (BN in train mode on those samples), by ``_values`` and ``_gradient``."""
+    n_runs, n_batch = rows.shape
+    n_hidden, width = sizes.shape[0] - 2, sizes[1:-1].max()
+    lw = (n_hidden, width, n_batch)
+    vals = (
+        np.zeros((n_hidden + 1, max(width, X.shape[1]), n_batch)),
+        np.empty(lw),
+        np.empty(lw),
+        np.empty((n_hidden, width)),
+        np.empty(lw),
+        np.empty(lw),
+        np.empty(n_batch),
+        np.empty(lw),
+        np.empty(lw),
+        np.empty(lw),
+        np.empty(lw),
+        np.empty(lw),
+        np.empty((n_hidden, width)),
+        np.empty((width, n_batch)),
+    )
+    Xb, yb = np.empty((n_batch, X.shape[1])), np.empty(n_batch)
+    for run in range(n_runs):
+        for n in range(n_batch):
+            Xb[n, :] = X[rows[run, n], :]
+            yb[n] = y[rows[run, n]]
+        _values(params[run], Xb, yb, sizes, offs, bn, act, eps, vals)
+        _gradient(params[run], sizes, offs, bn, vals, grads[run])
+        r = vals[6]  # 2 (f - y) / B per sample: the loss is B/4 · Σ r²
+        acc = 0.0
+        for n in range(n_batch):
+            acc += r[n] * r[n]
+        losses[run] = acc * n_batch / 4.0
+
+
+def losses_and_gradients(
+    model: ModelConfig, params, X, y, rows=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(R,) MSE and (R, P) gradient of each run, over all of X or, with ``rows`` (R, B), over
+    each run's own samples (a mini-batch), BatchNorm in train mode on them; float64.
+
+    The Hessian kernel's forward and backward pass without its tangents: the cheap step of
+    full-batch gradient descent (``bnlr.edge``) and of the Adam replay (``bnlr.preconditioned``).
+    """
+    X = np.ascontiguousarray(torch.as_tensor(X).double().numpy())
+    y = np.ascontiguousarray(torch.as_tensor(y).double().numpy().reshape(-1))
+    params = np.ascontiguousarray(params, dtype=np.float64)
+    if params.ndim != 2 or params.shape[1] != parameter_count(model, X.shape[1]):
+        raise ValueError(f"params must be (runs, {parameter_count(model, X.shape[1])})")
+    if rows is None:
+        rows = np.broadcast_to(np.arange(len(X)), (len(params), len(X)))
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    sizes, offs, _ = _offsets(model, X.shape[1])
+    bn, act = BN_CODES[model.bn], ACT_CODES[model.activation]
+    losses, grads = np.empty(len(params)), np.empty(params.shape)
+
+    def work(lo, hi):
+        _losses_and_gradients(
+            params[lo:hi], X, y, rows[lo:hi], sizes, offs, bn, act, BN_EPS, losses[lo:hi],
+            grads[lo:hi],
+        )  # fmt: skip
+
+    if rows.size >= SHARED_SAMPLES:
+        in_shares(len(params), work)
+    else:  # a few mini-batches: a thread pool would cost more than it saves
+        work(0, len(params))
+    return losses, grads
+
+
+SHARED_SAMPLES = 4000  # losses_and_gradients spreads runs over the cores from this many samples

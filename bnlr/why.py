@@ -68,13 +68,14 @@ def full_batch_loss(
     model, params: torch.Tensor, X: torch.Tensor, y: torch.Tensor, eps: float = BN_EPS
 ) -> torch.Tensor:
     """Returns (R,) MSE over the whole split of each run, BatchNorm in train mode on that split.
+    ``X`` is (N, F), shared by the runs, or (R, N, F): each run's own batch (``y`` likewise).
 
     ``eps`` is BatchNorm's (nn.BatchNorm1d's 1e-5); with eps = 0 a BN "pre" layer is exactly
     scale-invariant, with eps > 0 only up to about eps / var.
     """
-    b = _blocks(model, X.shape[1], params)
+    b = _blocks(model, X.shape[-1], params)
     act = ACTIVATIONS[model.activation]
-    x = X.expand(params.shape[0], *X.shape)  # (R, N, F)
+    x = X if X.dim() == 3 else X.expand(params.shape[0], *X.shape)  # (R, N, F)
 
     def norm(z, k):  # BatchNorm1d in train mode: the batch's mean and biased variance
         mu = z.mean(1, keepdim=True)
@@ -173,8 +174,11 @@ def physics(experiment: Experiment, result: Result, cancel=None) -> WhyReport:
     n = len(experiment.runs)
     data = make_data(experiment.data, torch.float64)
     X, y = data.X_train, data.y_train
+    from . import preconditioned as pc
     from .sharpness import sharpness_and_gradients  # numba: imported only where asked for
 
+    # Adam's wall is on λ_max(P⁻¹H), P from its second moment: replayed (bnlr.preconditioned)
+    replayed = pc.replay_adam(experiment, data, result.steps)
     rows, per_run = [], []
     by_model: dict = {}
     for i, run in enumerate(experiment.runs):
@@ -187,15 +191,19 @@ def physics(experiment: Experiment, result: Result, cancel=None) -> WhyReport:
         R, E1, P = stack.shape
         flat = stack.reshape(R * E1, P)
         ok = np.isfinite(flat).all(axis=1)
-        lam = np.full(R * E1, np.nan)
+        lam, pre = np.full(R * E1, np.nan), np.full(R * E1, np.nan)
         grads = np.full_like(flat, np.nan)
-        if ok.any():
+        if ok.any() and all(i in replayed for i in idxs):
+            diag = np.concatenate([replayed[i][1] for i in idxs])  # (R · (E + 1), P)
+            lam[ok], pre[ok], grads[ok] = pc.sharpness_pair(model, flat[ok], X, y, diag[ok])
+        elif ok.any():
             lam[ok], grads[ok] = sharpness_and_gradients(model, flat[ok], X, y)
         rm = row_measures(model, X.shape[1], flat, grads)
         for j, i in enumerate(idxs):
             part = slice(j * E1, (j + 1) * E1)
             measures[i] = {
                 "sharpness": lam[part],
+                "preconditioned": pre[part],
                 "weight_norm": rm["weight_norm"][part],
                 "invariance": rm["invariance"][part],
                 "angle": _angles(stack[j], model, X.shape[1]),
@@ -208,6 +216,8 @@ def physics(experiment: Experiment, result: Result, cancel=None) -> WhyReport:
         lrs = hist[hist["run"] == i].sort_values("epoch")["epoch_lr"].to_numpy()
         lr_at = np.concatenate([[run.lr], lrs])  # the lr that follows each epoch's parameters
         momentum = run.optimizer.momentum if run.optimizer.name == "sgd" else 0.0
+        adam, beta1 = pc.is_adam(run), run.optimizer.betas[0]
+        pre = m["preconditioned"]
         effective = lr_at[:, None] / m["weight_norm"] ** 2 if run.model.bn == "pre" else None
         E1 = len(own)
         for e in range(E1):
@@ -220,8 +230,19 @@ def physics(experiment: Experiment, result: Result, cancel=None) -> WhyReport:
                     "seed": run.seed,
                     "epoch": e,
                     "sharpness": m["sharpness"][e],
-                    "stability_lr": 2 / m["sharpness"][e] if m["sharpness"][e] > 0 else np.nan,
-                    "edge": 2 * (1 + momentum) / lr_at[e],
+                    "preconditioned_sharpness": pre[e],
+                    "stability_lr": (
+                        (pc.adam_threshold(pre[e], beta1) if pre[e] > 0 else np.nan)
+                        if adam
+                        else 2 / m["sharpness"][e]
+                        if m["sharpness"][e] > 0
+                        else np.nan
+                    ),
+                    "edge": (
+                        pc.adam_threshold(lr_at[e], beta1)
+                        if adam
+                        else 2 * (1 + momentum) / lr_at[e]
+                    ),
                     "effective_lr": float(np.nanmean(effective[e]))
                     if effective is not None
                     else np.nan,
@@ -232,6 +253,7 @@ def physics(experiment: Experiment, result: Result, cancel=None) -> WhyReport:
                 }
             )
         lam0 = m["sharpness"][0]
+        pre1 = pre[1] if len(pre) > 1 else np.nan  # Adam has no P before its first steps
         per_run.append(
             {
                 "run": i,
@@ -243,7 +265,14 @@ def physics(experiment: Experiment, result: Result, cancel=None) -> WhyReport:
                 "twin_distance": distance[-1],
                 "parted": bool(np.nanmax(distance) >= PARTED) or not np.isfinite(distance[-1]),
                 "sharpness_at_init": lam0,
-                "predicted_max_lr": 2 * (1 + momentum) / lam0 if lam0 > 0 else np.nan,
+                "predicted_max_lr": (
+                    (pc.adam_threshold(pre1, beta1) if pre1 > 0 else np.nan)
+                    if adam
+                    else 2 * (1 + momentum) / lam0
+                    if lam0 > 0
+                    else np.nan
+                ),
+                "preconditioned_at_epoch_1": pre1,
                 "diverged": bool(np.isnan(own[-1]).any()),
             }
         )
