@@ -30,6 +30,7 @@ pages = [
         url_path="schedules",
     ),
     st.Page("app_pages/why.py", title="Why it happens", icon="🔬", url_path="why"),
+    st.Page("app_pages/batch_size.py", title="Batch size", icon="📦", url_path="batch-size"),
 ]
 page = st.navigation(pages)
 present = st.sidebar.toggle(

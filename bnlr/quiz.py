@@ -14,6 +14,9 @@ separate judgement:
 - ``best_schedule`` (Scheduler playground): the schedule of the lowest final loss (geometric mean
   over models and seeds); any schedule the winner does not beat consistently over seeds, judged
   as the page judges a schedule against the constant lr, counts as right too.
+- ``batch_lr`` (Batch size): the factor the best lr changes by from the smallest batch size to
+  8 × it (the page's ridge, geometric mean over seeds), as the nearest of ÷ 8 … × 8 in log; a
+  guess is right when it is the nearest for some network.
 """
 
 from __future__ import annotations
@@ -59,10 +62,18 @@ QUIZZES = {
         "Which schedule ends with the lowest loss?",
         "schedule",
     ),
+    "batch_lr": Quiz(
+        "batch_size",
+        "I multiply the batch size by 8 (from the smallest on this page): by what factor should "
+        "the learning rate change?",
+        "factor",
+    ),
 }
 NONE_DIVERGES = "none of these"  # the diverge quiz's guess that no lr of the grid diverges
 BN_WORDS = {"more": "yes", "less": "no", "no consistent difference": "no consistent difference"}
 BN_CHOICES = ("yes", "no", "no consistent difference")
+# batch_lr's answers: the lr factor for a batch 8 × larger, and its power of 8
+FACTORS = {"÷ 8": -1.0, "÷ √8 ≈ 2.8": -0.5, "× 1 (keep it)": 0.0, "× √8 ≈ 2.8": 0.5, "× 8": 1.0}
 
 
 def for_page(page: str) -> list[str]:
@@ -80,6 +91,8 @@ def choices(name: str, lrs=(), schedules=()) -> list:
         return [*sorted(lrs), NONE_DIVERGES]
     if asks_for == "bn_word":
         return list(BN_CHOICES)
+    if asks_for == "factor":
+        return list(FACTORS)
     return list(schedules)
 
 
@@ -174,3 +187,30 @@ def best_schedule(history: pd.DataFrame, guess: str, split: str = "train") -> An
             also.append(other)
     right = guess == winner or guess in also
     return Answer(winner, right, verdicts=verdicts, ranking=ranking, also_right=tuple(also))
+
+
+def nearest_factor(factor: float) -> str:
+    """Returns the answer of ``FACTORS`` nearest to an lr factor, in log (powers of 8).
+
+    >>> nearest_factor(6.0), nearest_factor(1.2), nearest_factor(0.3)
+    ('× 8', '× 1 (keep it)', '÷ √8 ≈ 2.8')
+    """
+    power = math.log(factor) / math.log(8)
+    return min(FACTORS, key=lambda name: abs(FACTORS[name] - power))
+
+
+def batch_lr(factors: pd.DataFrame, guess: str) -> Answer:
+    """Returns the batch-size answer: per network the factor its best lr changes by from the
+    smallest batch to 8 × it, and the nearest answer; the guess is right when it is the nearest
+    for some network. None (nothing right) when no network has both batch sizes.
+
+    Args:
+        factors: ``bnlr.batch_size.lr_factor`` of the page's ridge (network, from_batch,
+            to_batch, factor).
+        guess: one of ``FACTORS``.
+    """
+    if factors.empty:
+        return Answer(None, False)
+    per = factors.assign(nearest=[nearest_factor(f) for f in factors["factor"]])
+    answer = tuple(dict.fromkeys(per["nearest"]))
+    return Answer(answer, guess in answer, per_network=per)

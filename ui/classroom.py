@@ -110,11 +110,17 @@ def chart(spec, stretch: bool = False) -> None:
     """Draws an Altair chart; ``stretch``: in presentation mode it takes its container's width
     (for single and layered charts; Vega-Lite cannot stretch a facet chart)."""
     if stretch and theme.presenting():
-        # fit-x: the height stays the plot's own (plain "fit" squeezed the plot under the legend)
-        fit = alt.AutoSizeParams(type="fit-x", contains="padding")
-        st.altair_chart(spec.properties(width="container", autosize=fit), width="stretch")
+        st.altair_chart(stretched(spec), width="stretch")
     else:
         st.altair_chart(spec)
+
+
+def stretched(spec):
+    """Returns the chart sized to its container's width, its height its own: what ``chart``
+    draws in presentation mode (drawn with ``width="stretch"``)."""
+    # fit-x: the height stays the plot's own (plain "fit" squeezed the plot under the legend)
+    fit = alt.AutoSizeParams(type="fit-x", contains="padding")
+    return spec.properties(width="container", autosize=fit)
 
 
 # ---------------------------------------------------------------- predict, then reveal
@@ -220,6 +226,7 @@ def reveal(asked: Asked | None, answer: quiz.Answer, claim: str = "") -> None:
         "diverge": _diverge,
         "bn_more": lambda g, a: _bn_more(g, a, claim),
         "best_schedule": _best_schedule,
+        "batch_lr": _batch_lr,
     }[asked.name](asked.guess, answer)
     with asked.box:
         if answer.answer is None:
@@ -303,6 +310,21 @@ def _best_schedule(guess: str, a: quiz.Answer) -> str:
     elif a.verdicts:
         text += f" `{a.answer}` ends lower than every other schedule, consistently over seeds."
     return text
+
+
+def _batch_lr(guess: str, a: quiz.Answer) -> str:
+    said = f"Your answer: **{guess}**."
+    if a.answer is None:
+        return f"{said} No network was trained at both batch sizes: widen the batch sizes."
+    per = "; ".join(
+        f"{r.network}: best lr × {r.factor:.2g} from B = {r.from_batch} to {r.to_batch} "
+        f"(nearest: {r.nearest})"
+        for r in a.per_network.itertuples()
+    )
+    return (
+        f"{said} On this page ({per}; the ◆ of the ridge, geometric mean over seeds). "
+        "Linear scaling would say × 8; past the noise scale the best lr stops growing."
+    )
 
 
 # ---------------------------------------------------------------- the link for my class

@@ -133,10 +133,15 @@ def lr_range(low: str, high: str, count: int) -> tuple[float, ...] | None:
         return None
 
 
-def architecture() -> dict | None:
-    """Draws the network controls; returns Grid kwargs, or None after showing what is missing."""
+def architecture(depths_default: list[int] | None = None) -> dict | None:
+    """Draws the network controls; returns Grid kwargs, or None after showing what is missing.
+    ``depths_default``: the page's own default depths (the article's otherwise)."""
     depths = st.multiselect(
-        "Hidden layers (depth)", list(range(1, 9)), ARTICLE["depths"], key="depths", **BIND
+        "Hidden layers (depth)",
+        list(range(1, 9)),
+        depths_default or ARTICLE["depths"],
+        key="depths",
+        **BIND,
     )
     urlcheck.choices("depths", depths, range(1, 9))
     width = number("Units per hidden layer", 1, 64, ARTICLE["width"], key="width")
