@@ -142,7 +142,7 @@ def test_a_run_is_the_same_bits_in_any_lane(monkeypatch):
     # lane, on the group's size, or on a diverging run beside it.
     model = ModelConfig((4, 4), "tanh", "pre")
     lanes = fused.LANES["float32"]
-    wild = RunConfig(model, 80.0, seed=3)
+    wild = RunConfig(model, 10.0, seed=3)  # (the largest lr accepted: it diverges)
     calm = [RunConfig(model, lr, seed=s) for s in (1, 2) for lr in (0.01, 0.003)]
     many = [wild] + [RunConfig(model, 0.001 * k, seed=9) for k in range(1, 2 * lanes)]
     alone = history(Experiment(tuple(calm), epochs=6), "fused", monkeypatch)

@@ -43,7 +43,7 @@ llvmlite, with ``BNLR_KERNEL=torch``, or for larger networks, the batched engine
 path. ``COMPILER`` says when kernels compile: on first use, or (the app) in a background thread.
 
 The package: ``shape.py`` (what a kernel is specialised to), ``ir.py`` (the IR builder),
-``args.py`` (the kernel's arguments), ``network.py`` and ``kernel.py`` (the kernel's code),
+``args.py`` (the kernel's arguments), ``network.py`` and ``epoch.py`` (the kernel's code),
 ``jit.py`` and ``llc.py`` (compiling, the on-disk cache), ``compiler.py`` (when to compile),
 ``group.py`` (a group's state in the kernel's layout).
 """
@@ -69,8 +69,8 @@ from .shape import (
 )
 
 if AVAILABLE:  # (writing a kernel needs llvmlite)
+    from .epoch import llvm_ir
     from .ir import elementwise
-    from .kernel import llvm_ir
 
 # The process's kernels and when they compile: on first use, unless the app calls
 # ``COMPILER.configure(background=True, idle=...)`` at start-up. The functions below use it.

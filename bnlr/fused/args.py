@@ -1,7 +1,7 @@
 """The epoch kernel's arguments, defined once: the IR signature, the ctypes prototype and the call
 by keyword are all made from ``ARGS``.
 
-Adding an argument: a row here, its use in ``kernel.py`` (``self.args.<name>``), its value in
+Adding an argument: a row here, its use in ``epoch.py`` (``self.args.<name>``), its value in
 ``group.py``'s call.
 """
 

@@ -28,9 +28,9 @@ class Compiler:
         max_kernels: kernels kept in the background mode (each keeps ~2–5 MB: machine code,
             LLVM state).
 
-    >>> c = Compiler()
-    >>> c.configure(background=True, idle=lambda: True)
-    >>> c.ready(Shape((2, 3, 1), "tanh", "none", "sgd", "float64"))  # doctest: +SKIP
+    >>> from bnlr import fused
+    >>> fused.COMPILER.configure(background=True, idle=lambda: True)  # the app, at start-up
+    >>> fused.COMPILER.ready(fused.Shape((2, 3, 1), "tanh", "none", "sgd", "float64"))
     False
     """
 
@@ -58,7 +58,7 @@ class Compiler:
         with self._lock:
             fn = self.kernels.get(shape)
         if fn is None:  # compiled outside the lock: other shapes' requests need not wait
-            from .kernel import Kernel  # (llvmlite is imported when a kernel is first written)
+            from .epoch import Kernel  # (llvmlite is imported when a kernel is first written)
 
             addr = jit.address(lambda: Kernel(shape).build(), "epoch", ("epoch", shape))
             with self._lock:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .kernel import Kernel
+    from .epoch import Kernel
 
 LEAKY_SLOPE = 0.01  # F.leaky_relu's default
 
