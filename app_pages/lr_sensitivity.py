@@ -5,7 +5,7 @@ import streamlit as st
 
 from bnlr import analysis, article, claims, quiz
 from bnlr.evidence import sentence
-from ui import charts, classroom, controls, runner, theme, urlcheck
+from ui import charts, classroom, controls, figures, runner, theme, urlcheck
 from ui.page import open_page
 
 DEFAULTS = {**controls.ARTICLE, "lrs": ", ".join(map(str, article.LRS))}
@@ -34,13 +34,27 @@ asked = classroom.ask("lr_sensitivity")
 chart_area, display_area = classroom.chart_first()
 with display_area:
     show = controls.display()
-report = analysis.sensitivity_report(result, show["split"], show["band"])
+display = (show["split"], show["band"], show["log_y"], theme.presenting())
+
+
+def on_screen():  # once per result and display, shared by every session (ui.figures)
+    report = analysis.sensitivity_report(result, show["split"], show["band"])
+    layout = theme.facet(len(grid.lrs), columns=2, width=440)
+    height = 190 if theme.presenting() else 220
+    return report, {
+        "loss": figures.spec(
+            charts.loss_curves(report.bands, show["log_y"], height=height, **layout)
+        ),
+        "bars": figures.spec(charts.sensitivity_bars(report.sensitivity)),
+        "runs": figures.spec(charts.run_grid(report.metrics)),
+    }
+
+
+report, specs = figures.shared("lr_sensitivity", result, display, on_screen)
 
 with chart_area:
     st.subheader("Loss per epoch, one panel per learning rate")
-    layout = theme.facet(len(grid.lrs), columns=2, width=440)
-    height = 190 if theme.presenting() else 220
-    st.altair_chart(charts.loss_curves(report.bands, show["log_y"], height=height, **layout))
+    figures.draw(specs["loss"])
     st.caption(
         f"Colour = network, dash = BatchNorm, band = {analysis.BANDS[show['band']]}. "
         "Click a legend entry to highlight it (shift-click for more)."
@@ -63,14 +77,22 @@ verdict = report.verdict  # the quiz's answer: the replication's verdict when th
 if many is None:
     st.info(f"Replication not shown: {skipped}.")
 else:
-    replicated = analysis.sensitivity_report(many, show["split"], show["band"])
+
+    def replicated_report():
+        rep = analysis.sensitivity_report(many, show["split"], show["band"])
+        strip = rep.verdict.answered and charts.effect_strip(
+            rep.effects, rep.verdict.low, rep.verdict.high
+        )
+        return rep, figures.spec(strip) if strip else None
+
+    replicated, strip = figures.shared("lr_sensitivity:20", many, display, replicated_report)
     v = verdict = replicated.verdict
     st.markdown(
         f"**Replicated over {N} seeds** (929–{928 + N}, same settings): "
         + sentence(v, CLAIM, "more")
     )
-    if v.answered:
-        st.altair_chart(charts.effect_strip(replicated.effects, v.low, v.high))
+    if strip is not None:
+        figures.draw(strip)
     if len(replicated.pairs):
         st.dataframe(
             replicated.pairs,
@@ -86,8 +108,8 @@ if report.sensitivity["diverged_lrs"].any():
         "Learning rates where a seed diverged are left out of the spread (column diverged_lrs)."
     )
 left, right = st.columns([2, 3])
-left.altair_chart(charts.sensitivity_bars(report.sensitivity))
-right.altair_chart(charts.run_grid(report.metrics))
+figures.draw(specs["bars"], left)
+figures.draw(specs["runs"], right)
 right.caption(
     "Colour: instability, the decades the loss climbed back up over the epochs (0 = it only went "
     "down). Text: final loss (geometric mean over seeds), or ✕ and the epoch where it diverged."

@@ -9,7 +9,7 @@ from bnlr.config import steps_per_epoch
 from bnlr.evidence import sentence
 from bnlr.safe_expr import parse_factor
 from bnlr.schedules import parse_schedule
-from ui import classroom, controls, runner, theme, urlcheck
+from ui import classroom, controls, figures, runner, theme, urlcheck
 from ui import schedule_charts as sc
 from ui import schedule_controls as scc
 from ui.page import open_page
@@ -68,53 +68,67 @@ grid, result = controls.last_good(
     "schedules", grid, lambda g: runner.run(g.experiment, factor=FACTOR, steps=True)
 )
 E, S, lr0, order = grid.epochs, grid.experiment.steps_per_epoch, grid.lrs[0], list(grid.schedules)
-report = analysis.schedule_report(result, grid)
+report = figures.shared("schedules", result, (), lambda: analysis.schedule_report(result, grid))
 asked = classroom.ask("schedules", schedules=order)
+presenting = theme.presenting()
 
 # ---------------------------------------------------------------- learning rate
 st.subheader("The learning rate")
 chart_area, display_area = classroom.chart_first()
 log_lr = display_area.toggle("Log lr axis", False, key="lr_log", bind="query-params")
 lrs = report.lrs
-with chart_area:
-    classroom.chart(
-        sc.lr_chart(
-            analysis.per_epoch(lrs, S), order, log_lr, height=200 if theme.presenting() else 260
-        ),
-        stretch=True,
+cycling = [s for s in order if parse_schedule(s).cycles_momentum]
+what = "beta1 (Adam's betas[0])" if grid.optimizer.name != "sgd" else "SGD momentum"
+
+
+def lr_specs():  # once per result and display, shared by every session (ui.figures)
+    per_epoch = sc.lr_chart(
+        analysis.per_epoch(lrs, S), order, log_lr, height=200 if presenting else 260
     )
+    specs = {"epoch": figures.spec(classroom.stretched(per_epoch) if presenting else per_epoch)}
+    if (lrs["every"] == "batch").any():
+        specs["batch"] = figures.spec(sc.lr_chart(lrs, order, log_lr, per_batch=True))
+    if cycling:
+        momentum = lrs[lrs["schedule"].isin(cycling)]
+        specs["momentum"] = figures.spec(
+            sc.lr_chart(momentum, order, per_batch=True, field="momentum", title=what, height=180)
+        )
+    return specs
+
+
+lr_specs = figures.shared("schedules:lr", result, (log_lr, presenting), lr_specs)
+with chart_area:
+    figures.draw(lr_specs["epoch"], **({"width": "stretch"} if presenting else {}))
 st.caption(
     "The lr each epoch starts with (`optimizer.param_groups[0]['lr']` at its first batch), from "
     "the real torch scheduler on a bare optimizer. ReduceLROnPlateau's lr depends on each run's "
     "loss: one line per run (dash = BatchNorm; hover a line for its model)."
 )
-if (lrs["every"] == "batch").any():
-    st.altair_chart(sc.lr_chart(lrs, order, log_lr, per_batch=True))
+if "batch" in lr_specs:
+    figures.draw(lr_specs["batch"])
     st.caption(
         f"Per batch: {S} optimizer steps per epoch; schedules stepped per batch change the lr "
         "at every step."
     )
-cycling = [s for s in order if parse_schedule(s).cycles_momentum]
-if cycling:
-    what = "beta1 (Adam's betas[0])" if grid.optimizer.name != "sgd" else "SGD momentum"
-    st.altair_chart(
-        sc.lr_chart(
-            lrs[lrs["schedule"].isin(cycling)],
-            order,
-            per_batch=True,
-            field="momentum",
-            title=what,
-            height=180,
-        )
-    )
+if "momentum" in lr_specs:
+    figures.draw(lr_specs["momentum"])
     st.caption(f"CyclicLR and OneCycleLR with `cycle_momentum=True` move {what} against the lr.")
 
 # ---------------------------------------------------------------- loss
 st.subheader("The loss they buy")
 show = controls.display()
-bands = analysis.schedule_loss(result.history, show["split"], show["band"])
-layout = theme.facet(bands["arch"].nunique(), columns=2, width=340)
-st.altair_chart(sc.loss_chart(bands, order, show["log_y"], **layout))
+
+
+def loss_figures():  # once per result and display, shared by every session (ui.figures)
+    bands = analysis.schedule_loss(result.history, show["split"], show["band"])
+    layout = theme.facet(bands["arch"].nunique(), columns=2, width=340)
+    verdicts = analysis.schedule_verdicts(result.history, show["split"])
+    return figures.spec(sc.loss_chart(bands, order, show["log_y"], **layout)), verdicts
+
+
+display = (show["split"], show["band"], show["log_y"], presenting)
+loss_spec, (table, pooled) = figures.shared("schedules:loss", result, display, loss_figures)
+figures.draw(loss_spec)
 if asked:
     classroom.reveal(asked, quiz.best_schedule(result.history, asked.guess, show["split"]))
 st.caption(
@@ -125,7 +139,6 @@ st.caption(
 controls.diverged_note(result.runs)
 
 st.markdown("**Against the constant lr, seed by seed** (same initial weights and batch order):")
-table, pooled = analysis.schedule_verdicts(result.history, show["split"])
 for schedule, verdict in pooled.items():
     st.markdown(
         f"`{schedule}`: "

@@ -275,6 +275,7 @@ def trajectory(
     return Trajectory(tuple(lrs), tuple(moms), parsed.every)
 
 
+@lru_cache(maxsize=4096)  # a grid checks each of its runs: most share schedule, lr and optimizer
 def check_schedule(
     spec: str,
     lr: float,

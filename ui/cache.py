@@ -15,10 +15,12 @@ MISSING = object()  # what ``get`` returns for a key it does not hold
 
 
 def nbytes(value) -> int:
-    """Returns the bytes ``value`` holds: a DataFrame's (deep), summed through results, tuples,
-    lists, dicts and dataclasses; 1 KB for anything else."""
+    """Returns the bytes ``value`` holds: a DataFrame's (deep), bytes' and strings' length, summed
+    through results, tuples, lists, dicts and dataclasses; 1 KB for anything else."""
     if isinstance(value, pd.DataFrame):
         return int(value.memory_usage(deep=True).sum())
+    if isinstance(value, (bytes, str)):
+        return len(value)
     if isinstance(value, bnlr.Result):
         return sum(nbytes(getattr(value, f)) for f in ("history", "steps", "runs"))
     if isinstance(value, (tuple, list)):

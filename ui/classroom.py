@@ -227,7 +227,7 @@ def reveal(asked: Asked | None, answer: quiz.Answer, claim: str = "") -> None:
         "bn_more": lambda g, a: _bn_more(g, a, claim),
         "best_schedule": _best_schedule,
         "batch_lr": _batch_lr,
-    }[asked.name](asked.guess, answer)
+    }.get(asked.name, _said)(asked.guess, answer)
     with asked.box:
         if answer.answer is None:
             st.info(text, icon="🤷")
@@ -235,6 +235,11 @@ def reveal(asked: Asked | None, answer: quiz.Answer, claim: str = "") -> None:
             st.success(text, icon="✅")
         else:
             st.warning(text, icon="🎯")
+
+
+def _said(guess, a: quiz.Answer) -> str:
+    """The reveal of a quiz whose answer says itself (``Answer.said``: past_wall, warmup)."""
+    return f"Your answer: **{guess}**. {a.said}"
 
 
 def _off(decades: float) -> str:
