@@ -20,7 +20,7 @@ Then the power row: a true effect of 1 sd, how often the new rule names its dire
 ``--ours`` it also trains the article's three claims over 20 seeds (about half a minute) and
 prints the skewness and excess kurtosis of each family of per-seed effects the pages judge.
 
-    python bench/interval_coverage.py               # 4,000 trials per cell (about a minute on 2 cores)
+    python bench/interval_coverage.py        # 4,000 trials per cell (about a minute on 2 cores)
     python bench/interval_coverage.py --trials 1000 --ours
 """
 

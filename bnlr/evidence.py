@@ -16,9 +16,9 @@ and 1 in 5 at 5 seeds, where 1 in 10 is promised. Student's t is exact for norma
 every n ≥ 2, but effects of skewness 1 make its 90 % interval name a direction in 12 % of null
 trials at 3–5 seeds; taking t at 92 % brings that to ≤ 10 %, so the interval covers at least 90 %
 for normal, moderately skewed (skewness ≤ 1) and heavy-tailed (t₃) effects: normal ones get 92 %
-(``bench/interval_coverage.py`` measures it, ``docs/coverage.md`` has the table). At 2 seeds it names a
-direction only when the two agree within about a fifth of their size; otherwise the verdict says
-how many seeds it would need.
+(``bench/interval_coverage.py`` measures it, ``docs/coverage.md`` has the table). At 2 seeds it
+names a direction only when the two agree within about a fifth of their size; otherwise the
+verdict says how many seeds it would need.
 
 Beside the interval, the sign count is put against a fair coin: the chance that a coin lands at
 least as many of n throws on the seeds' majority side (the sign test with no effect).
