@@ -6,7 +6,7 @@ import streamlit as st
 
 from bnlr import analysis, quiz
 from bnlr.evidence import sentence
-from ui import charts, classroom, controls, runner, theme, urlcheck
+from ui import charts, classroom, controls, edge_charts, runner, theme, urlcheck
 from ui.page import open_page
 
 DEFAULTS = {
@@ -113,6 +113,11 @@ if initial is None:
         f"{runner.SHARPNESS_CAP_S:g} s on the demo's server (it grows with the square of the "
         "parameters)."
     )
+elif grid.optimizer.name != "sgd":
+    st.caption(
+        "Curvature at init (2/λ_max(0)) is SGD's wall; Adam's is on the preconditioned "
+        "sharpness, which needs Adam's own state: see *Why it happens*."
+    )
 elif stab is not None and len(stab):
     pred = stab["predicted_max_lr"].median()
     div = stab["first_diverged_lr"].dropna()
@@ -122,12 +127,31 @@ elif stab is not None and len(stab):
         if len(div)
         else "no run of the sweep diverged"
     )
+    band = runner.wall_band(grid.experiment)
+    past = ""
+    if band is not None:
+        band = band.merge(stab[["arch", "first_diverged_lr"]], left_on="network", right_on="arch")
+        reach = band["largest_lr"].median()
+        side = "inside" if len(div) and div.median() <= reach else "above"
+        past = (
+            f" Full-batch gradient descent from the same initial weights trains up to "
+            f"**{band['largest_factor'].median():g} × 2/λ₀**, lr ≈ **{reach:.2g}** (median over "
+            "networks and seeds): between the two it rides the edge of stability or catapults "
+            "(the bar per network below; *Why it happens*, section 4)"
+            + (f", and the sweep's first divergence lies {side} that reach." if len(div) else ".")
+        )
     st.markdown(
         f"**Curvature at init:** 2/λ_max(0) predicts instability above lr ≈ **{pred:.2g}** "
-        f"(median over networks and seeds); {where}. Minibatch SGD is not full-batch gradient "
-        "descent, and the sharpness changes as training goes: the gap is the lesson "
-        "(see *Why it happens*)."
+        f"(median over networks and seeds); {where}.{past} Minibatch SGD is not full-batch "
+        "gradient descent, and the sharpness changes as training goes."
     )
+    if band is not None:
+        st.altair_chart(edge_charts.band_chart(band))
+        st.caption(
+            "Per network: grey tick, 2/λ₀; bar, up to the largest lr full-batch gradient descent "
+            f"trains at ({runner.PAST_STEPS} steps, factors "
+            "0.5–5 × 2/λ₀; medians over seeds); ✕ the sweep's first diverged lr."
+        )
 seeds = len(grid.seeds)
 st.markdown(
     "**Is it a U?** "

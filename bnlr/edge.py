@@ -66,7 +66,9 @@ class Past:
 
     def measured(self, step: int) -> bool:
         """Whether λ_max is computed after ``step`` steps."""
-        return step == 0 or step == self.steps or (self.every > 0 and step % self.every == 0)
+        if self.every == 0:
+            return step == 0
+        return step == 0 or step == self.steps or step % self.every == 0
 
 
 def initial_flat(model: ModelConfig, seed: int, data) -> np.ndarray:
@@ -230,6 +232,31 @@ def outcome_counts(runs: pd.DataFrame) -> pd.DataFrame:
     return counts.reindex(columns=list(CLASSES), fill_value=0).reset_index()
 
 
+@dataclass(frozen=True)
+class PastReport:
+    """What the Why page's "past the wall" section shows."""
+
+    trajectories: pd.DataFrame  # per run × step: loss, sharpness (``trajectories``)
+    runs: pd.DataFrame  # per run: its outcome and measures (``runs_table``)
+    largest: pd.DataFrame  # per network × seed: the largest trainable factor
+    counts: pd.DataFrame  # per factor: runs in each outcome
+    bn: evidence.Verdict  # BN vs no BN, over seeds
+
+
+def report(past: Past, cancel=None) -> PastReport:
+    """Returns the trajectories of ``past`` and what they say."""
+    traj = trajectories(past, cancel)
+    runs = runs_table(traj)
+    largest = largest_trainable(runs)
+    return PastReport(traj, runs, largest, outcome_counts(runs), bn_verdict(largest))
+
+
+def band(largest: pd.DataFrame) -> pd.DataFrame:
+    """Returns per network the medians over seeds of 2/λ₀, the largest trainable factor and lr."""
+    cols = ["wall_at_init", "largest_factor", "largest_lr"]
+    return largest.groupby(["network", "bn"], sort=False)[cols].median().reset_index()
+
+
 # ---------------------------------------------------------------- warmup
 
 
@@ -295,3 +322,63 @@ def warmup_verdict(table: pd.DataFrame, longest: int | None = None) -> evidence.
         return evidence.cannot(claim, "it needs runs without warmup and with it")
     effect = (pivot[longest] - pivot[0]).groupby(level="seed").mean()
     return evidence.judge(claim, effect, "higher", "lower", "decades")
+
+
+# ---------------------------------------------------------------- the quizzes (bnlr.quiz)
+
+# past_wall's answers, and the outcomes each stands for
+OUTCOMES = {
+    "converge smoothly": ("lazy",),
+    "oscillate but keep training": ("edge of stability", "catapult"),
+    "diverge": ("diverged",),
+}
+QUIZ_FACTOR = 1.5  # past_wall asks about lr = 1.5 × 2/λ₀
+WARMUP_WORDS = {
+    "higher": "yes",
+    "lower": "no",
+    "no consistent difference": "no consistent difference",
+}
+
+
+def past_wall_answer(runs: pd.DataFrame, guess: str, factor: float = QUIZ_FACTOR):
+    """Returns the past_wall answer: what most runs (networks × seeds) at ``factor`` × 2/λ₀ did,
+    in ``OUTCOMES``' words (all tied ones); the guess is right when it is one of them.
+
+    Args:
+        runs: ``runs_table`` of the page's gradient descent.
+        guess: one of ``OUTCOMES``.
+    """
+    from .quiz import Answer
+
+    at = runs[np.isclose(runs["factor"], factor)]
+    if at.empty:
+        return Answer(None, False)
+    words = {o: w for w, outcomes in OUTCOMES.items() for o in outcomes}
+    counts = at["outcome"].map(words).value_counts().reindex(list(OUTCOMES), fill_value=0)
+    answer = tuple(w for w, c in counts.items() if c == counts.max())
+    listed = ", ".join(f"{w}: {c} of {len(at)}" for w, c in counts.items())
+    said = (
+        f"At {factor:g} × 2/λ₀, full-batch gradient descent did this in the {len(at)} runs "
+        f"(networks × seeds): {listed}. Most: **{' / '.join(answer)}**. "
+        + (
+            "Past the naive wall it kept training: the sharpness adjusts to the step "
+            "(edge of stability), or a loss spike throws it to a flatter place (catapult)."
+            if "diverge" not in answer
+            else "It diverged, as the quadratic picture predicts."
+        )
+    )
+    return Answer(answer, guess in answer, per_network=at, said=said)
+
+
+def warmup_answer(verdict: evidence.Verdict, guess: str):
+    """Returns the warmup answer: the page's verdict on the longest warmup in yes / no / no
+    consistent difference; None (nothing counts as right) when the verdict cannot say."""
+    from .quiz import Answer
+
+    answer = WARMUP_WORDS.get(verdict.word)
+    said = evidence.sentence(
+        verdict, "the longest warmup makes the largest trainable lr **{word}**", "higher"
+    )
+    return Answer(
+        answer, answer is not None and guess == answer, verdicts={"warmup": verdict}, said=said
+    )

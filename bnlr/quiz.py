@@ -11,6 +11,10 @@ separate judgement:
   grey region starts), or "none" when no run diverged at these settings.
 - ``bn_more`` (LR sensitivity): the word of the page's verdict over seeds (more → yes, less → no,
   or no consistent difference); a verdict that cannot say has no right answer.
+- ``past_wall`` (Why it happens): what most full-batch gradient-descent runs did at 1.5 × 2/λ₀
+  (converge smoothly, oscillate but keep training, diverge: ``bnlr.edge.past_wall_answer``).
+- ``warmup`` (Why it happens): the page's verdict over seeds on whether the longest linear warmup
+  raises the largest trainable lr (``bnlr.edge.warmup_answer``).
 - ``best_schedule`` (Scheduler playground): the schedule of the lowest final loss (geometric mean
   over models and seeds); any schedule the winner does not beat consistently over seeds, judged
   as the page judges a schedule against the constant lr, counts as right too.
@@ -57,6 +61,18 @@ QUIZZES = {
         "Does BatchNorm make the network react more to the learning rate?",
         "bn_word",
     ),
+    "past_wall": Quiz(
+        "why",
+        "Full-batch gradient descent at 1.5 × the predicted wall 2/λ₀: does it converge "
+        "smoothly, oscillate but keep training, or diverge?",
+        "outcome",
+    ),
+    "warmup": Quiz(
+        "why",
+        "Does a 10-epoch linear warmup let the article's networks train at a larger learning "
+        "rate than no warmup?",
+        "word",
+    ),
     "best_schedule": Quiz(
         "schedules",
         "Which schedule ends with the lowest loss?",
@@ -89,8 +105,12 @@ def choices(name: str, lrs=(), schedules=()) -> list:
         return sorted(lrs)
     if asks_for == "lr_or_none":
         return [*sorted(lrs), NONE_DIVERGES]
-    if asks_for == "bn_word":
+    if asks_for in ("bn_word", "word"):
         return list(BN_CHOICES)
+    if asks_for == "outcome":
+        from .edge import OUTCOMES
+
+        return list(OUTCOMES)
     if asks_for == "factor":
         return list(FACTORS)
     return list(schedules)
@@ -119,6 +139,7 @@ class Answer:
     verdicts: dict | None = None  # bn_more: the verdict; best_schedule: winner against others
     ranking: pd.DataFrame | None = None  # best_schedule: schedule, final_loss (lowest first)
     also_right: tuple = ()  # best_schedule: schedules not consistently beaten by the winner
+    said: str = ""  # past_wall, warmup: the answer in words, as the page states it
 
 
 def best_lr(best: pd.DataFrame, guess: float) -> Answer:

@@ -10,7 +10,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import bnlr
-from bnlr import why
+from bnlr import edge, why
 from ui import runner
 
 PAGE = str(Path(__file__).resolve().parents[1] / "app_pages" / "why.py")
@@ -52,14 +52,19 @@ def fields(at: AppTest) -> list[str]:
 
 
 def test_each_panel_draws_its_measurement_and_quotes_the_numbers(page):
-    at = page(epochs="6", lrs="0.1,0.01", depths=["3"])
+    at = page(epochs="6", lrs="0.1,0.01", depths=["3"], wall_seeds="2")
     assert not at.exception, [e.message for e in at.exception]
     assert [h.value for h in at.header] == [
         "1 · Curvature and the stability wall",
         "2 · BatchNorm's effective learning rate",
         "3 · Chaos: twins part",
+        "4 · Past the wall: gradient descent beyond 2/λ₀",
+        "5 · Warmup: the schedule built on this wall",
     ]
-    assert fields(at) == ["sharpness", "effective_lr", "invariance", "twin_distance", "lyapunov"]
+    assert fields(at) == [
+        *("sharpness", "effective_lr", "invariance", "twin_distance", "lyapunov"),
+        *("run", "loss", "ratio", "largest_lr"),  # past the wall (outcomes, loss, λ), warmup
+    ]
     assert len(at.latex) == 3
     # the sentences quote the report of the very same runs, worked out here
     report = why.run_physics(bnlr.Grid(depths=(3,), lrs=(0.1, 0.01), epochs=6))
@@ -88,3 +93,76 @@ def test_weight_decay_reaches_the_optimizer(page, monkeypatch):
     assert not at.exception
     (exp,) = seen
     assert {r.optimizer.resolved_weight_decay for r in exp.runs} == {0.01}
+
+
+def texts(at: AppTest) -> str:
+    parts = [*at.markdown, *at.caption, *at.info, *at.warning, *at.success, *at.header]
+    return " ".join(e.value for e in parts)
+
+
+def test_past_the_wall_says_how_far_each_network_trains_from_the_runs_themselves(page):
+    at = page(epochs="2", lrs="0.05", depths=["3"], wall_seeds="2")
+    assert not at.exception, [e.message for e in at.exception]
+    past = edge.Past(
+        tuple(bnlr.ModelConfig((4, 4, 4), "tanh", b) for b in ("none", "pre")),
+        (929, 930),
+        steps=runner.PAST_STEPS,
+        every=runner.PAST_EVERY,
+    )
+    mine = edge.report(past)  # worked out again here
+    text = texts(at)
+    for net, d in mine.largest.groupby("network", sort=False):
+        lo, hi = d["largest_factor"].min(), d["largest_factor"].max()
+        assert (f"{net}: **{lo:g}–{hi:g}×**" if lo != hi else f"{net}: **{lo:g}×**") in text
+    assert f"holds in **{mine.bn.seeds_holding} of {mine.bn.seeds}** seeds" in text
+    for word in ("**lazy**", "**edge of stability**", "**catapult**", "**diverged**"):
+        assert word in text  # the criteria are on the page
+
+
+def test_with_adam_no_sentence_states_sgds_wall(page):
+    at = page(epochs="3", lrs="0.05,0.01", depths=["3"], opt="Adam")
+    assert not at.exception, [e.message for e in at.exception]
+    text = texts(at) + " ".join(e.value for e in at.latex)
+    for sgd in ("2(1 + μ)", "2(1+\\mu)", "Minibatch SGD is not", "lr < 2/λ", "below 2/lr"):
+        assert sgd not in text
+    assert "38/lr" in text and "λ_max(P⁻¹H)" in text
+    assert fields(at)[0] == "preconditioned_sharpness"
+    report = why.run_physics(
+        bnlr.Grid(depths=(3,), lrs=(0.05, 0.01), epochs=3, optimizer=bnlr.OptimizerConfig("adam"))
+    )
+    late = report.epochs[report.epochs["epoch"] >= 1]
+    ratio = (late["preconditioned_sharpness"] / late["edge"]).groupby(late["lr"]).median()
+    for lr, r in ratio.items():
+        assert f"lr {lr:g}: **{r:.2f}**" in text
+
+
+def reveal(at: AppTest, key: str, guess: str, name: str) -> str:
+    at.radio(key=key).set_value(guess).run()
+    at.button(key=f"_reveal:{name}").click()
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    (said,) = [e.value for e in [*at.success, *at.warning, *at.info] if "Your " in e.value[:12]]
+    return said
+
+
+def test_past_wall_quiz_reveals_what_most_runs_did_at_one_and_a_half(page):
+    at = page(epochs="2", lrs="0.05", depths=["3"], wall_seeds="2", quiz="past_wall")
+    assert fields(at) == []  # nothing drawn before the reveal
+    said = reveal(at, "_quiz_guess:why:past_wall", "diverge", "past_wall")
+    past = edge.Past(
+        tuple(bnlr.ModelConfig((4, 4, 4), "tanh", b) for b in ("none", "pre")),
+        (929, 930),
+        steps=runner.PAST_STEPS,
+        every=runner.PAST_EVERY,
+    )
+    answer = edge.past_wall_answer(edge.report(past).runs, "diverge")
+    assert answer.said in said
+    assert at.success if answer.right else at.warning
+
+
+def test_warmup_quiz_reveals_the_pages_verdict(page):
+    at = page(epochs="2", lrs="0.05", depths=["3"], wall_seeds="2", quiz="warmup")
+    said = reveal(at, "_quiz_guess:why:warmup", "yes", "warmup")
+    table = edge.warmup_table(bnlr.train(edge.warmup_grid(bnlr.Grid())))  # trained again
+    answer = edge.warmup_answer(edge.warmup_verdict(table), "yes")
+    assert answer.said in said and "Your answer: **yes**" in said

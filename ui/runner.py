@@ -317,3 +317,67 @@ def initial_sharpness(experiment: bnlr.Experiment) -> pd.DataFrame | None:
         lambda cancel, progress: why.initial_sharpness(experiment),
         "Curvature at init (exact Hessians)",
     )
+
+
+# ---------------------------------------------------------------- past the wall (bnlr.edge)
+
+PAST_STEPS, PAST_EVERY = 100, 25  # the Why page's gradient descent: steps, λ_max every k steps
+
+
+def past_estimate(past) -> float:
+    """Returns the estimated seconds of ``bnlr.edge.report(past)`` (Hessians on every core)."""
+    from bnlr import sharpness  # numba: imported here, where the Hessians are asked for
+
+    return cost.past_estimate(past, sharpness.THREADS)
+
+
+def past_the_wall(past):
+    """Returns ``bnlr.edge.report(past)`` (its own cached job, so the page's first charts are not
+    kept waiting); ValueError over the cap, naming what to lower."""
+    from bnlr import edge
+
+    seconds = past_estimate(past)
+    lower = "the seeds of this section, depths, activations or BN placements"
+    if seconds > COST_CAP_S:
+        refusal = cost.Refusal(seconds, COST_CAP_S, lower)
+        raise ValueError(
+            refusal.message("past the wall", work="gradient descent and exact Hessians")
+        )
+    return obtain(
+        ("past", past),
+        lambda cancel, progress: edge.report(past, cancel),
+        "Gradient descent past the wall (exact Hessians)",
+        seconds,
+        lower,
+    )
+
+
+def warmup(grid: bnlr.Grid) -> pd.DataFrame:
+    """Returns ``bnlr.edge.warmup_table`` of ``grid`` (a ``warmup_grid``): a fixed request, trained
+    once per server and shared (not capped, as the Home page's claims)."""
+    from bnlr import edge
+
+    def table(cancel, progress):
+        result = bnlr.train(grid, progress=progress, cancel=cancel)
+        return edge.warmup_table(result, steps_per_epoch=grid.experiment.steps_per_epoch)
+
+    seconds = estimate(grid.experiment)
+    return obtain(("warmup", grid), table, "Training over warmup lengths", seconds, capped=False)
+
+
+def wall_band(experiment: bnlr.Experiment) -> pd.DataFrame | None:
+    """Returns per network of the LR curve how far full-batch gradient descent trains past 2/λ₀
+    (``bnlr.edge.band`` of losses alone, no Hessian but λ₀), or None when that would cost more
+    than ``SHARPNESS_CAP_S``."""
+    from bnlr import edge
+
+    models = tuple(dict.fromkeys(r.model for r in experiment.runs))
+    seeds = tuple(dict.fromkeys(r.seed for r in experiment.runs))
+    past = edge.Past(models, seeds, steps=PAST_STEPS, every=0, data=experiment.data)
+    if past_estimate(past) > SHARPNESS_CAP_S:
+        return None
+    return obtain(
+        ("wall_band", past),
+        lambda cancel, progress: edge.band(edge.report(past, cancel).largest),
+        "Gradient descent past 2/λ₀",
+    )

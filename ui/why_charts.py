@@ -66,10 +66,13 @@ def _by_epoch(
     )
 
 
-def sharpness_chart(epochs: pd.DataFrame, **size) -> alt.FacetChart:
-    """The sharpness λ_max per epoch against the stability edge 2(1 + μ)/lr (dashed); ``size``:
-    width, height, columns of the panels."""
-    return _by_epoch(epochs, "sharpness", "sharpness λ_max", rule="edge", **size)
+def sharpness_chart(
+    epochs: pd.DataFrame, field: str = "sharpness", title: str = "sharpness λ_max", **size
+) -> alt.FacetChart:
+    """The sharpness per epoch against the optimizer's stability edge (dashed; ``edge``: 2(1 + μ)/lr
+    for SGD, (2 + 2β₁)/((1 − β₁)·lr) for Adam, whose ``field`` is "preconditioned_sharpness");
+    ``size``: width, height, columns of the panels."""
+    return _by_epoch(epochs, field, title, rule="edge", **size)
 
 
 def effective_lr_chart(epochs: pd.DataFrame) -> alt.FacetChart:
