@@ -323,7 +323,7 @@ class _Group:
             for r in range(R)
         ]
 
-    def _path(self, momentum: bool):
+    def _path(self, momentum: bool) -> fused.FusedGroup | _TorchPath:
         """The fused kernel's path where it applies and its kernel is ready (``bnlr.fused``),
         else the torch path; ``momentum``: some run has SGD momentum at some step."""
         F = self.data.X_train.shape[1]
