@@ -101,7 +101,8 @@ st.subheader("Best lr per batch size, against linear and √ scaling")
 table = batch_charts.ridge_table(report.ridge, report.per_seed, report.lines, report.curves)
 classroom.chart(batch_charts.ridge_chart(table, height=200 if present else 240))
 st.caption(
-    "◆ geometric mean over seeds of each seed's best lr, with its 90 % Student-t interval; "
+    "◆ geometric mean over seeds of each seed's best lr, with its 90 % Student-t interval (cut "
+    "at 3× the best lrs' range); "
     "○ each seed · lines through the smallest batch's ◆: lr ∝ B (dashed) and lr ∝ √B "
     "(dotted) · orange: McCandlish's ε_max / (1 + B_noise / B) **fitted** to the ◆ "
     "(least squares in log lr)."

@@ -205,7 +205,7 @@ def test_page_at_its_defaults_shows_heatmap_ridge_noise_and_verdict(present):
     specs = charts(at)
     assert len(specs) == 3  # heat map, ridge, noise scale
     heat, ridge, noise_spec = specs
-    assert heat["spec"]["layer"][0]["mark"]["type"] == "rect"
+    assert [layer["mark"]["type"] for layer in heat["spec"]["layer"]][:2] == ["rect", "rect"]
     assert {c for c in ("3×4 tanh · no BN", "3×4 tanh · BN pre")} <= set(
         heat["facet"]["column"]["sort"]
     )

@@ -43,11 +43,17 @@ def heatmap(heat: pd.DataFrame, split: str = "train", width: int = 300, height: 
         x=alt.X("batch_size:O", title="batch size B", sort="ascending"),
         y=alt.Y("lr:O", title="learning rate", sort="descending", axis=alt.Axis(format=".2g")),
     )
+    # the colour stops at 1000 (ten times the loss at init): a run about to diverge reads 1e15
+    low = float(h["log_loss"].min()) if h["log_loss"].notna().any() else 0.0
+    top = (
+        max(low + 0.5, min(float(h["log_loss"].max()), 3.0)) if h["log_loss"].notna().any() else 3.0
+    )
+    background = base.mark_rect(color="#e6e6e6")  # a cell whose every seed diverged
     rect = base.mark_rect().encode(
         color=alt.Color(
             "log_loss:Q",
             title=f"log10 final {split} MSE",
-            scale=alt.Scale(scheme="viridis", reverse=True),
+            scale=alt.Scale(scheme="viridis", reverse=True, domain=[low, top], clamp=True),
         ),
         tooltip=[
             "network:N",
@@ -57,9 +63,14 @@ def heatmap(heat: pd.DataFrame, split: str = "train", width: int = 300, height: 
             alt.Tooltip("diverged:Q", title="seeds diverged"),
         ],
     )
-    text = base.mark_text(color="white", fontWeight="bold").encode(text="mark:N")
+    best = (
+        base.transform_filter(alt.datum.mark == "●").mark_text(color="white").encode(text="mark:N")
+    )
+    lost = (
+        base.transform_filter(alt.datum.mark == "✕").mark_text(color="black").encode(text="mark:N")
+    )
     return (
-        alt.layer(rect, text, data=h)
+        alt.layer(background, rect, best, lost, data=h)
         .properties(width=width, height=height)
         .facet(column=alt.Column("network:N", sort=panel_order(h), title=None))
     )
@@ -74,7 +85,11 @@ def ridge_table(ridge, per_seed, lines, curves) -> pd.DataFrame:
         curves.assign(curve=FIT),
     ]
     cols = ["network", "bn", "curve", "batch_size", "lr", "low", "high", "seed"]
-    return pd.concat([p.reindex(columns=cols) for p in parts], ignore_index=True)
+    out = pd.concat([p.reindex(columns=cols) for p in parts], ignore_index=True)
+    # an interval of 2 seeds can span 20 decades: its bar is cut at 3× the grid's ends
+    lo, hi = per_seed["best_lr"].min() / 3, per_seed["best_lr"].max() * 3
+    out["low"], out["high"] = out["low"].clip(lower=lo), out["high"].clip(upper=hi)
+    return out
 
 
 def ridge_chart(table: pd.DataFrame, width: int = 300, height: int = 240):

@@ -121,4 +121,15 @@ PAGES = [
         query_keys=("epochs", "wd"),
         shows_query=shows({"Epochs": 10, "Weight decay": "0.01"}),
     ),
+    PageSpec(
+        "batch_size",
+        "batch-size",
+        "Batch size",
+        3,
+        training=type_number("Smallest batch size", 4),
+        display=choose("test"),
+        query="b_min=8&same=steps",
+        query_keys=("b_min", "same"),
+        shows_query=shows({"Smallest batch size": 8}, ("same steps",)),
+    ),
 ]
