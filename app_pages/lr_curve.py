@@ -6,7 +6,7 @@ import streamlit as st
 
 from bnlr import analysis, quiz
 from bnlr.evidence import sentence
-from ui import charts, classroom, controls, edge_charts, runner, theme, urlcheck
+from ui import charts, classroom, controls, edge_charts, figures, runner, theme, urlcheck
 from ui.page import open_page
 
 DEFAULTS = {
@@ -59,9 +59,25 @@ chart_area, display_area = classroom.chart_first()
 with display_area:
     show = controls.display(finals=True)
 initial = runner.initial_sharpness(grid.experiment)
-report = analysis.lr_curve_report(
-    result, curves, num_it, show["split"], show["final"], int(show["k"]), show["band"], initial
-)
+presenting = theme.presenting()
+height = 240 if presenting else 340
+display = (show["split"], show["final"], int(show["k"]), show["band"], presenting, id(initial))
+
+
+def analysed():  # once per result and display, shared by every session (ui.figures)
+    report = analysis.lr_curve_report(
+        result, curves, num_it, show["split"], show["final"], int(show["k"]), show["band"], initial
+    )
+    range_test = charts.range_test_chart(curves, report.suggested, report.best, height=height)
+    rules = report.suggested.pivot_table(index=["arch", "seed"], columns="rule", values="lr")
+    return (
+        report,
+        figures.spec(classroom.stretched(range_test) if presenting else range_test),
+        rules.join(report.suggested.groupby(["arch", "seed"])["best_lr"].first()),
+    )
+
+
+report, range_spec, per_rule = figures.shared("lr_curve", result, display, analysed)
 guess = asked.guess if asked and asked.guess != quiz.NONE_DIVERGES else None
 if asked and asked.name == "best_lr":
     classroom.reveal(asked, quiz.best_lr(report.best, asked.guess))
@@ -69,33 +85,31 @@ elif asked:
     classroom.reveal(asked, quiz.diverge(report.bands, asked.guess))
 
 # in presentation mode the U first, as wide as the page; the range test under its controls
-if theme.presenting():
-    left, right, height = chart_area, st.container(), 240
-else:
-    left, right, height = *chart_area.columns(2), 340
+left, right = (chart_area, st.container()) if presenting else chart_area.columns(2)
 with left:
     st.subheader("Final loss against learning rate")
-    y_title = f"final {show['split']} MSE ({show['final']})"
-    classroom.chart(
-        charts.lr_curve(
+
+    def u_spec():
+        u = charts.lr_curve(
             report.bands,
-            y_title=y_title,
+            y_title=f"final {show['split']} MSE ({show['final']})",
             log_y=show["log_y"],
             predicted=report.stability,
             guess=guess,
             height=height,
-        ),
-        stretch=True,
+        )
+        return figures.spec(classroom.stretched(u) if presenting else u)
+
+    figures.draw(
+        figures.shared("lr_curve:u", result, (*display, show["log_y"], guess), u_spec),
+        stretch=presenting,
     )
     st.caption(
         f"◆ best lr per network · grey: some run diverged · band: {analysis.BANDS[show['band']]}."
     )
 with right:
     st.subheader("LR range test (Smith)")
-    classroom.chart(
-        charts.range_test_chart(curves, report.suggested, report.best, height=height),
-        stretch=True,
-    )
+    figures.draw(range_spec, stretch=presenting)
     st.caption(
         "▼ steepest slope · ● valley · ■ minimum ÷ 10 · dotted rule: the sweep's best lr. "
         "Smoothed (EMA 0.98, bias-corrected); stops when the loss passes 4× its best. One curve "
@@ -146,7 +160,10 @@ elif stab is not None and len(stab):
         "gradient descent, and the sharpness changes as training goes."
     )
     if band is not None:
-        st.altair_chart(edge_charts.band_chart(band))
+        band_spec = figures.shared(
+            "lr_curve:band", result, display, lambda: figures.spec(edge_charts.band_chart(band))
+        )
+        figures.draw(band_spec)
         st.caption(
             "Per network: grey tick, 2/λ₀; bar, up to the largest lr full-batch gradient descent "
             f"trains at ({runner.PAST_STEPS} steps, factors "
@@ -220,9 +237,7 @@ with st.expander("Best lr of the seed-mean curve, and each rule's lr, per networ
         },
     )
     st.dataframe(
-        report.suggested.pivot_table(index=["arch", "seed"], columns="rule", values="lr").join(
-            report.suggested.groupby(["arch", "seed"])["best_lr"].first()
-        ),
+        per_rule,
         column_config={c: number(format="%.3g") for c in ("steep", "valley", "minimum", "best_lr")},
     )
 

@@ -98,7 +98,7 @@ def lr_specs():  # once per result and display, shared by every session (ui.figu
 
 lr_specs = figures.shared("schedules:lr", result, (log_lr, presenting), lr_specs)
 with chart_area:
-    figures.draw(lr_specs["epoch"], **({"width": "stretch"} if presenting else {}))
+    figures.draw(lr_specs["epoch"], stretch=presenting)
 st.caption(
     "The lr each epoch starts with (`optimizer.param_groups[0]['lr']` at its first batch), from "
     "the real torch scheduler on a bare optimizer. ReduceLROnPlateau's lr depends on each run's "

@@ -6,7 +6,7 @@ import streamlit as st
 
 from bnlr import Grid, article, edge, why
 from bnlr.evidence import sentence
-from ui import classroom, controls, edge_charts, runner, theme, urlcheck
+from ui import classroom, controls, edge_charts, figures, runner, theme, urlcheck
 from ui import why_charts as charts
 from ui.page import open_page
 
@@ -107,7 +107,12 @@ layout = theme.facet(len(grid.lrs), columns=2, width=400)
 height = 140 if theme.presenting() else 200
 field = "preconditioned_sharpness" if adam else "sharpness"
 title = "λ_max(P⁻¹H), preconditioned" if adam else "sharpness λ_max"
-st.altair_chart(charts.sharpness_chart(epochs, field, title, height=height, **layout))
+figures.chart(
+    "why:sharpness",
+    report,
+    field,
+    lambda: charts.sharpness_chart(epochs, field, title, height=height, **layout),
+)
 late = epochs[epochs["epoch"] >= max(1, grid.epochs // 2)]
 ratio = (late[field] / late["edge"]).groupby(late["lr"]).median()
 wall = f"{threshold:.3g}/lr" if adam else "2(1 + μ)/lr"
@@ -167,11 +172,11 @@ st.latex(
     r"\eta_{\text{eff}} = \frac{\eta}{\lVert w\rVert^2}"
 )
 if (epochs["bn"] == "pre").any():
-    st.altair_chart(charts.effective_lr_chart(epochs))
+    figures.chart("why:effective_lr", report, (), lambda: charts.effective_lr_chart(epochs))
     st.caption("Mean over the rows that feed a BatchNorm layer; log scale.")
 else:
     st.info("Add the BN placement *pre* in the sidebar to see the effective lr.")
-st.altair_chart(charts.invariance_chart(epochs))
+figures.chart("why:invariance", report, (), lambda: charts.invariance_chart(epochs))
 inv = epochs.groupby("bn")["invariance"].median()
 st.markdown(
     "Scale invariance, measured: the median |w·∇L| / (‖w‖‖∇L‖) of the hidden weight rows is "
@@ -196,8 +201,8 @@ st.latex(
     r"d_t = \frac{\lVert\theta'_t-\theta_t\rVert}{\lVert\theta_t\rVert},\qquad "
     r"\hat\lambda = \text{slope of } \ln d_t \text{ per epoch}"
 )
-st.altair_chart(charts.twin_chart(epochs, why.PARTED))
-st.altair_chart(charts.lyapunov_chart(runs))
+figures.chart("why:twins", report, (), lambda: charts.twin_chart(epochs, why.PARTED))
+figures.chart("why:lyapunov", report, (), lambda: charts.lyapunov_chart(runs))
 parting = report.parting_lr
 said = []
 for _, row in parting.iterrows():
@@ -249,7 +254,9 @@ else:
     if wall_report is not None:
         if asked and asked.name == "past_wall":
             classroom.reveal(asked, edge.past_wall_answer(wall_report.runs, asked.guess))
-        st.altair_chart(edge_charts.outcome_chart(wall_report.runs))
+        figures.chart(
+            "why:outcomes", wall_report, (), lambda: edge_charts.outcome_chart(wall_report.runs)
+        )
         largest = wall_report.largest
         said = "; ".join(
             f"{net}: **{d['largest_factor'].min():g}–{d['largest_factor'].max():g}×**"
@@ -267,8 +274,18 @@ else:
             )
         )
         with st.expander("The loss and λ_max of every run, step by step"):
-            st.altair_chart(edge_charts.loss_chart(wall_report.trajectories))
-            st.altair_chart(edge_charts.sharpness_chart(wall_report.trajectories))
+            figures.chart(
+                "why:past_loss",
+                wall_report,
+                (),
+                lambda: edge_charts.loss_chart(wall_report.trajectories),
+            )
+            figures.chart(
+                "why:past_sharpness",
+                wall_report,
+                (),
+                lambda: edge_charts.sharpness_chart(wall_report.trajectories),
+            )
             st.caption(
                 "One panel per factor of 2/λ₀; one line per network and seed. λ_max ÷ (2/lr) "
                 "above 1 (dashed) means the run sits past its own wall."
@@ -299,22 +316,28 @@ else:
         "the largest lr below which no run diverged, against the warmup length. Try one in "
         "the [Scheduler playground](schedules) (*linear · LinearLR*)."
     )
-    warm = runner.warmup(edge.warmup_grid(Grid()))
+    warm = runner.warmup(edge.warmup_grid(Grid()))  # (built once: cached)
+
+    def warm_tables():  # once per server (ui.figures)
+        table = warm.pivot_table(
+            index="network", columns="warmup_epochs", values="largest_lr", aggfunc="median"
+        )
+        return edge.warmup_verdict(warm), table.rename(columns=lambda w: f"{w} epochs")
+
+    warm_verdict, warm_table = figures.shared("why:warm_tables", warm, (), warm_tables)
     if asked and asked.name == "warmup":
-        classroom.reveal(asked, edge.warmup_answer(edge.warmup_verdict(warm), asked.guess))
-    st.altair_chart(edge_charts.warmup_chart(warm))
+        classroom.reveal(asked, edge.warmup_answer(warm_verdict, asked.guess))
+    figures.chart("why:warmup", warm, (), lambda: edge_charts.warmup_chart(warm))
     st.markdown(
         "**Warmup:** "
         + sentence(
-            edge.warmup_verdict(warm),
+            warm_verdict,
             f"a {max(edge.WARMUP_EPOCHS)}-epoch warmup makes the largest trainable lr **{{word}}**",
             "higher",
         )
     )
     st.dataframe(
-        warm.pivot_table(
-            index="network", columns="warmup_epochs", values="largest_lr", aggfunc="median"
-        ).rename(columns=lambda w: f"{w} epochs"),
+        warm_table,
         column_config={
             f"{w} epochs": st.column_config.NumberColumn(format="%.3g") for w in edge.WARMUP_EPOCHS
         },

@@ -1,16 +1,23 @@
-"""Cold and cached render times of every page at its default settings (the article's setup).
+"""How long each page makes a visitor wait, at its defaults, beside a trivial page.
 
-Each page runs in Streamlit's AppTest (the whole script: widgets, training through ui.runner's
-st.cache_data, metrics, chart specs). *Cold* = empty cache, so the page trains; *cached* = the
-same settings again, served from the cache. torch and bnlr are imported (and warmed by one
-tiny training) before the clock starts, and the scan of installed components a server does once
-at start is shared by all runs (AppTest would repeat it, ~0.8 s, for each): this is the time a
-user waits on a running server.
+Per page, in one process (Streamlit's AppTest: the whole script, widgets, training through
+ui.runner, analysis, chart specs), CPU seconds of this process (the script's thread included):
 
-    python bench/app_timing.py [--repeat 3]
+- **cold**: empty caches (results and figures), so the page trains;
+- **cached rerun**: the same settings again;
+- **display change**: one display control changed (train → test loss), the first time (its
+  analysis and charts are new) and again (shared by then);
+- **trivial**: a rerun of a page with one title and one small Altair chart, and each page's
+  cached rerun as a multiple of it.
 
-Prints one line per page with the median and min over the repeats, and the machine's load
-average (2 cores are shared: a busy machine makes cold numbers slower).
+Then, in Debian's Chromium against a warm server (started the README's way, its warm-up done):
+the wall time from opening each page's link to its first chart drawn, and to the whole page.
+
+    python bench/app_timing.py [--repeat 3] [--no-browser]
+
+torch and bnlr are imported, the kernels compiled and one tiny training run before any clock
+starts, as on a server past its first seconds; the scan of installed components a server does
+once at start is shared by all AppTests.
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,49 +38,142 @@ import bnlr
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 from bnlr import fused  # noqa: E402
 from tests.apptest import scan_components_once  # noqa: E402
-from ui import runner  # noqa: E402
+from ui import figures, runner  # noqa: E402
 
-PAGES = {  # Home is the entry script's default page (its links need the navigation)
-    "Home": "navigation.py",
-    "LR sensitivity": "app_pages/lr_sensitivity.py",
-    "LR learning curve": "app_pages/lr_curve.py",
-    "Scheduler playground": "app_pages/scheduler_playground.py",
-    "Why it happens": "app_pages/why.py",
+PAGES = {  # name: (script, url path); Home is navigation.py's default page
+    "Home": ("navigation.py", ""),
+    "LR sensitivity": ("app_pages/lr_sensitivity.py", "lr-sensitivity"),
+    "LR learning curve": ("app_pages/lr_curve.py", "lr-curve"),
+    "Scheduler playground": ("app_pages/scheduler_playground.py", "schedules"),
+    "Why it happens": ("app_pages/why.py", "why"),
+    "Batch size": ("app_pages/batch_size.py", "batch-size"),
 }
+TRIVIAL = """import altair as alt
+import pandas as pd
+import streamlit as st
+st.title("Trivial")
+st.altair_chart(alt.Chart(pd.DataFrame({"x": [1, 2, 3], "y": [1, 4, 9]})).mark_line()
+                .encode(x="x", y="y"))
+"""
 
 
-def render(path: str) -> float:
-    t = time.perf_counter()
-    at = AppTest.from_file(str(ROOT / path), default_timeout=600).run()
-    elapsed = time.perf_counter() - t
+def cpu(fn) -> float:
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
+def checked(at: AppTest) -> AppTest:
     if at.exception:
-        raise RuntimeError(f"{path}: {at.exception[0].message}")
-    return elapsed
+        raise RuntimeError(at.exception[0].message)
+    return at
+
+
+def page_times(path: str) -> dict:
+    """CPU seconds of one page: cold, cached rerun, display change (new, then shared)."""
+    st.cache_data.clear()
+    runner.clear_cache()
+    figures.clear()
+    at = AppTest.from_file(str(ROOT / path), default_timeout=600)
+    out = {"cold": cpu(lambda: checked(at.run()))}
+    out["cached"] = cpu(lambda: checked(at.run()))
+    split = [w for w in at.button_group if w.key == "split"]
+    if split:
+        out["display"] = cpu(lambda: checked(split[0].set_value("test").run()))
+        split[0].set_value("train").run()
+        out["display_shared"] = cpu(lambda: checked(split[0].set_value("test").run()))
+    return out
+
+
+def trivial_rerun(repeat: int) -> float:
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(TRIVIAL)
+    at = AppTest.from_file(f.name, default_timeout=60)
+    at.run()
+    return statistics.median(cpu(lambda: checked(at.run())) for _ in range(max(3, repeat)))
+
+
+FIRST_CHART_JS = """() => [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]
+  .some(el => { const svg = el.querySelector('svg.marks');
+                return svg && +svg.getAttribute('width') > 0
+                       && svg.querySelectorAll('g[class*="role-mark"] path').length > 0; })"""
+
+
+def browser_times(repeat: int) -> dict:
+    """Wall seconds from opening each page's link to its first chart, and to the whole page
+    (its script finished), on a warm server."""
+    import harness
+    from playwright.sync_api import sync_playwright
+
+    out = {}
+    with harness.serve() as (url, _proc, _log), sync_playwright() as pw:
+        browser = harness.launch(pw)
+        for _, path in PAGES.values():  # every page once: results cached, as on a warm server
+            harness.warm_up(browser, f"{url}/{path}")
+        for name, (_, path) in PAGES.items():
+            first, whole = [], []
+            for _ in range(repeat):
+                ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+                page = ctx.new_page()
+                start = time.monotonic()
+                page.goto(f"{url}/{path}")
+                if name != "Home":  # Home has no chart: its first content is its claim cards
+                    page.wait_for_function(FIRST_CHART_JS, timeout=120_000, polling=50)
+                else:
+                    page.get_by_text("The article's three claims").wait_for(timeout=120_000)
+                first.append(time.monotonic() - start)
+                harness.wait_idle(page, 180_000)  # the script finished: the whole page
+                whole.append(time.monotonic() - start)
+                ctx.close()
+            out[name] = (statistics.median(first), statistics.median(whole))
+        browser.close()
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-browser", action="store_true")
     args = parser.parse_args()
     bnlr.train(bnlr.Grid(epochs=1))  # imports and first-call warm-up, off the clock
     scan_components_once()  # a server scans installed components once, at start
-    fused.wait_for_compiles()  # and compiles the default pages' kernels in its first seconds
-    print(f"load average before: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})")
-    for name, path in PAGES.items():
-        cold, cached = [], []
-        for _ in range(args.repeat):
-            st.cache_data.clear()
-            runner.clear_cache()
-            cold.append(render(path))
-            cached.append(render(path))
+    fused.COMPILER.configure(background=True)  # as the server: no request waits for a compile
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    print(f"commit {commit}; load average before {os.getloadavg()[0]:.2f}; cores {os.cpu_count()}")
+    for path, _ in PAGES.values():  # the kernels every page's defaults need, compiled
+        page_times(path)
+    fused.wait_for_compiles()
+    trivial = trivial_rerun(args.repeat)
+    print(f"trivial page rerun: {trivial * 1e3:.0f} ms CPU")
+    print(
+        "| page | cold | cached rerun | × trivial | display change (new) | display change "
+        "(shared) |\n|---|---|---|---|---|---|"
+    )
+    for name, (path, _) in PAGES.items():
+        runs = [page_times(path) for _ in range(args.repeat)]
+
+        def median(key, runs=runs):
+            values = [r[key] for r in runs if key in r]
+            return statistics.median(values) if values else None
+
+        def ms(x):
+            return "—" if x is None else f"{x * 1e3:.0f} ms"
+
+        cached = median("cached")
         print(
-            f"{name:18s} cold {statistics.median(cold):5.2f} s (min {min(cold):.2f})   "
-            f"cached {statistics.median(cached):5.2f} s (min {min(cached):.2f})   "
-            f"[{args.repeat} repeats]"
+            f"| {name} | {median('cold'):.2f} s | {ms(cached)} | {cached / trivial:.1f}× | "
+            f"{ms(median('display'))} | {ms(median('display_shared'))} |"
         )
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    if not args.no_browser:
+        print("\n| page | first chart (Chromium) | whole page |\n|---|---|---|")
+        for name, (first, whole) in browser_times(args.repeat).items():
+            print(f"| {name} | {first:.2f} s | {whole:.2f} s |")
+    print(f"load average after {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

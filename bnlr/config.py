@@ -23,7 +23,7 @@ DTYPES = ("float32", "float64")
 
 # Learning rates the configs accept: past 10 every network here diverges in its first steps, and
 # an lr like 1e308 would overflow float32 to inf before the first step.
-LR_MIN, LR_MAX = 1e-8, 10.0
+LR_MIN, LR_MAX = 1e-12, 10.0
 
 
 def _lr(name: str, value: float) -> None:

@@ -24,6 +24,7 @@ for mini-batch SGD at the article's setup against the length of a linear warmup 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -269,6 +270,7 @@ def warmup_schedule(epochs: int, steps_per_epoch: int) -> str:
     return f"linear:start_factor={WARMUP_START:g},total_iters={total},every=batch"
 
 
+@lru_cache(maxsize=16)  # a Grid checks every run's schedule: build each once
 def warmup_grid(
     base: Grid, lrs=None, warmups=WARMUP_EPOCHS, seeds: tuple[int, ...] = (929, 930, 931)
 ) -> Grid:

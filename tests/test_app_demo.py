@@ -83,7 +83,7 @@ def test_the_replication_is_left_out_when_the_page_would_pass_the_cap(trainings)
 
 def test_a_training_past_its_time_is_stopped_and_the_page_says_so(trainings, monkeypatch):
     # the estimate accepted it, the clock did not: on a slower host than the costs' machine
-    queue = JobQueue(slots=2, store=runner.CACHE.put, budget=lambda job: 0.0)
+    queue = JobQueue(slots=2, store=runner.CACHE.put, budget=lambda job: (0.0, 0.0))
     monkeypatch.setattr(runner, "QUEUE", queue)
     at = page("lr_sensitivity.py", lrs="0.1", depths=["3"], bn=["no BN"], epochs="600")
     assert not at.exception

@@ -140,7 +140,7 @@ def test_url_parameters_restore_the_settings(trainings):
 @pytest.mark.parametrize(
     "key, value, message",
     [
-        ("lrs", "0.1, -1", "learning rate -1 is out of range: type numbers from 1e-08 to 10"),
+        ("lrs", "0.1, -1", "learning rate -1 is out of range: type numbers from 1e-12 to 10"),
         ("lrs", "0.1, 1e308", "learning rate 1e308 is out of range"),
         ("lrs", " , ", "the learning-rate list is empty"),
         ("lrs", "0.1, fast", "learning rate 'fast' is not a number"),
@@ -164,7 +164,7 @@ def test_bad_input_shows_a_message_and_keeps_the_previous_chart(trainings, key, 
 def test_an_absurd_lr_range_in_a_link_is_refused_with_the_range_accepted(trainings):
     at = page("lr_curve.py", lr_lo="1e-300", lr_hi="1e300", epochs="2")
     assert not at.exception
-    assert any("lr grid low must lie in [1e-08, 10], got 1e-300" in e.value for e in at.error)
+    assert any("lr grid low must lie in [1e-12, 10], got 1e-300" in e.value for e in at.error)
     assert trainings == []  # nothing trained on it
 
 

@@ -78,7 +78,7 @@ def test_bn_placement_matches_the_article(bn):
     "make, words",
     [
         (lambda: Grid(lrs=(0.0,)), "lr must be a finite number > 0, got 0.0"),
-        (lambda: Grid(lrs=(1e308,)), "lr must lie in [1e-08, 10], got 1e+308"),
+        (lambda: Grid(lrs=(1e308,)), "lr must lie in [1e-12, 10], got 1e+308"),
         (lambda: Grid(lrs=(float("nan"),)), "lr must be a finite number > 0"),
         (lambda: Grid(lrs=()), "lrs is empty"),
         (lambda: Grid(epochs=0), "epochs must be an integer ≥ 1, got 0"),

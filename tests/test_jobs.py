@@ -109,12 +109,33 @@ def test_a_job_another_session_waits_for_runs_to_the_end():
     assert shared.value == "done" and len(steps) == 30
 
 
-def test_a_job_past_its_budget_stops_at_its_next_epoch():
-    queue, steps = JobQueue(slots=1, budget=lambda job: 0.05), []
+def test_a_job_past_its_wall_budget_stops_at_its_next_epoch():
+    queue, steps = JobQueue(slots=1, budget=lambda job: (60.0, 0.05)), []
     job = queue.enqueue("k", _epochs(steps))
     until(job.done.is_set)
     assert isinstance(job.error, bnlr.Cancelled) and job.overran
     assert 0 < len(steps) < 10_000
+
+
+def test_a_job_past_its_cpu_budget_stops_at_its_next_epoch():
+    def spin(cancel, progress):  # busy work: CPU time of this thread, polled per "epoch"
+        for _ in range(100_000):
+            if cancel():
+                raise bnlr.Cancelled()
+            sum(range(20_000))
+        return "never stopped"
+
+    queue = JobQueue(slots=1, budget=lambda job: (0.05, 600.0))
+    job = queue.enqueue("k", spin)
+    until(job.done.is_set)
+    assert isinstance(job.error, bnlr.Cancelled) and job.overran
+
+
+def test_sleeping_is_not_cpu_time():
+    queue, steps = JobQueue(slots=1, budget=lambda job: (0.5, 600.0)), []
+    job = queue.enqueue("k", _epochs(steps, 100))  # 100 × 2 ms asleep: little CPU
+    until(job.done.is_set)
+    assert job.value == "done" and not job.overran
 
 
 def test_a_finished_job_is_stored_and_after_runs():

@@ -20,6 +20,7 @@ import altair as alt
 import streamlit as st
 from streamlit.elements.vega_charts import _convert_altair_to_vega_lite_spec
 
+from ui import theme
 from ui.cache import MISSING, ResultCache
 
 T = TypeVar("T")
@@ -49,11 +50,21 @@ def spec(chart: alt.TopLevelMixin) -> dict:
     return _convert_altair_to_vega_lite_spec(chart)
 
 
-def draw(spec: dict, where=st, **kwargs):
-    """Draws a kept spec (``spec``) as ``st.altair_chart`` would draw its chart."""
+def draw(spec: dict, where=st, stretch: bool = False, **kwargs):
+    """Draws a kept spec (``spec``) as ``st.altair_chart`` would draw its chart; ``stretch``:
+    as wide as its container (a spec made from ``classroom.stretched``)."""
     own = copy.deepcopy({k: v for k, v in spec.items() if k != "datasets"})
     own["datasets"] = dict(spec.get("datasets", {}))  # (Streamlit moves them out of the spec)
+    if stretch:
+        kwargs["width"] = "stretch"
     return where.vega_lite_chart(spec=own, **kwargs)
+
+
+def chart(name: str, result: object, display: Hashable, build: Callable, where=st) -> None:
+    """Draws the Altair chart ``build()`` returns, built once per (name, result, display, the
+    session's presentation mode) and shared by every session."""
+    key = (display, theme.presenting())
+    draw(shared(name, result, key, lambda: spec(build())), where)
 
 
 def clear() -> None:

@@ -9,8 +9,10 @@ cancelled when nobody waits. Plain threads, no Streamlit: ``ui.runner`` draws th
   left for ``grace_s`` (so that a rerun of the same settings attaches again) the job's
   ``cancelled()`` turns True, which ``bnlr.train`` polls between epochs. A queued job nobody waits
   for never starts.
-- **Bounded by the clock.** A job may carry a deadline (``time.monotonic``); past it,
-  ``cancelled()`` turns True as well and ``Job.overran`` says why.
+- **Bounded by the clock.** A capped job may run for ``budget(job)`` = (CPU seconds of its own
+  thread, wall seconds): past either, ``cancelled()`` turns True as well and ``Job.overran``
+  says why. CPU time is the work done whatever the load (the cost cap's own unit, so a test on a
+  busy machine is not cut short); the wall clock is the backstop.
 - **Background jobs** (the server's warm-up) take no slot and are never cancelled; their
   ``cancelled()`` instead waits while any other job runs or waits, so they never go ahead of a
   visitor's, and their thread runs at a lower OS priority.
@@ -44,6 +46,9 @@ class Job:
     background: bool = False  # no slot, never cancelled, pauses while other jobs run or wait
     began: float = 0.0  # the time.monotonic() it started
     deadline: float = float("inf")  # ... and the one it must end by
+    cpu_budget: float = float("inf")  # CPU seconds its thread may use
+    thread: int = 0  # its thread's ident, and that thread's CPU time when it started
+    cpu_began: float = 0.0
     waiters: int = 0
     left_at: float = 0.0
     started: bool = False
@@ -60,7 +65,8 @@ class Job:
             self.queue.wait_while_busy()
             return False
         now = time.monotonic()
-        if now > self.deadline:
+        own = threading.get_ident() == self.thread  # (polled from the job's own thread)
+        if now > self.deadline or (own and time.thread_time() - self.cpu_began > self.cpu_budget):
             self.overran = True
             return True
         with self.queue.lock:
@@ -75,7 +81,8 @@ class JobQueue:
 
     ``store(key, value)`` is called, holding ``lock``, when a job succeeds (the result cache);
     ``after()`` once a job has ended, outside the lock (e.g. to give memory back).
-    ``budget(job)`` returns the seconds a starting capped job may run (None: no deadline).
+    ``budget(job)`` returns the (CPU, wall) seconds a starting capped job may run (None: no
+    bound).
 
     >>> q = JobQueue(slots=1)
     >>> job = q.enqueue("k", lambda cancel, progress: 42)
@@ -90,7 +97,7 @@ class JobQueue:
         grace_s: float = 0.5,
         store: Callable[[Hashable, object], None] | None = None,
         after: Callable[[], None] | None = None,
-        budget: Callable[[Job], float | None] | None = None,
+        budget: Callable[[Job], tuple[float, float] | None] | None = None,
     ):
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
@@ -187,9 +194,9 @@ class JobQueue:
                 continue
             self.queued.remove(job)
             job.started, job.began = True, time.monotonic()
-            seconds = self.budget(job) if self.budget is not None and job.capped else None
-            if seconds is not None:
-                job.deadline = time.monotonic() + seconds
+            bound = self.budget(job) if self.budget is not None and job.capped else None
+            if bound is not None:
+                job.cpu_budget, job.deadline = bound[0], time.monotonic() + bound[1]
             self.running.append(job)
             self._start(job)
 
@@ -197,6 +204,7 @@ class JobQueue:
         threading.Thread(target=self._work, args=(job,), name="bnlr-job", daemon=True).start()
 
     def _work(self, job: Job) -> None:
+        job.thread, job.cpu_began = threading.get_ident(), time.thread_time()
         if job.background:
             with contextlib.suppress(AttributeError, OSError):  # Linux: this thread only
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import replace
 
@@ -41,13 +42,17 @@ CPUS = host.usable_cpus()
 SLOTS = int(os.environ.get("BNLR_TRAINING_SLOTS", "0")) or CPUS.usable
 
 
-def budget(job: Job) -> float:
-    """Returns the wall seconds a capped job may run: the cap, over the share of a core it gets
-    (the CPUs, or the cgroup's quota, shared by the jobs running beside it). Past it the job is
-    stopped at its next epoch, whatever its estimate said."""
+WALL_FACTOR = 3.0  # the wall-clock backstop: this many times the cap, over the job's share
+
+
+def budget(job: Job) -> tuple[float, float]:
+    """Returns the (CPU, wall) seconds a capped job may run: the cap in CPU seconds of its own
+    thread, and as a backstop WALL_FACTOR × the cap over the share of a core it gets (the CPUs,
+    or the cgroup's quota, shared by the jobs running beside it). Past either, it is stopped at
+    its next epoch, whatever its estimate said."""
     cpus = CPUS.quota if CPUS.quota is not None else CPUS.affinity
     share = min(1.0, cpus / (len(job.queue.running) + 1))
-    return COST_CAP_S / share
+    return COST_CAP_S, WALL_FACTOR * COST_CAP_S / share
 
 
 QUEUE = JobQueue(slots=SLOTS, heavy_s=1.0, grace_s=0.5, store=CACHE.put, budget=budget)
@@ -148,9 +153,10 @@ def obtain(
         box.empty()
         if isinstance(job.error, bnlr.Cancelled) and job.overran:
             raise ValueError(
-                f"this setting ran past its time on this server ({job.deadline - job.began:.1f} "
-                f"s for a {COST_CAP_S:g} s cap; it was estimated at {seconds:.1f} s) and was "
-                f"stopped. Lower {lower or 'epochs, samples, learning rates or seeds'}."
+                f"this setting ran past its time on this server (the cap is {COST_CAP_S:g} s "
+                f"of CPU per request; it was estimated at {seconds:.1f} s) and was stopped "
+                f"after {time.monotonic() - job.began:.1f} s. Lower "
+                f"{lower or 'epochs, samples, learning rates or seeds'}."
             )
         if isinstance(job.error, bnlr.Cancelled):
             continue  # cancelled as this session arrived: ask again
@@ -321,7 +327,7 @@ def initial_sharpness(experiment: bnlr.Experiment) -> pd.DataFrame | None:
 
 # ---------------------------------------------------------------- past the wall (bnlr.edge)
 
-PAST_STEPS, PAST_EVERY = 100, 25  # the Why page's gradient descent: steps, λ_max every k steps
+PAST_STEPS, PAST_EVERY = 100, 50  # the Why page's gradient descent: steps, λ_max every k steps
 
 
 def past_estimate(past) -> float:

@@ -72,13 +72,14 @@ def server_command(port: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def serve(env: dict | None = None, timeout: float = 60):
-    """Yields (base_url, process, log_path) of a fresh server; stops it on exit."""
+def serve(env: dict | None = None, timeout: float = 60, prefix: tuple[str, ...] = ()):
+    """Yields (base_url, process, log_path) of a fresh server; stops it on exit. ``prefix``: a
+    command the server runs under, e.g. ``("taskset", "-c", "0")`` (one CPU)."""
     port = free_port()
     # the log outlives this function's block: the caller reads it after the server stopped
     log = tempfile.NamedTemporaryFile("w+", prefix="bnlr-server-", suffix=".log", delete=False)  # noqa: SIM115
     proc = subprocess.Popen(
-        server_command(port),
+        [*prefix, *server_command(port)],
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
