@@ -5,7 +5,7 @@ import streamlit as st
 
 from bnlr import batch_size as bs
 from bnlr import quiz
-from ui import batch_charts, batch_jobs, classroom, controls, theme, urlcheck
+from ui import batch_charts, batch_jobs, classroom, controls, figures, theme, urlcheck
 from ui.page import open_page
 
 DEFAULTS = {
@@ -83,14 +83,19 @@ with display_area:
         "Loss on", ["train", "test"], default="train", key="split", required=True, **controls.BIND
     )
     urlcheck.choice("split", split, ["train", "test"])
-report = bs.sweep_report(result, split)
+report = figures.shared("batch_size", result, split, lambda: bs.sweep_report(result, split))
 if asked:
     classroom.reveal(asked, quiz.batch_lr(bs.lr_factor(report.ridge), asked.guess))
 
 present = theme.presenting()
 with chart_area:
     st.subheader("Final loss over learning rate × batch size")
-    classroom.chart(batch_charts.heatmap(report.heat, split, height=150 if present else 200))
+    figures.chart(
+        "batch_size:heat",
+        result,
+        split,
+        lambda: batch_charts.heatmap(report.heat, split, height=150 if present else 200),
+    )
     st.caption(
         f"Colour: log10 of the final {split} loss, geometric mean over "
         f"{len(sweep.grid.seeds)} seed(s) · ● the lowest cell of each batch size · ✕ every "
@@ -98,8 +103,15 @@ with chart_area:
     )
 
 st.subheader("Best lr per batch size, against linear and √ scaling")
-table = batch_charts.ridge_table(report.ridge, report.per_seed, report.lines, report.curves)
-classroom.chart(batch_charts.ridge_chart(table, height=200 if present else 240))
+figures.chart(
+    "batch_size:ridge",
+    result,
+    split,
+    lambda: batch_charts.ridge_chart(
+        batch_charts.ridge_table(report.ridge, report.per_seed, report.lines, report.curves),
+        height=200 if present else 240,
+    ),
+)
 st.caption(
     "◆ geometric mean over seeds of each seed's best lr, with its 90 % Student-t interval (cut "
     "at 3× the best lrs' range); "
@@ -123,7 +135,12 @@ noise = batch_jobs.noise(sweep, result)
 if noise is None:
     st.caption("The noise scale is left out at these settings: it would exceed the cost cap.")
 else:
-    classroom.chart(batch_charts.noise_chart(noise, report.fits, height=200 if present else 260))
+    figures.chart(
+        "batch_size:noise",
+        noise,
+        split,
+        lambda: batch_charts.noise_chart(noise, report.fits, height=200 if present else 260),
+    )
     init = noise[noise["epoch"] == 0].groupby("network")["noise_scale"].median()
     typical = noise[noise["epoch"] > 0].groupby("network")["noise_scale"].median()
     st.markdown(
