@@ -149,7 +149,7 @@ elif stab is not None and len(stab):
         side = "inside" if len(div) and div.median() <= reach else "above"
         past = (
             f" Full-batch gradient descent from the same initial weights trains up to "
-            f"**{band['largest_factor'].median():g} × 2/λ₀**, lr ≈ **{reach:.2g}** (median over "
+            f"**{band['largest_factor'].median():.2g} × 2/λ₀**, lr ≈ **{reach:.2g}** (median over "
             "networks and seeds): between the two it rides the edge of stability or catapults "
             "(the bar per network below; *Why it happens*, section 4)"
             + (f", and the sweep's first divergence lies {side} that reach." if len(div) else ".")

@@ -99,7 +99,7 @@ def outcome_chart(runs: pd.DataFrame, width: int = 420) -> alt.Chart:
     rows = list(dict.fromkeys(df["run"]))
     base = alt.Chart(df).encode(
         x=alt.X("factor_label:O", sort=order, title="lr ÷ (2/λ₀)", axis=alt.Axis(labelAngle=0)),
-        y=alt.Y("run:N", sort=rows, title=None),
+        y=alt.Y("run:N", sort=rows, title=None, axis=alt.Axis(labelOverlap=False)),
     )
     cells = base.mark_rect(stroke="white").encode(
         color=alt.Color(
@@ -121,7 +121,7 @@ def outcome_chart(runs: pd.DataFrame, width: int = 420) -> alt.Chart:
             alt.Tooltip("rose:Q", format=".0%", title="steps the loss rose"),
         ],
     )
-    return cells.properties(width=width, height=max(120, 16 * len(rows)))
+    return cells.properties(width=width, height=alt.Step(20))
 
 
 def warmup_chart(table: pd.DataFrame, width: int = 420, height: int = 220) -> alt.LayerChart:
@@ -135,7 +135,13 @@ def warmup_chart(table: pd.DataFrame, width: int = 420, height: int = 220) -> al
         .mean()
         .assign(largest_lr=lambda d: 10 ** d["log"])
     )
-    x = alt.X("warmup_epochs:Q", title="linear warmup (epochs)", scale=alt.Scale(nice=False))
+    lengths = sorted(df["warmup_epochs"].unique().tolist())
+    x = alt.X(
+        "warmup_epochs:Q",
+        title="linear warmup (epochs)",
+        scale=alt.Scale(nice=False),
+        axis=alt.Axis(values=lengths, format="d"),
+    )
     y = alt.Y("largest_lr:Q", title="largest trainable lr", scale=alt.Scale(type="log"))
     lines = (
         alt.Chart(mean)
@@ -165,13 +171,13 @@ def warmup_chart(table: pd.DataFrame, width: int = 420, height: int = 220) -> al
     return alt.layer(lines, dots).properties(width=width, height=height)
 
 
-def band_chart(band: pd.DataFrame, width: int = 560, height: int | None = None) -> alt.LayerChart:
+def band_chart(band: pd.DataFrame, width: int = 560, height=None) -> alt.LayerChart:
     """Per network on a log lr axis: the band from the naive wall 2/λ₀ to the largest lr full-batch
     gradient descent trains at (medians over seeds), and ✕ the sweep's first diverged lr."""
     df = label(band.assign(arch=band["network"]))
     nets = list(df["network"])
     x_scale = alt.Scale(type="log")
-    y = alt.Y("network:N", sort=nets, title=None)
+    y = alt.Y("network:N", sort=nets, title=None, axis=alt.Axis(labelOverlap=False))
     bar = (
         alt.Chart(df)
         .mark_bar(height=10, opacity=0.55)
@@ -201,6 +207,5 @@ def band_chart(band: pd.DataFrame, width: int = 560, height: int | None = None) 
             tooltip=["network:N", alt.Tooltip("first_diverged_lr:Q", format=".3g")],
         )
     )
-    return alt.layer(bar, wall, cross).properties(
-        width=width, height=height or max(80, 28 * len(nets))
-    )
+    # a step per network: a number would squeeze the rows into Streamlit's default height
+    return alt.layer(bar, wall, cross).properties(width=width, height=height or alt.Step(26))
