@@ -221,6 +221,11 @@ st.caption(
     "**next** step. Call `scheduler.step()` after `optimizer.step()`: the other order makes "
     "PyTorch warn and skip the first lr."
 )
+st.caption(
+    "Why warm up at all: the stability wall 2/λ is lowest at the start. How far the article's "
+    "networks train past it, and the largest lr against a linear warmup's length: "
+    "[Why it happens, sections 4 and 5](why)."
+)
 
 # ---------------------------------------------------------------- code and data
 st.subheader("The PyTorch that does it")
