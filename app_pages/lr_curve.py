@@ -61,12 +61,12 @@ with display_area:
 initial = runner.initial_sharpness(grid.experiment)
 presenting = theme.presenting()
 height = 240 if presenting else 340
-display = (show["split"], show["final"], int(show["k"]), show["band"], presenting, id(initial))
+display = {**show, "k": int(show["k"]), "initial": id(initial)}
 
 
-def analysed():  # once per result and display, shared by every session (ui.figures)
+def analysed(show):  # once per result and display, shared by every session (ui.figures)
     report = analysis.lr_curve_report(
-        result, curves, num_it, show["split"], show["final"], int(show["k"]), show["band"], initial
+        result, curves, num_it, show["split"], show["final"], show["k"], show["band"], initial
     )
     range_test = charts.range_test_chart(curves, report.suggested, report.best, height=height)
     rules = report.suggested.pivot_table(index=["arch", "seed"], columns="rule", values="lr")
@@ -77,7 +77,7 @@ def analysed():  # once per result and display, shared by every session (ui.figu
     )
 
 
-report, range_spec, per_rule = figures.shared("lr_curve", result, display, analysed)
+report, range_spec, per_rule = figures.for_display("lr_curve", result, display, analysed)
 guess = asked.guess if asked and asked.guess != quiz.NONE_DIVERGES else None
 if asked and asked.name == "best_lr":
     classroom.reveal(asked, quiz.best_lr(report.best, asked.guess))
@@ -101,7 +101,7 @@ with left:
         return figures.spec(classroom.stretched(u) if presenting else u)
 
     figures.draw(
-        figures.shared("lr_curve:u", result, (*display, show["log_y"], guess), u_spec),
+        figures.shared("lr_curve:u", result, (*display.items(), guess, presenting), u_spec),
         stretch=presenting,
     )
     st.caption(
@@ -161,7 +161,7 @@ elif stab is not None and len(stab):
     )
     if band is not None:
         band_spec = figures.shared(
-            "lr_curve:band", result, display, lambda: figures.spec(edge_charts.band_chart(band))
+            "lr_curve:band", result, presenting, lambda: figures.spec(edge_charts.band_chart(band))
         )
         figures.draw(band_spec)
         st.caption(

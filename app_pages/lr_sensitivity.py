@@ -34,10 +34,9 @@ asked = classroom.ask("lr_sensitivity")
 chart_area, display_area = classroom.chart_first()
 with display_area:
     show = controls.display()
-display = (show["split"], show["band"], show["log_y"], theme.presenting())
 
 
-def on_screen():  # once per result and display, shared by every session (ui.figures)
+def on_screen(show):  # once per result and display, shared by every session (ui.figures)
     report = analysis.sensitivity_report(result, show["split"], show["band"])
     layout = theme.facet(len(grid.lrs), columns=2, width=440)
     height = 190 if theme.presenting() else 220
@@ -50,7 +49,7 @@ def on_screen():  # once per result and display, shared by every session (ui.fig
     }
 
 
-report, specs = figures.shared("lr_sensitivity", result, display, on_screen)
+report, specs = figures.for_display("lr_sensitivity", result, show, on_screen)
 
 with chart_area:
     st.subheader("Loss per epoch, one panel per learning rate")
@@ -78,14 +77,15 @@ if many is None:
     st.info(f"Replication not shown: {skipped}.")
 else:
 
-    def replicated_report():
+    def replicated_report(show):
         rep = analysis.sensitivity_report(many, show["split"], show["band"])
         strip = rep.verdict.answered and charts.effect_strip(
             rep.effects, rep.verdict.low, rep.verdict.high
         )
         return rep, figures.spec(strip) if strip else None
 
-    replicated, strip = figures.shared("lr_sensitivity:20", many, display, replicated_report)
+    shown = {"split": show["split"], "band": show["band"]}
+    replicated, strip = figures.for_display("lr_sensitivity:20", many, shown, replicated_report)
     v = verdict = replicated.verdict
     st.markdown(
         f"**Replicated over {N} seeds** (929–{928 + N}, same settings): "

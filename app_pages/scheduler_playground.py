@@ -119,15 +119,14 @@ st.subheader("The loss they buy")
 show = controls.display()
 
 
-def loss_figures():  # once per result and display, shared by every session (ui.figures)
+def loss_figures(show):  # once per result and display, shared by every session (ui.figures)
     bands = analysis.schedule_loss(result.history, show["split"], show["band"])
     layout = theme.facet(bands["arch"].nunique(), columns=2, width=340)
     verdicts = analysis.schedule_verdicts(result.history, show["split"])
     return figures.spec(sc.loss_chart(bands, order, show["log_y"], **layout)), verdicts
 
 
-display = (show["split"], show["band"], show["log_y"], presenting)
-loss_spec, (table, pooled) = figures.shared("schedules:loss", result, display, loss_figures)
+loss_spec, (table, pooled) = figures.for_display("schedules:loss", result, show, loss_figures)
 figures.draw(loss_spec)
 if asked:
     classroom.reveal(asked, quiz.best_schedule(result.history, asked.guess, show["split"]))

@@ -34,7 +34,8 @@ ALL_MODELS = "all models"  # the arch of an lr curve that does not depend on the
 
 def label(df: pd.DataFrame) -> pd.DataFrame:
     """Returns df with ``net`` (the arch without its BN part) and ``BN`` (a readable BN label)."""
-    return df.assign(net=df["arch"].str.split(" · ").str[0], BN=df["bn"].map(BN_LABEL))
+    nets = {a: a.split(" · ")[0] for a in df["arch"].unique()}  # (a handful of archs, many rows)
+    return df.assign(net=df["arch"].map(nets), BN=df["bn"].map(BN_LABEL))
 
 
 def seed_band(df: pd.DataFrame, value: str, keys: list[str], band: str = "spread") -> pd.DataFrame:

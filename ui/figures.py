@@ -7,18 +7,29 @@ the chart specs (``alt.Chart.to_dict`` and the data's Arrow encoding, most of a 
 they are kept, keyed by the result object and the display, in a cache bounded in entries and
 bytes; a page draws a kept spec with ``draw`` (what ``st.altair_chart`` would send, without
 building it again).
+
+A page whose figures depend on the display controls asks through ``for_display``: once it has
+its own, the displays one click away (the other split, band, or log axis) are computed in a
+background thread while nothing trains, so that a first click also answers at once. The server
+turns that on (``PREFETCH.enabled``); tests and benches compute only what they ask for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
+import queue
+import threading
+import time
 import weakref
 from collections.abc import Callable, Hashable
+from contextlib import nullcontext
 from typing import TypeVar
 
 import altair as alt
 import streamlit as st
-from streamlit.elements.vega_charts import _convert_altair_to_vega_lite_spec
+from streamlit.elements import vega_charts
 
 from ui import theme
 from ui.cache import MISSING, ResultCache
@@ -46,8 +57,18 @@ def shared(name: str, result: object, display: Hashable, compute: Callable[[], T
 
 def spec(chart: alt.TopLevelMixin) -> dict:
     """Returns the Vega-Lite spec ``st.altair_chart`` would send for ``chart``, its data as
-    named Arrow datasets (Streamlit's own conversion, done once instead of on every rerun)."""
-    return _convert_altair_to_vega_lite_spec(chart)
+    named Arrow datasets: Streamlit's own conversion (its data transformer, under its lock),
+    done once instead of on every rerun, and without Altair's JSON-schema validation, which
+    was most of the conversion's time (the chart builders' specs are validated in
+    tests/test_charts.py instead)."""
+    datasets: dict = {}
+    alt.data_transformers.register("to_arrow_dataset", vega_charts._to_arrow_dataset)
+    with vega_charts._altair_globals_lock:
+        theme_context = alt.theme.enable("none") if alt.theme.active == "default" else nullcontext()
+        with theme_context, alt.data_transformers.enable("to_arrow_dataset", datasets=datasets):
+            out = chart.to_dict(validate=False)
+    out["datasets"] = {**out.get("datasets", {}), **datasets}
+    return out
 
 
 def draw(spec: dict, where=st, stretch: bool = False, **kwargs):
@@ -65,6 +86,61 @@ def chart(name: str, result: object, display: Hashable, build: Callable, where=s
     session's presentation mode) and shared by every session."""
     key = (display, theme.presenting())
     draw(shared(name, result, key, lambda: spec(build())), where)
+
+
+# the display controls a click flips, and their other values (ui.controls.display)
+FLIPS = {"split": ("train", "test"), "log_y": (True, False), "band": ("spread", "minmax")}
+
+
+def for_display(name: str, result: object, show: dict, compute: Callable[[dict], T]) -> T:
+    """Returns ``compute(show)`` (shared, as ``shared``), and queues the displays one click
+    away for ``PREFETCH``. ``compute`` must read the display from its argument only."""
+    presenting = theme.presenting()
+
+    def key(s: dict) -> tuple:
+        return (*sorted(s.items()), presenting)
+
+    value = shared(name, result, key(show), lambda: compute(show))
+    if PREFETCH.enabled:
+        for field, values in FLIPS.items():
+            if field in show and show[field] in values:
+                other = {**show, field: next(v for v in values if v != show[field])}
+                PREFETCH.submit(name, result, key(other), lambda o=other: compute(o), presenting)
+    return value
+
+
+class Prefetch:
+    """One background thread that computes queued figures while no training runs or waits (so
+    it never competes with a visitor's page for long: each task is one page's analysis)."""
+
+    def __init__(self, busy: Callable[[], bool] = lambda: False, quiet_s: float = 0.3):
+        self.enabled, self.busy, self.quiet_s = False, busy, quiet_s
+        self._tasks: queue.Queue = queue.Queue(maxsize=64)
+        self._thread: threading.Thread | None = None
+
+    def submit(self, name, result, key, compute: Callable, presenting: bool) -> None:
+        hit = CACHE.get((name, id(result), key))
+        if hit is not MISSING and hit[0]() is result:
+            return
+        with contextlib.suppress(queue.Full):  # too much at once: those are computed on click
+            self._tasks.put_nowait((name, result, key, compute, presenting))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="bnlr-prefetch", daemon=True)
+            self._thread.start()
+
+    def _work(self) -> None:
+        with contextlib.suppress(AttributeError, OSError):  # Linux: this thread only
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        while True:
+            name, result, key, compute, presenting = self._tasks.get()
+            time.sleep(self.quiet_s)  # let the page that asked finish drawing first
+            while self.busy():
+                time.sleep(self.quiet_s)
+            with contextlib.suppress(Exception), theme.presenting_as(presenting):
+                shared(name, result, key, compute)  # (a failure is met again on click)
+
+
+PREFETCH = Prefetch()
 
 
 def clear() -> None:

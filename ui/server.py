@@ -14,6 +14,8 @@ Importing a module of the app changes nothing; this does, once per process:
   server trains on the batched engine's torch path while its kernel compiles, and only when no
   training has run for ``QUIET_S``, so no request waits for a compile. The default pages' shapes
   are queued for it at start (a kernel in the disk cache loads at once).
+- **The displays one click away are computed while idle** (``ui.figures.PREFETCH``), so that a
+  first click on train / test, the band or the log axis answers at once.
 - **Memory goes back to the system**: glibc's mmap threshold is fixed at 128 KB (big temporaries
   then do not leave holes in the heap that ``malloc_trim`` cannot give back), the heap is trimmed
   after every training, and a janitor collects cyclic garbage between pages.
@@ -33,7 +35,7 @@ import torch
 import bnlr
 import bnlr.article
 from bnlr import cost, fused
-from ui import runner
+from ui import figures, runner
 
 QUIET_S = 2.0  # kernels compile only after this long without a training (a page's jobs are done)
 TRIM_S = 3.0  # the janitor collects once pages were drawn and then none for this long
@@ -58,6 +60,8 @@ def start() -> None:
         libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
         runner.QUEUE.after = lambda: libc.malloc_trim(0)
         threading.Thread(target=_janitor, args=(libc,), name="bnlr-janitor", daemon=True).start()
+    figures.PREFETCH.busy = runner.QUEUE.busy  # the displays one click away, while idle
+    figures.PREFETCH.enabled = True
     threading.Thread(target=warm_up, name="bnlr-warm-up", daemon=True).start()
 
 

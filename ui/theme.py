@@ -13,6 +13,9 @@ sets fonts, sizes and strokes (https://altair-viz.github.io/user_guide/customiza
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import altair as alt
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
@@ -95,8 +98,25 @@ def chart_config(present: bool = False) -> dict:
     }
 
 
+_forced = threading.local()  # a thread drawing for a session it is not in (ui.figures)
+
+
+@contextlib.contextmanager
+def presenting_as(value: bool):
+    """Makes ``presenting()`` return ``value`` in this thread for the block (charts built away
+    from the session's script thread, for that session's mode)."""
+    _forced.value = value
+    try:
+        yield
+    finally:
+        _forced.value = None
+
+
 def presenting() -> bool:
     """Returns True when the current session has presentation mode on (False outside a session)."""
+    forced = getattr(_forced, "value", None)
+    if forced is not None:
+        return forced
     if get_script_run_ctx(suppress_warning=True) is None:
         return False
     return bool(st.session_state.get(PRESENT_KEY, False))

@@ -1,0 +1,80 @@
+"""ui.figures: the spec it keeps is the one st.altair_chart would send, and what it shares is
+computed once per (result, display)."""
+
+import json
+import time
+
+import altair as alt
+import pandas as pd
+from streamlit.elements.vega_charts import _convert_altair_to_vega_lite_spec
+
+from ui import figures
+
+
+def _text(spec: dict) -> str:
+    return json.dumps(spec, sort_keys=True, default=repr)
+
+
+def test_a_kept_spec_is_what_streamlit_sends_for_the_chart():
+    df = pd.DataFrame({"epoch": [1, 2, 3] * 2, "loss": [3.0, 2.0, 1.5, 4.0, 1.0, 0.5]})
+    df["net"] = ["a"] * 3 + ["b"] * 3
+    pick = alt.selection_point(fields=["net"], bind="legend")
+    chart = (
+        alt.Chart(df)
+        .mark_line()
+        .encode(x="epoch:Q", y=alt.Y("loss:Q").scale(type="log"), color="net:N")
+        .add_params(pick)
+        .facet(column="net:N")
+    )
+    ours, theirs = figures.spec(chart), _convert_altair_to_vega_lite_spec(chart)
+    assert _text(ours) == _text(theirs)
+    assert ours["datasets"] and all(isinstance(v, bytes) for v in ours["datasets"].values())
+
+
+def test_shared_computes_once_per_result_and_display():
+    class Result:  # stands for a cached bnlr.Result (any object that can be weakly referenced)
+        pass
+
+    figures.clear()
+    first, second, calls = Result(), Result(), []
+
+    def compute(tag):
+        calls.append(tag)
+        return tag
+
+    assert figures.shared("page", first, ("train",), lambda: compute(1)) == 1
+    assert figures.shared("page", first, ("train",), lambda: compute(2)) == 1  # shared
+    assert figures.shared("page", first, ("test",), lambda: compute(3)) == 3  # another display
+    assert figures.shared("page", second, ("train",), lambda: compute(4)) == 4  # another result
+    assert calls == [1, 3, 4]
+    figures.clear()
+
+
+def test_the_displays_one_click_away_are_computed_in_the_background(monkeypatch):
+    class Result:
+        pass
+
+    figures.clear()
+    monkeypatch.setattr(figures.PREFETCH, "enabled", True)
+    monkeypatch.setattr(figures.PREFETCH, "quiet_s", 0.0)
+    result, seen = Result(), []
+
+    def compute(show):
+        seen.append(dict(show))
+        return show["split"], show["log_y"]
+
+    show = {"split": "train", "log_y": True, "band": "spread"}
+    assert figures.for_display("page", result, show, compute) == ("train", True)
+    for _ in range(500):  # bounded wait for the background thread
+        if len(seen) == 4:
+            break
+        time.sleep(0.01)
+    assert {(s["split"], s["log_y"], s["band"]) for s in seen[1:]} == {
+        ("test", True, "spread"),
+        ("train", False, "spread"),
+        ("train", True, "minmax"),
+    }
+    test = {**show, "split": "test"}
+    assert figures.for_display("page", result, test, compute) == ("test", True)
+    assert seen.count(test) == 1  # the click found it computed: once, in the background
+    figures.clear()
