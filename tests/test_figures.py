@@ -78,3 +78,32 @@ def test_the_displays_one_click_away_are_computed_in_the_background(monkeypatch)
     assert figures.for_display("page", result, test, compute) == ("test", True)
     assert seen.count(test) == 1  # the click found it computed: once, in the background
     figures.clear()
+
+
+def test_sessions_asking_at_once_compute_once():
+    import threading
+
+    class Result:
+        pass
+
+    figures.clear()
+    result, calls, go = Result(), [], threading.Event()
+
+    def compute():
+        calls.append(1)
+        go.wait(5)
+        return "figures"
+
+    got = []
+    sessions = [
+        threading.Thread(target=lambda: got.append(figures.shared("p", result, (), compute)))
+        for _ in range(8)
+    ]
+    for t in sessions:
+        t.start()
+    time.sleep(0.1)  # all eight are asking now
+    go.set()
+    for t in sessions:
+        t.join(10)
+    assert got == ["figures"] * 8 and calls == [1]
+    figures.clear()

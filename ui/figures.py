@@ -41,18 +41,38 @@ CACHE = ResultCache(entries=96, max_bytes=48 * 2**20)
 def shared(name: str, result: object, display: Hashable, compute: Callable[[], T]) -> T:
     """Returns ``compute()`` for this page's ``name``, ``result`` and ``display``: computed by
     the first session that asks, then the same object for every session (treat it as frozen).
+    Sessions that ask while it is being computed wait for it (a class opening one link at once
+    computes it once, not thirty times).
 
     ``result`` is the runner's cached result (the same object for every session asking for the
     same settings); it is held weakly, so a result dropped from the runner's cache frees this
     entry's key too.
     """
     key = (name, id(result), display)
-    hit = CACHE.get(key)
-    if hit is not MISSING and hit[0]() is result:
-        return hit[1]
-    value = compute()
-    CACHE.put(key, (weakref.ref(result), value))
-    return value
+    while True:
+        hit = CACHE.get(key)
+        if hit is not MISSING and hit[0]() is result:
+            return hit[1]
+        with _flights_lock:
+            flight = _flights.get(key)
+            mine = flight is None
+            if mine:
+                flight = _flights[key] = threading.Event()
+        if not mine:
+            flight.wait()
+            continue  # computed by another session (or it failed there: compute it here)
+        try:
+            value = compute()
+            CACHE.put(key, (weakref.ref(result), value))
+            return value
+        finally:
+            with _flights_lock:
+                _flights.pop(key, None)
+            flight.set()
+
+
+_flights: dict = {}  # key → the Event its first asker sets when done
+_flights_lock = threading.Lock()
 
 
 def spec(chart: alt.TopLevelMixin) -> dict:
