@@ -4,7 +4,7 @@ import streamlit as st
 
 from bnlr import claims
 from bnlr.evidence import sentence
-from ui import classroom, runner
+from ui import claims_jobs, classroom
 from ui.page import open_page
 from ui.runner import COST_CAP_S, SLOTS
 
@@ -85,7 +85,7 @@ st.markdown(f"""
   at once and the others queue, first come first served.
 """)
 
-verdicts = runner.article_claims(N)
+verdicts = claims_jobs.article_claims(N)
 for number, (_, _, subject, yes, *_) in CLAIMS.items():
     v = verdicts[number]
     with slots[number].container():

@@ -6,7 +6,7 @@ import streamlit as st
 
 from bnlr import analysis, quiz
 from bnlr.evidence import sentence
-from ui import charts, classroom, controls, edge_charts, figures, runner, theme, urlcheck
+from ui import charts, classroom, controls, edge_charts, figures, runner, theme, urlcheck, why_jobs
 from ui.page import open_page
 
 DEFAULTS = {
@@ -58,7 +58,7 @@ asked = classroom.ask("lr_curve", lrs=grid.lrs)
 chart_area, display_area = classroom.chart_first()
 with display_area:
     show = controls.display(finals=True)
-initial = runner.initial_sharpness(grid.experiment)
+initial = why_jobs.initial_sharpness(grid.experiment)
 presenting = theme.presenting()
 height = 240 if presenting else 340
 display = {**show, "k": int(show["k"]), "initial": id(initial)}
@@ -124,7 +124,7 @@ if initial is None:
     st.caption(
         "Curvature at init (2/λ_max(0)) is left out at these settings: the exact Hessian of "
         "networks this size would take more than "
-        f"{runner.SHARPNESS_CAP_S:g} s on the demo's server (it grows with the square of the "
+        f"{why_jobs.SHARPNESS_CAP_S:g} s on the demo's server (it grows with the square of the "
         "parameters)."
     )
 elif grid.optimizer.name != "sgd":
@@ -141,7 +141,7 @@ elif stab is not None and len(stab):
         if len(div)
         else "no run of the sweep diverged"
     )
-    band = runner.wall_band(grid.experiment)
+    band = why_jobs.wall_band(grid.experiment)
     past = ""
     if band is not None:
         band = band.merge(stab[["arch", "first_diverged_lr"]], left_on="network", right_on="arch")
@@ -166,7 +166,7 @@ elif stab is not None and len(stab):
         figures.draw(band_spec)
         st.caption(
             "Per network: grey tick, 2/λ₀; bar, up to the largest lr full-batch gradient descent "
-            f"trains at ({runner.PAST_STEPS} steps, factors "
+            f"trains at ({why_jobs.PAST_STEPS} steps, factors "
             "0.5–5 × 2/λ₀; medians over seeds); ✕ the sweep's first diverged lr."
         )
 seeds = len(grid.seeds)

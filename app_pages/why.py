@@ -6,7 +6,7 @@ import streamlit as st
 
 from bnlr import Grid, article, edge, why
 from bnlr.evidence import sentence
-from ui import classroom, controls, edge_charts, figures, runner, theme, urlcheck
+from ui import classroom, controls, edge_charts, figures, theme, urlcheck, why_jobs
 from ui import why_charts as charts
 from ui.page import open_page
 
@@ -56,11 +56,11 @@ with st.sidebar:
         )
     )
     grid = controls.grid(lrs=lrs, arch=arch, **training)
-    estimate = runner.physics_estimate(grid.experiment) if grid is not None else None
+    estimate = why_jobs.physics_estimate(grid.experiment) if grid is not None else None
     controls.cost_note(grid, seconds=estimate)
 urlcheck.finish()
 
-grid, report = controls.last_good("why", grid, lambda g: runner.physics(g.experiment))
+grid, report = controls.last_good("why", grid, lambda g: why_jobs.physics(g.experiment))
 epochs, runs = report.epochs, report.runs
 adam = grid.optimizer.name in ("adam", "adamw")
 beta1 = grid.optimizer.betas[0]
@@ -231,7 +231,7 @@ else:
         "quadratic. Here every network of the sidebar starts from its seed's initial weights "
         "and takes full-batch gradient steps (no mini-batch noise, float64) at "
         "lr = factor × 2/λ₀, λ₀ its sharpness at init, with the exact λ_max every "
-        f"{runner.PAST_EVERY} steps. Each run is classified by what it did:\n\n"
+        f"{why_jobs.PAST_EVERY} steps. Each run is classified by what it did:\n\n"
         "- **lazy**: λ_max stays below 2/lr at every measured step, the loss never rises above "
         "its start;\n"
         "- **edge of stability**: λ_max at or above 2/lr at some step while the loss ends below "
@@ -244,10 +244,10 @@ else:
     models = tuple(dict.fromkeys(r.model for r in grid.experiment.runs))
     seeds = tuple(range(article.SEED, article.SEED + wall_seeds))
     past = edge.Past(
-        models, seeds, steps=runner.PAST_STEPS, every=runner.PAST_EVERY, data=grid.data
+        models, seeds, steps=why_jobs.PAST_STEPS, every=why_jobs.PAST_EVERY, data=grid.data
     )
     try:
-        wall_report = runner.past_the_wall(past)
+        wall_report = why_jobs.past_the_wall(past)
     except ValueError as e:
         st.warning(str(e), icon="⚠️")
         wall_report = None
@@ -316,7 +316,7 @@ else:
         "the largest lr below which no run diverged, against the warmup length. Try one in "
         "the [Scheduler playground](schedules) (*linear · LinearLR*)."
     )
-    warm = runner.warmup(edge.warmup_grid(Grid()))  # (built once: cached)
+    warm = why_jobs.warmup(edge.warmup_grid(Grid()))  # (built once: cached)
 
     def warm_tables():  # once per server (ui.figures)
         table = warm.pivot_table(

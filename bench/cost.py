@@ -189,10 +189,10 @@ def grid_of(page: str, p: dict) -> tuple[bnlr.Grid, int]:
 
 def page_cost(page: str, grid: bnlr.Grid, rt: int) -> tuple[float, bool]:
     """Returns (estimated seconds of the page's trainings, accepted?) as ui.runner decides."""
-    from ui import runner
+    from ui import runner, why_jobs
 
     if "Why" in page:  # its own estimate: the runs and their twins, and a Hessian per epoch
-        secs = runner.physics_estimate(grid.experiment)
+        secs = why_jobs.physics_estimate(grid.experiment)
         return secs, secs <= runner.COST_CAP_S
     factor = cost.PAGE_FACTOR["schedules"] if "playground" in page else 1.0
     try:

@@ -14,7 +14,7 @@ from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 
 import bnlr
 from bnlr import cost
-from ui import runner
+from ui import runner, why_jobs
 from ui.jobs import JobQueue
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,12 +203,12 @@ def test_curvature_at_init_is_left_out_where_its_hessians_would_cost_too_much(mo
     real = why.initial_sharpness
     monkeypatch.setattr(why, "initial_sharpness", lambda e: calls.append(e) or real(e))
     wide = bnlr.Grid(width=16, lrs=bnlr.log_grid(1e-4, 1, 16), seeds=(929, 930), epochs=2)
-    assert runner.initial_sharpness_estimate(wide.experiment) > runner.SHARPNESS_CAP_S
+    assert why_jobs.initial_sharpness_estimate(wide.experiment) > why_jobs.SHARPNESS_CAP_S
     at = page("lr_curve.py", width="16", epochs="2")
     assert not at.exception and calls == []
     assert any("Curvature at init (2/λ_max(0)) is left out" in c.value for c in at.caption)
     narrow = bnlr.Grid(lrs=bnlr.log_grid(1e-4, 1, 16), seeds=(929, 930), epochs=2)
-    assert runner.initial_sharpness_estimate(narrow.experiment) <= runner.SHARPNESS_CAP_S
+    assert why_jobs.initial_sharpness_estimate(narrow.experiment) <= why_jobs.SHARPNESS_CAP_S
 
 
 def test_the_why_page_over_the_cap_names_its_hessians_and_each_control_once(monkeypatch):

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 import bnlr
 from bnlr import edge
-from ui import runner
+from ui import runner, why_jobs
 
 PAGE = str(Path(__file__).resolve().parents[1] / "app_pages" / "lr_curve.py")
 SMALL = {"epochs": "3", "depths": ["3"], "seeds": "2", "lr_n": "5"}
@@ -50,7 +50,7 @@ def test_lr_curve_draws_how_far_gradient_descent_trains_past_the_wall(page):
     assert not at.exception, [e.message for e in at.exception]
     assert "network" in y_fields(at)  # the band chart: one row per network
     models = tuple(bnlr.ModelConfig((4, 4, 4), "tanh", b) for b in ("none", "pre"))
-    past = edge.Past(models, (929, 930), steps=runner.PAST_STEPS, every=0)
+    past = edge.Past(models, (929, 930), steps=why_jobs.PAST_STEPS, every=0)
     band = edge.band(edge.report(past).largest)  # worked out again here
     text = " ".join(m.value for m in at.markdown)
     assert f"**{band['largest_factor'].median():.2g} × 2/λ₀**" in text

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 import bnlr
 from bnlr import edge, why
-from ui import runner
+from ui import runner, why_jobs
 
 PAGE = str(Path(__file__).resolve().parents[1] / "app_pages" / "why.py")
 
@@ -106,8 +106,8 @@ def test_past_the_wall_says_how_far_each_network_trains_from_the_runs_themselves
     past = edge.Past(
         tuple(bnlr.ModelConfig((4, 4, 4), "tanh", b) for b in ("none", "pre")),
         (929, 930),
-        steps=runner.PAST_STEPS,
-        every=runner.PAST_EVERY,
+        steps=why_jobs.PAST_STEPS,
+        every=why_jobs.PAST_EVERY,
     )
     mine = edge.report(past)  # worked out again here
     text = texts(at)
@@ -152,8 +152,8 @@ def test_past_wall_quiz_reveals_what_most_runs_did_at_one_and_a_half(page):
     past = edge.Past(
         tuple(bnlr.ModelConfig((4, 4, 4), "tanh", b) for b in ("none", "pre")),
         (929, 930),
-        steps=runner.PAST_STEPS,
-        every=runner.PAST_EVERY,
+        steps=why_jobs.PAST_STEPS,
+        every=why_jobs.PAST_EVERY,
     )
     answer = edge.past_wall_answer(edge.report(past).runs, "diverge")
     assert answer.said in said

@@ -18,7 +18,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import replace
 
 import pandas as pd
 import streamlit as st
@@ -26,15 +25,13 @@ import streamlit as st
 import bnlr
 import bnlr.article
 import bnlr.metrics
-from bnlr import claims, cost, host, lrfinder, why
+from bnlr import claims, cost, host, lrfinder
 from ui.cache import MISSING, ResultCache
 from ui.jobs import Job, JobQueue
 
 COST_CAP_S = 5.0  # estimated seconds per request (bnlr.cost, scaled to this host)
 RESULT_CAP_BYTES = 32 * 2**20  # one request's result (tables) at most: what the cache can hold
-CLAIM_SEEDS_AT_ONCE = 5  # Home's claims train this many seeds at a time
 POLL_S = 0.2  # how often a waiting page looks at its job (and lets Streamlit interrupt it)
-SHARPNESS_CAP_S = 1.5  # the LR curve page's curvature at init, at most (an extra, not the page)
 
 CACHE = ResultCache(entries=24, max_bytes=32 * 2**20)
 CPUS = host.usable_cpus()
@@ -129,6 +126,7 @@ def obtain(
     seconds: float = 0.0,
     lower: str = "",
     capped: bool = True,
+    background: bool = False,
 ):
     """Returns the value of ``fn(cancel, progress)`` for ``key``: from the cache, or by waiting
     (with a progress bar, or the queue position) for the job that computes it. A capped job
@@ -140,7 +138,9 @@ def obtain(
             value = CACHE.get(key)
             if value is not MISSING:
                 return value
-            job = QUEUE.enqueue(key, fn, label, seconds=seconds, capped=capped)
+            job = QUEUE.enqueue(
+                key, fn, label, seconds=seconds, capped=capped, background=background
+            )
             ahead = QUEUE.ahead(job)
         box = st.empty()
         try:
@@ -232,158 +232,3 @@ def replication(
             "epochs or samples to see it"
         )
     return run(replica, label=f"Training over {count} seeds"), ""
-
-
-def _claims_job(seeds: int) -> tuple[Hashable, Callable, str, float]:
-    """Returns (key, fn, label, estimate) of the job judging the article's claims over ``seeds``
-    seeds. Only the verdicts are kept: the 1760 runs' tables (hundreds of MB with their per-step
-    lr) are dropped once judged."""
-    runs = claims.claim_runs(claims.seeds_from(bnlr.article.SEED, seeds))
-    grids = (runs.sensitivity, runs.curve, runs.schedules)
-
-    def judge(cancel, progress):
-        # a few seeds at a time, keeping only each run's metrics: the peak stays that of a few
-        # hundred runs (freed memory is not always given back to the system)
-        total = sum(len(g.experiment.runs) * g.epochs for g in grids)
-        found, done = {}, 0
-        for k, grid in enumerate(grids, 1):
-            parts = []
-            for start in range(0, len(grid.seeds), CLAIM_SEEDS_AT_ONCE):
-                chunk = replace(grid, seeds=grid.seeds[start : start + CLAIM_SEEDS_AT_ONCE])
-                result = bnlr.train(
-                    chunk, cancel=cancel, progress=lambda d, t, base=done: progress(base + d, total)
-                )
-                parts.append(bnlr.metrics.run_metrics(result.history))
-                done += len(chunk.experiment.runs) * chunk.epochs
-            found[k] = pd.concat(parts, ignore_index=True)
-        return claims.judge_metrics(found)
-
-    seconds = sum(estimate(g.experiment) for g in grids)
-    label = f"Judging the article's claims over {seeds} seeds"
-    return ("claims", seeds), judge, label, seconds
-
-
-def article_claims(seeds: int = claims.REPLICATION_SEEDS) -> dict:
-    """Returns the verdict on each article claim over ``seeds`` seeds (one cached job).
-
-    A fixed request (no control changes it), so it is not capped; the server starts it in the
-    background at start-up (``warm_claims``), and a visitor who comes first waits for that job.
-    """
-    key, judge, label, seconds = _claims_job(seeds)
-    return obtain(key, judge, label, seconds, capped=False)
-
-
-def warm_claims(seeds: int = claims.REPLICATION_SEEDS) -> None:
-    """Starts judging the article's claims as a background job: no slot, paused whenever a
-    visitor's training runs or waits (``ui.jobs``); its verdicts land in the cache."""
-    key, judge, label, seconds = _claims_job(seeds)
-    with QUEUE.lock:
-        if CACHE.get(key) is MISSING:
-            QUEUE.enqueue(key, judge, label, waiters=0, seconds=seconds, background=True)
-
-
-def physics_estimate(experiment: bnlr.Experiment) -> float:
-    """Returns the estimated seconds of the Why page (``bnlr.cost.physics_estimate``, its
-    Hessians on every usable CPU)."""
-    from bnlr import sharpness  # numba: imported here, where the Hessians are asked for
-
-    return cost.physics_estimate(experiment, sharpness.THREADS)
-
-
-def physics(experiment: bnlr.Experiment) -> why.WhyReport:
-    """Returns ``bnlr.why``'s measurements of the runs (trained with their twins; cached)."""
-    seconds = physics_estimate(experiment)
-    # the Hessians: one per run and epoch, ∝ samples · parameters²
-    lower = cost.lower_what(experiment, 0, also=("epochs", "samples", "seeds", "learning rates"))
-    if seconds > COST_CAP_S:
-        refusal = cost.Refusal(seconds, COST_CAP_S, lower)
-        raise ValueError(refusal.message(work="training and exact Hessians"))
-    return obtain(
-        ("physics", experiment),
-        lambda cancel, progress: why.run_physics(experiment, progress=progress, cancel=cancel),
-        "Training the runs and their twins, then their Hessians",
-        seconds,
-        lower,
-    )
-
-
-def initial_sharpness_estimate(experiment: bnlr.Experiment) -> float:
-    """Seconds of ``why.initial_sharpness`` (``bnlr.cost.initial_sharpness_estimate``)."""
-    return cost.initial_sharpness_estimate(experiment)
-
-
-def initial_sharpness(experiment: bnlr.Experiment) -> pd.DataFrame | None:
-    """Returns ``why.initial_sharpness`` of the experiment's networks and seeds (cached), or
-    None when its exact Hessians would cost more than ``SHARPNESS_CAP_S`` (wide networks: the
-    Hessian grows with the square of the parameters)."""
-    if initial_sharpness_estimate(experiment) > SHARPNESS_CAP_S:
-        return None
-    return obtain(
-        ("initial_sharpness", experiment),
-        lambda cancel, progress: why.initial_sharpness(experiment),
-        "Curvature at init (exact Hessians)",
-    )
-
-
-# ---------------------------------------------------------------- past the wall (bnlr.edge)
-
-PAST_STEPS, PAST_EVERY = 100, 50  # the Why page's gradient descent: steps, λ_max every k steps
-
-
-def past_estimate(past) -> float:
-    """Returns the estimated seconds of ``bnlr.edge.report(past)`` (Hessians on every core)."""
-    from bnlr import sharpness  # numba: imported here, where the Hessians are asked for
-
-    return cost.past_estimate(past, sharpness.THREADS)
-
-
-def past_the_wall(past):
-    """Returns ``bnlr.edge.report(past)`` (its own cached job, so the page's first charts are not
-    kept waiting); ValueError over the cap, naming what to lower."""
-    from bnlr import edge
-
-    seconds = past_estimate(past)
-    lower = "the seeds of this section, depths, activations or BN placements"
-    if seconds > COST_CAP_S:
-        refusal = cost.Refusal(seconds, COST_CAP_S, lower)
-        raise ValueError(
-            refusal.message("past the wall", work="gradient descent and exact Hessians")
-        )
-    return obtain(
-        ("past", past),
-        lambda cancel, progress: edge.report(past, cancel),
-        "Gradient descent past the wall (exact Hessians)",
-        seconds,
-        lower,
-    )
-
-
-def warmup(grid: bnlr.Grid) -> pd.DataFrame:
-    """Returns ``bnlr.edge.warmup_table`` of ``grid`` (a ``warmup_grid``): a fixed request, trained
-    once per server and shared (not capped, as the Home page's claims)."""
-    from bnlr import edge
-
-    def table(cancel, progress):
-        result = bnlr.train(grid, progress=progress, cancel=cancel)
-        return edge.warmup_table(result, steps_per_epoch=grid.experiment.steps_per_epoch)
-
-    seconds = estimate(grid.experiment)
-    return obtain(("warmup", grid), table, "Training over warmup lengths", seconds, capped=False)
-
-
-def wall_band(experiment: bnlr.Experiment) -> pd.DataFrame | None:
-    """Returns per network of the LR curve how far full-batch gradient descent trains past 2/λ₀
-    (``bnlr.edge.band`` of losses alone, no Hessian but λ₀), or None when that would cost more
-    than ``SHARPNESS_CAP_S``."""
-    from bnlr import edge
-
-    models = tuple(dict.fromkeys(r.model for r in experiment.runs))
-    seeds = tuple(dict.fromkeys(r.seed for r in experiment.runs))
-    past = edge.Past(models, seeds, steps=PAST_STEPS, every=0, data=experiment.data)
-    if past_estimate(past) > SHARPNESS_CAP_S:
-        return None
-    return obtain(
-        ("wall_band", past),
-        lambda cancel, progress: edge.band(edge.report(past, cancel).largest),
-        "Gradient descent past 2/λ₀",
-    )

@@ -35,7 +35,7 @@ import torch
 import bnlr
 import bnlr.article
 from bnlr import cost, fused
-from ui import figures, runner
+from ui import claims_jobs, figures, runner
 
 QUIET_S = 2.0  # kernels compile only after this long without a training (a page's jobs are done)
 TRIM_S = 3.0  # the janitor collects once pages were drawn and then none for this long
@@ -79,7 +79,7 @@ def warm_up() -> None:
 
     fused.prepare(default_shapes(), limit=8)
     fused.wait_for_compiles(timeout=120)
-    runner.warm_claims()
+    claims_jobs.warm_claims()
 
 
 def default_shapes() -> list:

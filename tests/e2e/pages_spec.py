@@ -128,8 +128,8 @@ PAGES = [
         3,
         training=type_number("Smallest batch size", 4),
         display=choose("test"),
-        query="b_min=8&same=steps",
-        query_keys=("b_min", "same"),
-        shows_query=shows({"Smallest batch size": 8}, ("same steps",)),
+        query="b_min=8&same=same+steps&epochs=10",  # (a labelled control: the URL holds the label)
+        query_keys=("b_min", "same", "epochs"),
+        shows_query=shows({"Smallest batch size": 8, "Epochs": 10}, ("same steps",)),
     ),
 ]
