@@ -5,8 +5,9 @@ Importing a module of the app changes nothing; this does, once per process:
 
 - **Warmed up at start** (``warm_up``, a background thread at lower priority): the cost model
   calibrated on this host (``bnlr.cost.calibrate``: a probe of at most a second of CPU, so the
-  cap means the same seconds on any CPU), the pages' imports, the default kernels, then Home's
-  claims as a background job that never goes ahead of a visitor's training.
+  cap means the same seconds on any CPU), the pages' imports (then frozen out of the garbage
+  collector's walks), the default kernels, then Home's claims as a background job that never
+  goes ahead of a visitor's training.
 - **torch threads: 1.** The networks are tiny: intra-op threads buy nothing, and on a busy
   2-core server their spin-waiting made training about 50× slower. Parallelism comes from the
   queue's slots (one per usable CPU) and the Hessians' threads instead.
@@ -77,6 +78,7 @@ def warm_up() -> None:
 
     from bnlr import sharpness  # noqa: F401  (numba, the Why page)
 
+    gc.freeze()  # the imports' objects live as long as the process: no collection walks them again
     fused.prepare(default_shapes(), limit=8)
     fused.wait_for_compiles(timeout=120)
     claims_jobs.warm_claims()
