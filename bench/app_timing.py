@@ -34,11 +34,10 @@ from pathlib import Path
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-import bnlr
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+import bnlr  # noqa: E402
 from bnlr import fused  # noqa: E402
 from tests.apptest import scan_components_once  # noqa: E402
 from ui import figures, runner  # noqa: E402

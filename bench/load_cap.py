@@ -60,6 +60,7 @@ async def session(base: str, page: str, query: str, timeout: float) -> dict:
 
     t0 = time.monotonic()
     out = {"charts": 0, "exceptions": [], "finished": None, "first_chart": None}
+    out |= {"bytes": 0, "chart_bytes": 0}  # what the server sent this session; charts' specs
     ws_url = base.replace("http", "ws") + "/_stcore/stream"
     async with websockets.connect(
         ws_url, subprotocols=["streamlit"], origin=base, max_size=2**27, open_timeout=timeout
@@ -73,12 +74,15 @@ async def session(base: str, page: str, query: str, timeout: float) -> dict:
             raw = await asyncio.wait_for(ws.recv(), deadline - time.monotonic())
             fwd = ForwardMsg()
             fwd.ParseFromString(raw)
+            out["bytes"] += len(raw)
             kind = fwd.WhichOneof("type")
             if kind == "delta" and fwd.delta.WhichOneof("type") == "new_element":
                 element = fwd.delta.new_element.WhichOneof("type") or ""
                 question = (
                     element == "markdown" and "Predict first" in fwd.delta.new_element.markdown.body
                 )
+                if "vega_lite" in element:
+                    out["chart_bytes"] += len(raw)
                 if "vega_lite" in element or question:  # a chart, or a quiz's question
                     out["charts"] += 1
                     out["first_chart"] = out["first_chart"] or time.monotonic() - t0
@@ -142,6 +146,10 @@ async def main(
     print(f"class link: {where}" + (" (cold: no visit before)" if cold else ""))
     print(summary("class", default_r, "first_chart"))
     print(summary("class", default_r, "finished"))
+    if default_r:
+        sent = statistics.median(r["bytes"] for r in default_r) / 1e3
+        specs = statistics.median(r["chart_bytes"] for r in default_r) / 1e3
+        print(f"sent to each class session: {sent:.0f} kB, of which chart specs {specs:.0f} kB")
     bad = [r for r in ok_results if r["exceptions"] or not r["charts"] or r["finished"] is None]
     print(
         f"sessions failed: {len(broken)} (connection) + {len(bad)} (exception, no chart or "

@@ -6,6 +6,7 @@ import time
 
 import altair as alt
 import pandas as pd
+import pyarrow as pa
 from streamlit.elements.vega_charts import _convert_altair_to_vega_lite_spec
 
 from ui import figures
@@ -15,9 +16,23 @@ def _text(spec: dict) -> str:
     return json.dumps(spec, sort_keys=True, default=repr)
 
 
-def test_a_kept_spec_is_what_streamlit_sends_for_the_chart():
+def _tables(spec: dict) -> list[pd.DataFrame]:
+    return [pa.ipc.open_stream(data).read_all().to_pandas() for data in spec["datasets"].values()]
+
+
+def _without_data(spec: dict) -> str:
+    """The spec's text with its datasets' names replaced by their order (names are hashes of
+    the bytes sent, which ``figures.spec`` makes leaner)."""
+    text = _text({k: v for k, v in spec.items() if k != "datasets"})
+    for k, name in enumerate(spec["datasets"]):
+        text = text.replace(name, f"dataset{k}")
+    return text
+
+
+def test_a_kept_spec_is_what_streamlit_sends_for_the_chart_with_leaner_data():
     df = pd.DataFrame({"epoch": [1, 2, 3] * 2, "loss": [3.0, 2.0, 1.5, 4.0, 1.0, 0.5]})
     df["net"] = ["a"] * 3 + ["b"] * 3
+    df["note"] = "a column no part of the chart names"
     pick = alt.selection_point(fields=["net"], bind="legend")
     chart = (
         alt.Chart(df)
@@ -27,8 +42,29 @@ def test_a_kept_spec_is_what_streamlit_sends_for_the_chart():
         .facet(column="net:N")
     )
     ours, theirs = figures.spec(chart), _convert_altair_to_vega_lite_spec(chart)
-    assert _text(ours) == _text(theirs)
+    assert _without_data(ours) == _without_data(theirs)
     assert ours["datasets"] and all(isinstance(v, bytes) for v in ours["datasets"].values())
+    (sent,), (streamlits,) = _tables(ours), _tables(theirs)
+    assert list(sent.columns) == ["epoch", "loss", "net"]  # "note" is not sent
+    assert isinstance(sent["net"].dtype, pd.CategoricalDtype)  # each label once
+    pd.testing.assert_frame_equal(
+        sent.astype({"net": str, "epoch": "int64"}),
+        streamlits[["epoch", "loss", "net"]].astype({"net": str}),
+    )
+    assert sum(map(len, ours["datasets"].values())) < sum(map(len, theirs["datasets"].values()))
+
+
+def test_lean_keeps_every_column_an_expression_or_tooltip_reads():
+    df = pd.DataFrame({"a": [1, 2], "b": [0.5, 0.25], "c": ["x", "y"], "d": [1, 1]})
+    chart = (
+        alt.Chart(df)
+        .mark_point()
+        .transform_calculate(z="datum.b * 2")
+        .encode(x="a:Q", y="z:Q", tooltip=["c:N"])
+    )
+    (sent,) = _tables(figures.spec(chart))
+    assert list(sent.columns) == ["a", "b", "c"]
+    assert sent["a"].tolist() == [1, 2] and sent["b"].tolist() == [0.5, 0.25]
 
 
 def test_shared_computes_once_per_result_and_display():

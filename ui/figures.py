@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
 import queue
+import re
 import threading
 import time
 import weakref
@@ -28,8 +30,12 @@ from contextlib import nullcontext
 from typing import TypeVar
 
 import altair as alt
+import pandas as pd
 import streamlit as st
+from pandas.api.types import is_integer_dtype, is_string_dtype
+from streamlit.dataframe_util import convert_anything_to_arrow_bytes
 from streamlit.elements import vega_charts
+from streamlit.util import calc_hash
 
 from ui import theme
 from ui.cache import MISSING, ResultCache
@@ -80,15 +86,63 @@ def spec(chart: alt.TopLevelMixin) -> dict:
     named Arrow datasets: Streamlit's own conversion (its data transformer, under its lock),
     done once instead of on every rerun, and without Altair's JSON-schema validation, which
     was most of the conversion's time (the chart builders' specs are validated in
-    tests/test_charts.py instead)."""
-    datasets: dict = {}
-    alt.data_transformers.register("to_arrow_dataset", vega_charts._to_arrow_dataset)
+    tests/test_charts.py instead).
+
+    The data is sent lean (``lean``): only the columns the spec names, and text columns
+    dictionary-encoded (the Why page's "past the wall" chart: 1.87 MB → see
+    docs/performance.md), which is what a school laptop's browser has to decode and draw."""
+    frames: dict = {}
+    alt.data_transformers.register("bnlr_frames", _keep_frame)
     with vega_charts._altair_globals_lock:
         theme_context = alt.theme.enable("none") if alt.theme.active == "default" else nullcontext()
-        with theme_context, alt.data_transformers.enable("to_arrow_dataset", datasets=datasets):
+        with theme_context, alt.data_transformers.enable("bnlr_frames", frames=frames):
             out = chart.to_dict(validate=False)
+    named = json.dumps(out, default=repr)  # every name the spec uses, data aside
+    datasets = {
+        name: data if isinstance(data, dict) else convert_anything_to_arrow_bytes(lean(data, named))
+        for name, data in frames.items()
+    }
     out["datasets"] = {**out.get("datasets", {}), **datasets}
     return out
+
+
+def _keep_frame(data, frames: dict) -> dict:
+    """Altair data transformer: keeps each table under a name (its content's hash) for
+    ``spec`` to encode once the whole spec is known."""
+    if not isinstance(data, pd.DataFrame):  # GeoJSON and the like: Streamlit's own way
+        return vega_charts._to_arrow_dataset(data, frames)
+    content = pd.util.hash_pandas_object(data).to_numpy().tobytes()
+    name = calc_hash(content + str(list(data)).encode())
+    frames[name] = data
+    return {"name": name}
+
+
+def lean(df: pd.DataFrame, named: str) -> pd.DataFrame:
+    """``df`` with only the columns whose names occur in ``named`` (the spec's text: encodings,
+    tooltips, transforms, expressions), text columns as categories (Arrow dictionaries: each
+    label sent once, not once per row), integers in the fewest bytes that hold them. The values
+    the chart reads are unchanged."""
+    out = df[[c for c in df.columns if _names(named, str(c))]]
+    kinds = {}
+    for c in out.columns:
+        if is_string_dtype(out[c]) or out[c].dtype == object:
+            kinds[c] = "category"
+        elif is_integer_dtype(out[c]) and len(out):
+            kinds[c] = pd.to_numeric(out[c], downcast="integer").dtype
+    return out.astype(kinds) if kinds else out
+
+
+def _names(spec_text: str, column: str) -> bool:
+    """Whether the spec's JSON text names ``column``: as a string of its own (a field, a
+    groupby, a fold), or as ``datum.column`` / ``datum['column']`` in an expression."""
+    quoted = json.dumps(column)
+    return (
+        quoted in spec_text
+        or re.search(rf"datum\.{re.escape(column)}\b", spec_text) is not None
+        or f"datum[{quoted}]" in spec_text
+        or f"datum[{json.dumps(quoted)[1:-1]}]" in spec_text
+        or f"datum['{column}']" in spec_text
+    )
 
 
 def draw(spec: dict, where=st, stretch: bool = False, **kwargs):
