@@ -164,13 +164,13 @@ else:
 
 number = st.column_config.NumberColumn
 with st.expander("Best lr per batch size and seed; epochs and steps per batch size"):
-    st.dataframe(
+    figures.dataframe(
         report.ridge,
         hide_index=True,
         column_config={c: number(format="%.3g") for c in ("best_lr", "low", "high")},
     )
-    st.dataframe(report.until, hide_index=True)
-    st.dataframe(report.steps.set_index("batch_size").T)
+    figures.dataframe(report.until, hide_index=True)
+    figures.dataframe(report.steps, lambda steps: steps.set_index("batch_size").T)
 c1, c2 = st.columns(2)
 with c1:
     controls.download(result.metrics, "Final loss per run", "bnlr_batch_size_runs.csv")

@@ -191,7 +191,7 @@ st.markdown(
     )
 )
 number = st.column_config.NumberColumn
-st.dataframe(
+figures.dataframe(
     report.best_over_seeds,
     hide_index=True,
     column_config={
@@ -207,17 +207,17 @@ st.markdown(
     "**Range test vs full sweep**: how far each rule's lr lands from the sweep's best lr "
     f"of the same seed, over {seeds} seed(s) × networks:"
 )
-rules = report.rules.assign(times=lambda d: 10 ** d["median"]).rename(
-    columns={
-        "median": "median (decades)",
-        "p10": "10 % (decades)",
-        "p90": "90 % (decades)",
-        "n": "range tests",
-        "times": "median ratio to the best lr",
-    }
-)
-st.dataframe(
-    rules,
+figures.dataframe(
+    report.rules,
+    lambda rules: rules.assign(times=lambda d: 10 ** d["median"]).rename(
+        columns={
+            "median": "median (decades)",
+            "p10": "10 % (decades)",
+            "p90": "90 % (decades)",
+            "n": "range tests",
+            "times": "median ratio to the best lr",
+        }
+    ),
     hide_index=True,
     column_config={
         c: number(format="%+.2f") for c in ("median (decades)", "10 % (decades)", "90 % (decades)")
@@ -226,8 +226,9 @@ st.dataframe(
 )
 
 with st.expander("Best lr of the seed-mean curve, and each rule's lr, per network and seed"):
-    st.dataframe(
-        report.best.drop(columns=["net", "bn"]).rename(
+    figures.dataframe(
+        report.best,
+        lambda best: best.drop(columns=["net", "bn"]).rename(
             columns={"final_loss": "final loss at best lr"}
         ),
         hide_index=True,
@@ -236,7 +237,7 @@ with st.expander("Best lr of the seed-mean curve, and each rule's lr, per networ
             "final loss at best lr": number(format="%.4g"),
         },
     )
-    st.dataframe(
+    figures.dataframe(
         per_rule,
         column_config={c: number(format="%.3g") for c in ("steep", "valley", "minimum", "best_lr")},
     )

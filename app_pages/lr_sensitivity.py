@@ -94,7 +94,7 @@ else:
     if strip is not None:
         figures.draw(strip)
     if len(replicated.pairs):
-        st.dataframe(
+        figures.dataframe(
             replicated.pairs,
             hide_index=True,
             column_config={
@@ -114,9 +114,9 @@ right.caption(
     "Colour: instability, the decades the loss climbed back up over the epochs (0 = it only went "
     "down). Text: final loss (geometric mean over seeds), or ✕ and the epoch where it diverged."
 )
-st.dataframe(report.sensitivity, hide_index=True)
+figures.dataframe(report.sensitivity, hide_index=True)
 with st.expander("Per-run metrics"):
-    st.dataframe(report.metrics, hide_index=True)
+    figures.dataframe(report.metrics, hide_index=True)
 
 c1, c2 = st.columns(2)
 with c1:

@@ -145,8 +145,9 @@ for schedule, verdict in pooled.items():
     )
 if len(grid.seeds) > 1 and len(table):
     number = st.column_config.NumberColumn
-    st.dataframe(
-        table.drop(columns=["effect", "low", "high"]),
+    figures.dataframe(
+        table,
+        lambda t: t.drop(columns=["effect", "low", "high"]),
         hide_index=True,
         column_config={
             "ratio": number("final loss ratio (schedule / constant)", format="%.3g"),
@@ -197,7 +198,7 @@ right.code(
     + pprint.pformat(states[-1]["param_group"], sort_dicts=False, width=60),
     language="python",
 )
-st.dataframe(
+figures.dataframe(
     table,
     hide_index=True,
     column_config={c: st.column_config.NumberColumn(format="%.6g") for c in table.columns[1:]},

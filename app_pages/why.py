@@ -129,17 +129,21 @@ if adam:
         f"epoch; dashed: (2 + 2β₁)/((1 − β₁)·lr) = {threshold:.3g}/lr. Adam has no state at "
         "init, so each curve starts after epoch 1. Mini-batches make the wall soft."
     )
-    init = runs.groupby(["arch", "lr"], sort=False)[
-        ["sharpness_at_init", "preconditioned_at_epoch_1", "predicted_max_lr"]
-    ].mean()
-    st.dataframe(
-        init.rename(
-            columns={
-                "sharpness_at_init": "λ_max(H) at init",
-                "preconditioned_at_epoch_1": "λ_max(P⁻¹H) after epoch 1",
-                "predicted_max_lr": f"{threshold:.3g} / λ_max(P⁻¹H): predicted max lr",
-            }
-        )
+    figures.dataframe(  # (threshold: the result's optimizer's)
+        runs,
+        lambda runs: (
+            runs.groupby(["arch", "lr"], sort=False)[
+                ["sharpness_at_init", "preconditioned_at_epoch_1", "predicted_max_lr"]
+            ]
+            .mean()
+            .rename(
+                columns={
+                    "sharpness_at_init": "λ_max(H) at init",
+                    "preconditioned_at_epoch_1": "λ_max(P⁻¹H) after epoch 1",
+                    "predicted_max_lr": f"{threshold:.3g} / λ_max(P⁻¹H): predicted max lr",
+                }
+            )
+        ),
     )
 else:
     st.caption(
@@ -147,14 +151,18 @@ else:
         "dashed: 2(1 + μ)/lr. Minibatch SGD is not full-batch gradient descent, so the wall is "
         "not sharp; and even full-batch gradient descent trains past it (section 4)."
     )
-    init = runs.groupby("arch", sort=False)[["sharpness_at_init", "predicted_max_lr"]].mean()
-    st.dataframe(
-        init.rename(
-            columns={
-                "sharpness_at_init": "λ_max at init",
-                "predicted_max_lr": "2(1 + μ) / λ_max(0): predicted max lr",
-            }
-        )
+    figures.dataframe(
+        runs,
+        lambda runs: (
+            runs.groupby("arch", sort=False)[["sharpness_at_init", "predicted_max_lr"]]
+            .mean()
+            .rename(
+                columns={
+                    "sharpness_at_init": "λ_max at init",
+                    "predicted_max_lr": "2(1 + μ) / λ_max(0): predicted max lr",
+                }
+            )
+        ),
     )
 
 # ---------------------------------------------------------------- BatchNorm
@@ -290,8 +298,9 @@ else:
                 "One panel per factor of 2/λ₀; one line per network and seed. λ_max ÷ (2/lr) "
                 "above 1 (dashed) means the run sits past its own wall."
             )
-        st.dataframe(
-            largest.rename(
+        figures.dataframe(
+            largest,
+            lambda largest: largest.rename(
                 columns={
                     "wall_at_init": "2/λ₀",
                     "largest_factor": "largest trainable factor",
@@ -336,7 +345,7 @@ else:
             "higher",
         )
     )
-    st.dataframe(
+    figures.dataframe(
         warm_table,
         column_config={
             f"{w} epochs": st.column_config.NumberColumn(format="%.3g") for w in edge.WARMUP_EPOCHS

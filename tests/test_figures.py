@@ -143,3 +143,38 @@ def test_sessions_asking_at_once_compute_once():
         t.join(10)
     assert got == ["figures"] * 8 and calls == [1]
     figures.clear()
+
+
+def test_per_computes_once_while_its_object_lives():
+    df, calls = pd.DataFrame({"a": [1, 2]}), []
+
+    def total(d):
+        calls.append(1)
+        return int(d["a"].sum())
+
+    assert figures.per(df, total) == 3 and figures.per(df, total) == 3
+    assert len(calls) == 1
+    other = pd.DataFrame({"a": [5]})
+    assert figures.per(other, total) == 5 and len(calls) == 2  # another object
+    entries = len(figures._PER)
+    del df, other
+    assert len(figures._PER) == entries - 2  # forgotten with their objects
+
+
+def test_a_kept_table_is_the_one_streamlit_makes_of_the_shaped_frame():
+    from streamlit.dataframe_util import convert_pandas_df_to_arrow_bytes
+
+    class Where:  # stands for st: receives what st.dataframe would
+        def dataframe(self, data, **kwargs):
+            return data, kwargs
+
+    df = pd.DataFrame({"arch": ["3×4 tanh", "3×4 tanh · BN pre"], "lr": [0.1, 0.3], "n": [1, 2]})
+
+    def drop_n(d):
+        return d.drop(columns=["n"]).rename(columns={"lr": "best lr"})
+
+    table, kwargs = figures.dataframe(df, drop_n, Where(), hide_index=True)
+    sent = pa.ipc.open_stream(convert_pandas_df_to_arrow_bytes(drop_n(df))).read_all()
+    assert table.equals(sent) and kwargs == {"hide_index": True}
+    assert figures.dataframe(df, drop_n, Where())[0] is table  # kept
+    assert figures.dataframe(df, None, Where())[0].column_names == ["arch", "lr", "n"]

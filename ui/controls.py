@@ -8,6 +8,7 @@ as one message under the control and the page keeps drawing its last good result
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import pandas as pd
@@ -17,7 +18,7 @@ import bnlr
 from bnlr import article, codegen, cost, metrics
 from bnlr.config import ACTIVATIONS, LR_MAX, LR_MIN
 from bnlr.optimizers import RULES
-from ui import runner, urlcheck
+from ui import figures, runner, urlcheck
 from ui.style import BN_LABEL
 
 # The article's setup (bnlr.article): the default of every training control, by widget key.
@@ -338,18 +339,24 @@ def display(finals: bool = False) -> dict:
 
 def diverged_note(runs: pd.DataFrame) -> None:
     """Lists the runs that diverged (their curves stop there, marked ✕), or nothing."""
+    note = figures.per(runs, _diverged_text)
+    if note:
+        st.caption(note)
+
+
+def _diverged_text(runs: pd.DataFrame) -> str:
     bad = runs.dropna(subset=["diverged_epoch"])
-    if len(bad):
-        items = "; ".join(
-            f"{arch}: lr {', '.join(f'{lr:.3g}' for lr in sorted(part['lr'].unique()))} "
-            f"({len(part)} run{'s' * (len(part) > 1)}, "
-            f"from epoch {int(part['diverged_epoch'].min())})"
-            for arch, part in bad.groupby("arch", sort=False)
-        )
-        st.caption(
-            f"✕ Diverged (loss not finite; curves drawn up to there, left out of final loss): "
-            f"{items}."
-        )
+    if not len(bad):
+        return ""
+    items = "; ".join(
+        f"{arch}: lr {', '.join(f'{lr:.3g}' for lr in sorted(part['lr'].unique()))} "
+        f"({len(part)} run{'s' * (len(part) > 1)}, "
+        f"from epoch {int(part['diverged_epoch'].min())})"
+        for arch, part in bad.groupby("arch", sort=False)
+    )
+    return (
+        f"✕ Diverged (loss not finite; curves drawn up to there, left out of final loss): {items}."
+    )
 
 
 def download(df: pd.DataFrame, label: str, file_name: str) -> None:
@@ -360,10 +367,13 @@ def download(df: pd.DataFrame, label: str, file_name: str) -> None:
     )
 
 
+_script = functools.lru_cache(maxsize=32)(codegen.script)  # (a page reruns with the same runs)
+
+
 def code(experiment: bnlr.Experiment) -> None:
     """An expander with the plain PyTorch script that reproduces ``experiment`` (bnlr.codegen)."""
     with st.expander("Plain PyTorch code for these runs"):
-        st.code(codegen.script(experiment), language="python")
+        st.code(_script(experiment), language="python")
         st.caption(
             "Self-contained (torch only); prints run, epoch, train_loss, test_loss as CSV, "
             "the same numbers as bnlr's reference engine."
