@@ -65,6 +65,7 @@ epochs, runs = report.epochs, report.runs
 adam = grid.optimizer.name in ("adam", "adamw")
 beta1 = grid.optimizer.betas[0]
 asked = classroom.ask("why")
+QUIZ_45 = ("past_wall", "warmup")  # the quizzes sections 4 and 5 answer (SGD only)
 
 # ---------------------------------------------------------------- curvature
 st.header("1 · Curvature and the stability wall")
@@ -233,6 +234,12 @@ if adam:
         "alone; choose the optimizer SGD in the sidebar to see them.",
         icon="ℹ️",
     )
+    if asked and asked.name in QUIZ_45:  # its answer is measured with SGD only
+        asked.box.info(
+            "This question is answered by sections 4 and 5, which measure gradient descent and "
+            "SGD: choose the optimizer SGD in the sidebar to see the answer.",
+            icon="ℹ️",
+        )
 else:
     st.markdown(
         "On a quadratic, gradient descent diverges for any lr above 2/λ. A network is not a "

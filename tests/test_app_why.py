@@ -166,3 +166,15 @@ def test_warmup_quiz_reveals_the_pages_verdict(page):
     table = edge.warmup_table(bnlr.train(edge.warmup_grid(bnlr.Grid())))  # trained again
     answer = edge.warmup_answer(edge.warmup_verdict(table), "yes")
     assert answer.said in said and "Your answer: **yes**" in said
+
+
+def test_with_adam_the_past_wall_quiz_says_how_to_get_its_answer(page):
+    at = page(epochs="2", lrs="0.05", depths=["3"], opt="Adam", quiz="past_wall")
+    at.radio(key="_quiz_guess:why:past_wall").set_value("diverge").run()
+    at.button(key="_reveal:past_wall").click()
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    (note,) = [e.value for e in at.info if "This question" in e.value]
+    assert "choose the optimizer SGD" in note
+    plain = page(epochs="2", lrs="0.05", depths=["3"], opt="Adam")
+    assert not [e.value for e in plain.info if "This question" in e.value]
