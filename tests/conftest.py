@@ -43,3 +43,14 @@ def trainings(monkeypatch):
     yield seen
     st.cache_data.clear()
     runner.clear_cache()
+
+
+@pytest.fixture
+def uncapped(monkeypatch):
+    """Lifts the demo's cost cap, for tests of what a page shows at settings the cap accepts with
+    the fused kernel: on the torch path (``BNLR_KERNEL=torch``) or a slower host the cap refuses
+    some of them (the batch-size page's default, LR sensitivity's 20-seed replication), as it
+    should. The cap has tests of its own (test_app_demo.py, test_cost.py)."""
+    from ui import runner
+
+    monkeypatch.setattr(runner, "COST_CAP_S", float("inf"))

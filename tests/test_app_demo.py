@@ -153,7 +153,7 @@ def test_the_queue_reports_a_position_when_the_slots_are_full(trainings, monkeyp
 # ---------------------------------------------------------------- abandoned work stops
 
 
-def test_a_cancelled_training_stops_within_one_epoch(trainings, monkeypatch):
+def test_a_cancelled_training_stops_within_one_epoch(trainings, monkeypatch, uncapped):
     """The visitor leaves (Streamlit raises StopException at the page's next call) while the
     page waits: the training stops at most one epoch after."""
     queue = JobQueue(slots=2, grace_s=0.0, store=runner.CACHE.put)

@@ -20,7 +20,7 @@ def panels(at: AppTest) -> list[str]:
     return charts(at)[0]["facet"]["sort"]
 
 
-def test_home_routes_to_every_page():
+def test_home_routes_to_every_page(uncapped):
     at = AppTest.from_file(str(ROOT / "navigation.py"), default_timeout=TIMEOUT).run()
     assert not at.exception
     text = " ".join(m.value for m in at.markdown)
@@ -38,7 +38,7 @@ def test_home_routes_to_every_page():
         assert len(charts(at)) >= 2, path  # it trained and drew
 
 
-def test_sensitivity_default_is_the_articles_experiment(trainings):
+def test_sensitivity_default_is_the_articles_experiment(trainings, uncapped):
     at = page("lr_sensitivity.py")
     assert not at.exception
     # the article's experiment, then the same over seeds 929–948 for the replication

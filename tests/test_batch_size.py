@@ -199,7 +199,7 @@ def test_cli_best_lr_table():
 
 
 @pytest.mark.parametrize("present", [False, True])
-def test_page_at_its_defaults_shows_heatmap_ridge_noise_and_verdict(present):
+def test_page_at_its_defaults_shows_heatmap_ridge_noise_and_verdict(present, uncapped):
     at = page("batch_size.py", **({"present": "true"} if present else {}))
     assert not at.exception
     specs = charts(at)
@@ -216,7 +216,7 @@ def test_page_at_its_defaults_shows_heatmap_ridge_noise_and_verdict(present):
     assert "B_noise **0.8** at init" in text or "B_noise **0.72** at init" in text
 
 
-def test_quiz_on_the_page_asks_then_reveals():
+def test_quiz_on_the_page_asks_then_reveals(uncapped):
     at = page("batch_size.py", quiz="batch_lr")
     assert not at.exception and not charts(at)  # nothing drawn before the reveal
     at.radio[0].set_value("× 8").run()
