@@ -11,7 +11,8 @@ ui.runner, analysis, chart specs), CPU seconds of this process (the script's thr
   cached rerun as a multiple of it.
 
 Then, in Debian's Chromium against a warm server (started the README's way, its warm-up done):
-the wall time from opening each page's link to its first chart drawn, and to the whole page.
+the wall time from opening each page's link to its first chart drawn, and to the whole page;
+beside the trivial page served the same way (the floor of Streamlit and the browser here).
 
     python bench/app_timing.py [--repeat 3] [--no-browser]
 
@@ -103,31 +104,41 @@ FIRST_CHART_JS = """() => [...document.querySelectorAll('[data-testid="stVegaLit
 
 def browser_times(repeat: int) -> dict:
     """Wall seconds from opening each page's link to its first chart, and to the whole page
-    (its script finished), on a warm server."""
+    (its script finished), on a warm server; first the trivial page's, served the same way (the
+    browser's and Streamlit's own floor on this machine)."""
     import harness
     from playwright.sync_api import sync_playwright
 
+    def times(browser, url: str, home: bool = False) -> tuple[float, float]:
+        first, whole = [], []
+        for _ in range(repeat):
+            ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+            page = ctx.new_page()
+            start = time.monotonic()
+            page.goto(url)
+            if not home:
+                page.wait_for_function(FIRST_CHART_JS, timeout=120_000, polling=50)
+            else:  # Home has no chart: its first content is its claim cards
+                page.get_by_text("The article's three claims").wait_for(timeout=120_000)
+            first.append(time.monotonic() - start)
+            harness.wait_idle(page, 180_000)  # the script finished: the whole page
+            whole.append(time.monotonic() - start)
+            ctx.close()
+        return statistics.median(first), statistics.median(whole)
+
     out = {}
-    with harness.serve() as (url, _proc, _log), sync_playwright() as pw:
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(TRIVIAL)
+    with sync_playwright() as pw:
         browser = harness.launch(pw)
-        for _, path in PAGES.values():  # every page once: results cached, as on a warm server
-            harness.warm_up(browser, f"{url}/{path}")
-        for name, (_, path) in PAGES.items():
-            first, whole = [], []
-            for _ in range(repeat):
-                ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-                page = ctx.new_page()
-                start = time.monotonic()
-                page.goto(f"{url}/{path}")
-                if name != "Home":  # Home has no chart: its first content is its claim cards
-                    page.wait_for_function(FIRST_CHART_JS, timeout=120_000, polling=50)
-                else:
-                    page.get_by_text("The article's three claims").wait_for(timeout=120_000)
-                first.append(time.monotonic() - start)
-                harness.wait_idle(page, 180_000)  # the script finished: the whole page
-                whole.append(time.monotonic() - start)
-                ctx.close()
-            out[name] = (statistics.median(first), statistics.median(whole))
+        with harness.serve(script=f.name) as (url, _proc, _log):
+            harness.warm_up(browser, url)
+            out["trivial page"] = times(browser, url)
+        with harness.serve() as (url, _proc, _log):
+            for _, path in PAGES.values():  # every page once: results cached, as on a warm server
+                harness.warm_up(browser, f"{url}/{path}")
+            for name, (_, path) in PAGES.items():
+                out[name] = times(browser, f"{url}/{path}", home=name == "Home")
         browser.close()
     return out
 
@@ -169,9 +180,11 @@ def main() -> None:
             f"{ms(median('display'))} | {ms(median('display_shared'))} |"
         )
     if not args.no_browser:
-        print("\n| page | first chart (Chromium) | whole page |\n|---|---|---|")
-        for name, (first, whole) in browser_times(args.repeat).items():
-            print(f"| {name} | {first:.2f} s | {whole:.2f} s |")
+        print("\n| page | first chart (Chromium) | × trivial | whole page |\n|---|---|---|---|")
+        measured = browser_times(args.repeat)
+        floor = measured["trivial page"][0]
+        for name, (first, whole) in measured.items():
+            print(f"| {name} | {first:.2f} s | {first / floor:.1f}× | {whole:.2f} s |")
     print(f"load average after {os.getloadavg()[0]:.2f}")
 
 

@@ -7,12 +7,16 @@ to the page's first content (its first chart; for a quiz link its question, the 
 for the reveal) and to the whole page (its script finished), and whether Streamlit's "Page not
 found" dialog showed.
 
-    python bench/cold_start.py [--after 10] [--repeat 1] [--taskset 0]
+    python bench/cold_start.py [--after 10] [--repeat 1] [--taskset 0] [--websocket]
+
+``--websocket``: the server's part alone, with no browser: a client speaking Streamlit's
+protocol (bench/load_cap.py's) times the first chart's message and the script's end.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import subprocess
 import sys
@@ -21,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+sys.path.insert(0, str(ROOT / "bench"))
 import harness  # noqa: E402
 
 FIRST_CHART_JS = """() => [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]
@@ -59,11 +64,26 @@ def visit(browser, url: str, first: str) -> tuple[float, float, bool]:
     return first_s, whole, dialog
 
 
+def visit_websocket(url: str, link: str) -> tuple[float, float, bool]:
+    import asyncio
+
+    from load_cap import session
+
+    page, _, query = link.lstrip("/").partition("?")
+    out = asyncio.run(session(url, page, query, 300))
+    return (
+        out["first_chart"] or float("nan"),
+        out["finished"] or float("nan"),
+        bool(out["exceptions"]),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--after", type=float, default=10.0, help="seconds after the start")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--taskset", default="", help="run the server on these CPUs, e.g. 0")
+    parser.add_argument("--websocket", action="store_true", help="the server's part, no browser")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -71,20 +91,27 @@ def main() -> None:
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
     prefix = ("taskset", "-c", args.taskset) if args.taskset else ()
-    print(f"commit {commit}; the link opened {args.after:g} s after the server was healthy")
-    print("| link | first content | whole page | 'Page not found' |\n|---|---|---|---|")
-    with sync_playwright() as pw:
-        browser = harness.launch(pw)
+    client = "a websocket client (the server's part)" if args.websocket else "Chromium"
+    print(f"commit {commit}; link opened {args.after:g} s after the server was healthy; {client}")
+    print("| link | first content | whole page | 'Page not found' or exception |")
+    print("|---|---|---|---|")
+    with contextlib.ExitStack() as stack:
+        browser = None
+        if not args.websocket:
+            browser = harness.launch(stack.enter_context(sync_playwright()))
+            stack.callback(browser.close)
         for link, first in LINKS:
             runs = []
             for _ in range(args.repeat):
                 with harness.serve(prefix=prefix) as (url, _proc, _log):
                     time.sleep(args.after)
-                    runs.append(visit(browser, url + link, first))
+                    if browser is None:
+                        runs.append(visit_websocket(url, link))
+                    else:
+                        runs.append(visit(browser, url + link, first))
             f, w = (statistics.median(r[i] for r in runs) for i in (0, 1))
             shown = sum(r[2] for r in runs)
             print(f"| `{link}` | {f:.1f} s | {w:.1f} s | {shown} of {len(runs)} |")
-        browser.close()
 
 
 if __name__ == "__main__":

@@ -54,14 +54,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def server_command(port: int) -> list[str]:
-    """The README's `streamlit run streamlit_app.py`, bound to 127.0.0.1 on the given port."""
+def server_command(port: int, script: str = "streamlit_app.py") -> list[str]:
+    """The README's `streamlit run streamlit_app.py` (or another script, with the app's
+    .streamlit/config.toml), bound to 127.0.0.1 on the given port."""
     return [
         sys.executable,
         "-m",
         "streamlit",
         "run",
-        "streamlit_app.py",
+        script,
         "--server.headless",
         "true",
         "--server.address",
@@ -72,14 +73,20 @@ def server_command(port: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def serve(env: dict | None = None, timeout: float = 60, prefix: tuple[str, ...] = ()):
+def serve(
+    env: dict | None = None,
+    timeout: float = 60,
+    prefix: tuple[str, ...] = (),
+    script: str = "streamlit_app.py",
+):
     """Yields (base_url, process, log_path) of a fresh server; stops it on exit. ``prefix``: a
-    command the server runs under, e.g. ``("taskset", "-c", "0")`` (one CPU)."""
+    command the server runs under, e.g. ``("taskset", "-c", "0")`` (one CPU); ``script``:
+    another app than ours (a bench's baseline)."""
     port = free_port()
     # the log outlives this function's block: the caller reads it after the server stopped
     log = tempfile.NamedTemporaryFile("w+", prefix="bnlr-server-", suffix=".log", delete=False)  # noqa: SIM115
     proc = subprocess.Popen(
-        [*prefix, *server_command(port)],
+        [*prefix, *server_command(port, script)],
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
