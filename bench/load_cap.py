@@ -78,12 +78,11 @@ async def session(base: str, page: str, query: str, timeout: float) -> dict:
             kind = fwd.WhichOneof("type")
             if kind == "delta" and fwd.delta.WhichOneof("type") == "new_element":
                 element = fwd.delta.new_element.WhichOneof("type") or ""
-                question = (
-                    element == "markdown" and "Predict first" in fwd.delta.new_element.markdown.body
-                )
+                body = getattr(getattr(fwd.delta.new_element, element, None), "body", "")
+                question = "Predict first" in body or "The article's three claims" in body
                 if "vega_lite" in element:
                     out["chart_bytes"] += len(raw)
-                if "vega_lite" in element or question:  # a chart, or a quiz's question
+                if "vega_lite" in element or question:  # a chart, a quiz's question, Home's claims
                     out["charts"] += 1
                     out["first_chart"] = out["first_chart"] or time.monotonic() - t0
                 if element == "exception":
