@@ -8,6 +8,7 @@ opened first on a freshly started server showed "Page not found" (tests/e2e/test
 import streamlit as st
 
 from ui import theme
+from ui.admission import ADMISSION
 
 # presentation mode starts with the sidebar collapsed (one click opens it): the chart gets the room
 st.set_page_config(
@@ -40,4 +41,16 @@ present = st.sidebar.toggle(
     help="Larger text, chart fonts and lines for a projector. Share it as `?present=true`.",
 )
 theme.use(present)
-page.run()
+place = st.empty()
+
+
+def show_place(ahead: int) -> None:
+    who = f"{ahead} visitor{'s' * (ahead != 1)} ahead of you" if ahead else "You are next"
+    place.info(
+        f"⏳ {who}: this server builds {ADMISSION.limit} pages at a time, first come first served."
+    )
+
+
+with ADMISSION.turn(show_place):  # a class arriving at once: pages built a few at a time
+    place.empty()
+    page.run()

@@ -41,6 +41,7 @@ from streamlit.elements import vega_charts
 from streamlit.util import calc_hash
 
 from ui import theme
+from ui.admission import ADMISSION
 from ui.cache import MISSING, ResultCache
 
 T = TypeVar("T")
@@ -68,7 +69,8 @@ def shared(name: str, result: object, display: Hashable, compute: Callable[[], T
             if mine:
                 flight = _flights[key] = threading.Event()
         if not mine:
-            flight.wait()
+            with ADMISSION.aside():
+                flight.wait()
             continue  # computed by another session (or it failed there: compute it here)
         try:
             value = compute()

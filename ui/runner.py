@@ -26,6 +26,7 @@ import bnlr
 import bnlr.article
 import bnlr.metrics
 from bnlr import claims, cost, host, lrfinder
+from ui.admission import ADMISSION
 from ui.cache import MISSING, ResultCache
 from ui.jobs import Job, JobQueue
 
@@ -144,8 +145,9 @@ def obtain(
             ahead = QUEUE.ahead(job)
         box = st.empty()
         try:
-            while not job.done.wait(POLL_S):
-                show(box, job)
+            with ADMISSION.aside():  # another visitor's page is built meanwhile
+                while not job.done.wait(POLL_S):
+                    show(box, job)
         except BaseException:  # the script was stopped or rerun: this session no longer waits
             QUEUE.leave(job)
             raise
