@@ -94,8 +94,8 @@ def spec(chart: alt.TopLevelMixin) -> dict:
     tests/test_charts.py instead).
 
     The data is sent lean (``lean``): only the columns the spec names, and text columns
-    dictionary-encoded (the Why page's "past the wall" chart: 1.87 MB → see
-    docs/performance.md), which is what a school laptop's browser has to decode and draw."""
+    dictionary-encoded: what a school laptop's browser has to decode and draw (the bytes each
+    page sends: docs/performance.md)."""
     frames: dict = {}
     alt.data_transformers.register("bnlr_frames", _keep_frame)
     with vega_charts._altair_globals_lock:
@@ -153,7 +153,8 @@ def _names(spec_text: str, column: str) -> bool:
 def dataframe(df: pd.DataFrame, shape: Callable | None = None, where=st, **kwargs):
     """``st.dataframe(shape(df))`` (or of ``df``), with the Arrow table Streamlit would make of
     it kept for as long as ``df`` lives (``per``): a result's tables are converted once, not on
-    every rerun by every visitor (a tenth of the time, measured: 2.1 → 0.2 ms per table).
+    every rerun by every visitor (an Arrow table goes out about ten times faster than a
+    DataFrame: docs/performance.md).
     ``shape`` (renaming, dropping columns) must read ``df`` only."""
     table = per(df, shape or _same, lambda d: convert_pandas_df_to_arrow_table((shape or _same)(d)))
     return where.dataframe(table, **kwargs)
