@@ -178,3 +178,15 @@ def test_a_kept_table_is_the_one_streamlit_makes_of_the_shaped_frame():
     assert table.equals(sent) and kwargs == {"hide_index": True}
     assert figures.dataframe(df, drop_n, Where())[0] is table  # kept
     assert figures.dataframe(df, None, Where())[0].column_names == ["arch", "lr", "n"]
+
+
+def test_a_results_figures_go_with_it():
+    class Result:
+        pass
+
+    figures.clear()
+    result = Result()
+    figures.shared("page", result, ("train",), lambda: "spec")
+    assert len(figures.CACHE) == 1
+    del result  # dropped from the runner's cache, no page holds it
+    assert len(figures.CACHE) == 0

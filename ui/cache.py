@@ -67,6 +67,11 @@ class ResultCache:
             while len(self._items) > self.entries or self.bytes() > self.max_bytes:
                 self._items.popitem(last=False)
 
+    def drop(self, key: Hashable) -> None:
+        """Forgets ``key`` (nothing if it is not kept)."""
+        with self._lock:
+            self._items.pop(key, None)
+
     def bytes(self) -> int:
         """Returns the bytes held now."""
         with self._lock:

@@ -55,8 +55,8 @@ def shared(name: str, result: object, display: Hashable, compute: Callable[[], T
     computes it once, not thirty times).
 
     ``result`` is the runner's cached result (the same object for every session asking for the
-    same settings); it is held weakly, so a result dropped from the runner's cache frees this
-    entry's key too.
+    same settings); it is held weakly, and a result dropped from the runner's cache takes its
+    figures with it.
     """
     key = (name, id(result), display)
     while True:
@@ -74,7 +74,7 @@ def shared(name: str, result: object, display: Hashable, compute: Callable[[], T
             continue  # computed by another session (or it failed there: compute it here)
         try:
             value = compute()
-            CACHE.put(key, (weakref.ref(result), value))
+            CACHE.put(key, (weakref.ref(result, lambda _, key=key: CACHE.drop(key)), value))
             return value
         finally:
             with _flights_lock:

@@ -18,8 +18,9 @@ Importing a module of the app changes nothing; this does, once per process:
 - **The displays one click away are computed while idle** (``ui.figures.PREFETCH``), so that a
   first click on train / test, the band or the log axis answers at once.
 - **Memory goes back to the system**: glibc's mmap threshold is fixed at 128 KB (big temporaries
-  then do not leave holes in the heap that ``malloc_trim`` cannot give back), the heap is trimmed
-  after every training, and a janitor collects cyclic garbage between pages.
+  then do not leave holes in the heap that ``malloc_trim`` cannot give back), its arenas are
+  ``ARENAS`` for all the threads (sessions, slots, compiles) rather than 8 per core, the heap is
+  trimmed after every training, and a janitor collects cyclic garbage between pages.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from ui import claims_jobs, figures, runner
 QUIET_S = 2.0  # kernels compile only after this long without a training (a page's jobs are done)
 TRIM_S = 3.0  # the janitor collects once pages were drawn and then none for this long
 TRIM_MAX_S = 30.0  # ... or this long after the first page drawn, if pages keep coming
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # glibc's mallopt parameters
+ARENAS = 2  # malloc arenas for all threads (glibc's default, 8 per core, each holding free memory)
 
 _started = threading.Lock()
 _done: list[bool] = []
@@ -59,6 +61,7 @@ def start() -> None:
     libc = _libc()
     if libc is not None:
         libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+        libc.mallopt(M_ARENA_MAX, ARENAS)
         runner.QUEUE.after = lambda: libc.malloc_trim(0)
         threading.Thread(target=_janitor, args=(libc,), name="bnlr-janitor", daemon=True).start()
     figures.PREFETCH.busy = runner.QUEUE.busy  # the displays one click away, while idle
