@@ -190,3 +190,10 @@ def test_a_results_figures_go_with_it():
     assert len(figures.CACHE) == 1
     del result  # dropped from the runner's cache, no page holds it
     assert len(figures.CACHE) == 0
+
+
+def test_a_table_with_unhashable_cells_is_sent_whole():
+    df = pd.DataFrame({"x": [1, 2], "y": [3.0, 4.0], "tags": [["a"], ["b", "c"]]})
+    spec = figures.spec(alt.Chart(df).mark_point().encode(x="x:Q", y="y:Q"))
+    (sent,) = _tables(spec)
+    assert sent["x"].tolist() == [1, 2] and sent["y"].tolist() == [3.0, 4.0]

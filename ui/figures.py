@@ -104,7 +104,9 @@ def spec(chart: alt.TopLevelMixin) -> dict:
             out = chart.to_dict(validate=False)
     named = json.dumps(out, default=repr)  # every name the spec uses, data aside
     datasets = {
-        name: data if isinstance(data, dict) else convert_anything_to_arrow_bytes(lean(data, named))
+        name: convert_anything_to_arrow_bytes(lean(data, named))
+        if isinstance(data, pd.DataFrame)
+        else data  # already Streamlit's (``_keep_frame``'s fallbacks)
         for name, data in frames.items()
     }
     out["datasets"] = {**out.get("datasets", {}), **datasets}
@@ -116,7 +118,10 @@ def _keep_frame(data, frames: dict) -> dict:
     ``spec`` to encode once the whole spec is known."""
     if not isinstance(data, pd.DataFrame):  # GeoJSON and the like: Streamlit's own way
         return vega_charts._to_arrow_dataset(data, frames)
-    content = pd.util.hash_pandas_object(data).to_numpy().tobytes()
+    try:
+        content = pd.util.hash_pandas_object(data).to_numpy().tobytes()
+    except TypeError:  # unhashable cells (lists): sent whole, Streamlit's own way
+        return vega_charts._to_arrow_dataset(data, frames)
     name = calc_hash(content + str(list(data)).encode())
     frames[name] = data
     return {"name": name}
@@ -153,9 +158,8 @@ def _names(spec_text: str, column: str) -> bool:
 def dataframe(df: pd.DataFrame, shape: Callable | None = None, where=st, **kwargs):
     """``st.dataframe(shape(df))`` (or of ``df``), with the Arrow table Streamlit would make of
     it kept for as long as ``df`` lives (``per``): a result's tables are converted once, not on
-    every rerun by every visitor (an Arrow table goes out about ten times faster than a
-    DataFrame: docs/performance.md).
-    ``shape`` (renaming, dropping columns) must read ``df`` only."""
+    every rerun by every visitor (Streamlit sends an Arrow table as it is). ``shape`` (renaming,
+    dropping columns) must read ``df`` only."""
     table = per(df, shape or _same, lambda d: convert_pandas_df_to_arrow_table((shape or _same)(d)))
     return where.dataframe(table, **kwargs)
 
@@ -165,10 +169,10 @@ def _same(df):
 
 
 def per(obj: object, fn: Callable, compute: Callable | None = None):
-    """Returns ``(compute or fn)(obj)``, computed once for as long as ``obj`` lives (keyed by the
-    object and ``fn``'s code, so a lambda in a page's script is the same key on every rerun):
-    for what a page derives from a cached result's tables on every rerun. ``fn`` must read
-    ``obj`` only."""
+    """Returns ``(compute or fn)(obj)``, computed once for as long as ``obj`` lives: for what a
+    page derives from a cached result's tables on every rerun. The key is the object and
+    ``fn``'s code (a lambda in a page's script has the same code on every rerun: Streamlit
+    compiles a script once), so what is computed must depend on ``obj`` alone."""
     key = (id(obj), fn.__code__)
     hit = _PER.get(key)
     if hit is None or hit[0]() is not obj:
