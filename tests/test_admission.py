@@ -122,3 +122,12 @@ def test_back_from_a_training_a_page_goes_before_visitors_without_a_turn_yet():
     for t in (ta, tb, tc):
         t.join(5)
     assert order == ["b", "a", "c"]
+
+
+def test_stepping_aside_twice_gives_the_turn_away_once():
+    admission = Admission(limit=2)
+    with admission.turn(lambda ahead: None):
+        with admission.aside(), admission.aside():  # a training's wait inside a figure's wait
+            assert admission.state()["building"] == 0
+        assert admission.state()["building"] == 1
+    assert admission.state() == {"building": 0, "waiting": 0}

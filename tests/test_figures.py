@@ -146,6 +146,7 @@ def test_sessions_asking_at_once_compute_once():
 
 
 def test_per_computes_once_while_its_object_lives():
+    figures.clear()
     df, calls = pd.DataFrame({"a": [1, 2]}), []
 
     def total(d):
@@ -156,9 +157,9 @@ def test_per_computes_once_while_its_object_lives():
     assert len(calls) == 1
     other = pd.DataFrame({"a": [5]})
     assert figures.per(other, total) == 5 and len(calls) == 2  # another object
-    entries = len(figures._PER)
+    assert len(figures.CACHE) == 2
     del df, other
-    assert len(figures._PER) == entries - 2  # forgotten with their objects
+    assert len(figures.CACHE) == 0  # forgotten with their objects
 
 
 def test_a_kept_table_is_the_one_streamlit_makes_of_the_shaped_frame():

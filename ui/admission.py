@@ -72,15 +72,17 @@ class Admission:
     def aside(self) -> Iterator[None]:
         """For the block (a wait for a training), this thread's turn goes to the next visitor;
         afterwards it takes the next free turn, ahead of every visitor still waiting for one."""
-        if not getattr(self._mine, "holds", False):
+        if not getattr(self._mine, "holds", False):  # no turn (or already aside): nothing to give
             yield
             return
         with self._cond:
             self._building -= 1
             self._cond.notify_all()
+        self._mine.holds = False
         try:
             yield
         finally:
+            self._mine.holds = True
             with self._cond:  # back ahead of every visitor still waiting for a first turn
                 self._returning += 1
                 while self._building >= self.limit:

@@ -15,10 +15,13 @@ MISSING = object()  # what ``get`` returns for a key it does not hold
 
 
 def nbytes(value) -> int:
-    """Returns the bytes ``value`` holds: a DataFrame's (deep), bytes' and strings' length, summed
+    """Returns the bytes ``value`` holds: a DataFrame's (deep), an Arrow table's or array's, bytes'
+    and strings' length, summed
     through results, tuples, lists, dicts and dataclasses; 1 KB for anything else."""
     if isinstance(value, pd.DataFrame):
         return int(value.memory_usage(deep=True).sum())
+    if isinstance(getattr(value, "nbytes", None), int):  # Arrow tables, NumPy arrays
+        return value.nbytes
     if isinstance(value, (bytes, str)):
         return len(value)
     if isinstance(value, bnlr.Result):

@@ -169,20 +169,11 @@ def _same(df):
 
 
 def per(obj: object, fn: Callable, compute: Callable | None = None):
-    """Returns ``(compute or fn)(obj)``, computed once for as long as ``obj`` lives: for what a
-    page derives from a cached result's tables on every rerun. The key is the object and
-    ``fn``'s code (a lambda in a page's script has the same code on every rerun: Streamlit
-    compiles a script once), so what is computed must depend on ``obj`` alone."""
-    key = (id(obj), fn.__code__)
-    hit = _PER.get(key)
-    if hit is None or hit[0]() is not obj:
-        value = (compute or fn)(obj)
-        ref = weakref.ref(obj, lambda r, key=key: _PER.get(key, (None,))[0] is r and _PER.pop(key))
-        hit = _PER[key] = (ref, value)
-    return hit[1]
-
-
-_PER: dict = {}  # (id of an object, a function's code) → (weakref to the object, the value)
+    """Returns ``(compute or fn)(obj)``: ``shared`` with ``obj`` as the result, for what a page
+    derives from a cached result's tables on every rerun. The key is ``fn``'s code (a lambda in a
+    page's script has the same code on every rerun: Streamlit compiles a script once), so what
+    is computed must depend on ``obj`` alone."""
+    return shared(("per", fn.__code__), obj, (), lambda: (compute or fn)(obj))
 
 
 def draw(spec: dict, where=st, stretch: bool = False, **kwargs):
