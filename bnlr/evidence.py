@@ -300,7 +300,7 @@ def sentence(v: Verdict, subject: str, yes: str = "") -> str:
     against = f", the opposite in {v.seeds_against}" if v.seeds_against > v.seeds_holding else ""
     counts = (
         f"holds in **{v.seeds_holding} of {v.seeds}** seeds{against} ({v.coin_words}); "
-        f"mean effect {v.effect:+.2f}{unit}, {LEVEL * 100:.0f} % interval "
+        f"mean effect {bound(v.effect)}{unit}, {LEVEL * 100:.0f} % interval "
         f"[{bound(v.low)}, {bound(v.high)}]"
     )
     if v.word == "no consistent difference":

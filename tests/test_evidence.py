@@ -228,3 +228,9 @@ def test_best_lr_effects_by_hand():
         }
     )
     assert claims.bn_best_lr_effects(best).to_dict() == pytest.approx({1: 1.0, 2: 0.0})
+
+
+def test_a_mean_effect_near_zero_is_printed_with_the_digits_that_show_it():
+    v = judge("BN models react more", pd.Series([-0.003, 0.001, -0.004]), "more", "less")
+    text = sentence(v, "BN models react **{word}**", "more")
+    assert "mean effect -0.002" in text and "-0.00," not in text
