@@ -46,8 +46,9 @@ def mse_of(model: bnlr.ModelConfig):
 @pytest.mark.parametrize("bn", ["none", "pre"])
 def test_preconditioned_sharpness_is_the_top_eigenvalue_of_p_inverse_h(bn):
     model = bnlr.ModelConfig((3, 3), "tanh", bn)
-    mlp = MLP(model, 5, torch.float64).train()
-    torch.manual_seed(0)
+    seeded = torch.Generator().manual_seed(0)
+    layers = bnlr.models.initial_parameters(model, 5, seeded, torch.float64)
+    mlp = MLP(model, 5, torch.float64).train().load_initial(layers)  # (MLP alone: uninitialised)
     opt = torch.optim.Adam(mlp.parameters(), lr=0.01)
     for _ in range(5):  # a few real Adam steps: its state is the preconditioner
         opt.zero_grad()
