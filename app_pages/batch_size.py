@@ -19,6 +19,8 @@ DEFAULTS = {
     "same": "epochs",
 }
 SAME_LABEL = {"epochs": "same epochs", "steps": "same steps"}
+SMALLEST = DEFAULTS["b_min"]
+DEFAULTS["b_min"] = batch_jobs.default_b_min(DEFAULTS)  # higher where B = 2 is over the cap
 
 open_page(
     "batch_size",
@@ -53,6 +55,12 @@ with st.sidebar:
             "is the expensive corner (one step per sample); BN networks start at 2.",
         )
     )
+    if DEFAULTS["b_min"] > SMALLEST:
+        st.caption(
+            f"The default starts at B = {DEFAULTS['b_min']} on this server: from B = {SMALLEST} "
+            "the default sweep would exceed the cost cap here (a slower CPU, or no compiled "
+            "kernel)."
+        )
     lrs = controls.lr_range(DEFAULTS["lr_lo"], DEFAULTS["lr_hi"], DEFAULTS["lr_n"])
     arch = controls.architecture(DEFAULTS["depths"])
     training = controls.training(DEFAULTS["seeds"])

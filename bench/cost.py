@@ -93,10 +93,12 @@ def fit(count: int, save: str) -> None:
         times.append(t)
         line = f"{i:3d} runs {len(exp.runs):4d} E {exp.epochs:4d} S {exp.steps_per_epoch:5d}"
         line += f" n {exp.data.n:5d}: train {t:6.3f} s (est {est:6.3f})"
-        if rt:
-            t = cpu(lambda: lrfinder.range_test(exp, lrfinder.RangeTest(num_it=rt)))
-            full, base = cost.features(exp, rt), cost.features(exp)
-            rows.append([full[k] - base[k] for k in names])
+        if rt:  # the plain loop of the calibration probe (rt_* terms), net by net
+            test = lrfinder.RangeTest(num_it=rt)
+            nets = {(r.model, r.optimizer, r.seed): r for r in exp.runs}.values()
+            t = cpu(lambda: [lrfinder.run_range_test(r, exp, test) for r in nets])
+            loop = cost.loop_features(exp, rt)
+            rows.append([loop.get(k, 0.0) for k in names])
             times.append(t)
             line += f"; range test {rt}: {t:6.3f} s"
         print(line, flush=True)

@@ -56,9 +56,11 @@ def train_batched(
     tick: Callable[[int], None],
     cancel: Callable[[], bool] | None = None,
     record: bool = False,
+    step_losses: bool = False,
 ) -> list[RunHistory]:
     """Returns one RunHistory per run of ``experiment``, in the experiment's order (with its
-    parameters at init and after every epoch when ``record``)."""
+    parameters at init and after every epoch when ``record``, each batch's loss when
+    ``step_losses``: on the torch path, the fused kernel does not compute it)."""
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, run in enumerate(experiment.runs):
         groups[(run.model, run.optimizer)].append(i)
@@ -67,7 +69,7 @@ def train_batched(
         for i, hist in zip(
             idxs,
             _Group(experiment, [experiment.runs[i] for i in idxs], data).train(
-                tick, cancel, record
+                tick, cancel, record, step_losses
             ),
         ):
             out[i] = hist
@@ -255,7 +257,9 @@ class _Group:
                     parts.append(np.arange(R * self.shapes[j][1]).reshape(R, -1) + offsets[j])
         return torch.from_numpy(np.concatenate(parts, axis=1))
 
-    def train(self, tick, cancel, record: bool = False) -> list[RunHistory]:
+    def train(
+        self, tick, cancel, record: bool = False, step_losses: bool = False
+    ) -> list[RunHistory]:
         exp, R, S = self.exp, self.R, self.exp.steps_per_epoch
         E = exp.epochs
         trajs = [trajectory(r.schedule, r.lr, E, S, r.optimizer) for r in self.runs]
@@ -283,13 +287,15 @@ class _Group:
         if record:
             params = np.full((R, E + 1, index.shape[1]), np.nan)
             params[:, 0] = self.theta[index].double().numpy()
-        path = self._path(bool(mom_table.any()))  # fused or torch: the same methods
+        path = _TorchPath(self) if step_losses else self._path(bool(mom_table.any()))
+        step_loss = np.full((R, E, S), np.nan) if step_losses else None
         with torch.no_grad():
             for epoch in range(E):
                 if cancel is not None and cancel():
                     raise Cancelled()
-                train_l, test_l = path.epoch(
-                    epoch, lr_table[:, epoch] * alive[:, None], mom_table[:, epoch]
+                now = (epoch, lr_table[:, epoch] * alive[:, None], mom_table[:, epoch])
+                train_l, test_l = (
+                    path.epoch(*now) if step_loss is None else path.epoch(*now, step_loss[:, epoch])
                 )
                 losses[0, alive, epoch], losses[1, alive, epoch] = train_l[alive], test_l[alive]
                 trained[alive] = epoch + 1
@@ -319,6 +325,7 @@ class _Group:
                 step_mom[r],
                 diverged[r],
                 params[r] if record else None,
+                None if step_loss is None else np.where(done[r, :, None], step_loss[r], np.nan),
             )
             for r in range(R)
         ]
@@ -359,10 +366,15 @@ class _TorchPath:
         self.ytr_row, self.yte_row = d.y_train.t(), d.y_test.t()  # (1, N)
 
     def epoch(
-        self, epoch: int, lr: np.ndarray, momentum: np.ndarray
+        self,
+        epoch: int,
+        lr: np.ndarray,
+        momentum: np.ndarray,
+        step_loss: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Trains one epoch with lr and momentum / beta1 (R, S) per run and step (lr 0 for a
-        diverged run); returns the train and test MSE per run (float64)."""
+        diverged run); returns the train and test MSE per run (float64). ``step_loss`` (R, S),
+        if given, receives each step's batch MSE before the step."""
         g = self.g
         S, bs = g.exp.steps_per_epoch, g.exp.batch_size
         # this epoch's lr and momentum per step, spread to every element of theta: (S, P)
@@ -378,7 +390,10 @@ class _TorchPath:
             saved: list = []
             pred = g.forward(X_e[:, :, batch], training=True, saved=saved)  # (R, 1, B)
             # d MSE_r / d pred: each run its own mean loss, as MSELoss's backward gives
-            grad_pred = (pred - y_e[:, :, batch]).mul_(2.0 / pred.shape[2])
+            residual = pred - y_e[:, :, batch]
+            if step_loss is not None:  # MSELoss of each run's batch
+                step_loss[:, b] = residual.square().mean(dim=(1, 2)).double().numpy()
+            grad_pred = residual.mul_(2.0 / pred.shape[2])
             self.optimizer.step(g.backward(grad_pred, saved), lr_e[b], mom_e[b], any_momentum)
         train = self._eval_losses(self.Xtr1.t(), self.ytr_row)
         return train, self._eval_losses(self.Xte1.t(), self.yte_row)

@@ -8,6 +8,7 @@ line naming the bad value.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import pandas as pd
@@ -287,13 +288,19 @@ def info() -> list[str]:
     model = ModelConfig((article.WIDTH,) * 3, article.ACTIVATION, "none")
     route = fused.path(model, DataConfig().n_features, "sgd", "float32")
     kernel = "torch (BNLR_KERNEL=torch or no llvmlite)" if not fused.wanted() else route
+    if fused.wanted():
+        from bnlr.fused import llc
+
+        named = " (BNLR_CPU)" if os.environ.get("BNLR_CPU", "").strip() else ""
+        kernel += f", for the CPU {llc.target()[0]}{named}"
     return [
         f"bnlr: {_version()}",
         f"versions: {', '.join(versions)}",
         f"platform: {platform.platform()}",
         f"cpu: {cpu}",
         f"cpus: {host.usable_cpus().describe()}",
-        f"torch threads: {torch.get_num_threads()}",
+        f"torch threads: {torch.get_num_threads()}, "
+        f"instructions {torch.backends.cpu.get_cpu_capability()}",
         f"kernel path: {kernel}",
         f"kernel cache: {fused.cache_dir() or 'off'}",
         f"calibration: {cost.calibrate().describe()}",

@@ -110,7 +110,7 @@ def features(
 ) -> dict[str, float]:
     """Returns the count of each unit of work in ``experiment`` (and its range test), on the
     path each group takes now (``bnlr.fused.path``), or all on the torch path."""
-    data, E, B = experiment.data, experiment.epochs, experiment.batch_size
+    data, E = experiment.data, experiment.epochs
     S = experiment.steps_per_epoch
     n_train, n = data.n_train, data.n
     f = dict.fromkeys(COST_S, 0.0)
@@ -147,15 +147,33 @@ def features(
         f["order"] += R * E * n_train * (data.n_features + 1)
     # every (schedule, lr) is checked once by stepping its torch scheduler over the whole run
     f["schedule_step"] = len({(r.schedule, r.lr, r.optimizer) for r in experiment.runs}) * E * S
-    if range_test_batches:
-        nets = {(r.model, r.optimizer, r.seed) for r in experiment.runs}
-        for model, _, _ in nets:
-            layers, params, hidden = _shape(model, data.n_features)
-            f["rt_net"] += 1
-            f["rt_order"] += n_train * math.ceil(range_test_batches / S)
-            f["rt_step"] += range_test_batches
-            f["rt_step_layer"] += range_test_batches * layers
-            f["rt_flop"] += range_test_batches * B * (params + 2 * hidden)
+    if range_test_batches:  # trained together on the torch path (``lrfinder.range_test``)
+        for k, v in features(_range_tests(experiment, range_test_batches), 0, True).items():
+            f[k] += v * (k != "request")
+    return f
+
+
+def _range_tests(experiment: Experiment | Shape, batches: int) -> Shape:
+    """The range tests of ``experiment`` as ``lrfinder.tests_of`` makes them: one rising run
+    per network, optimizer and seed, over the epochs that hold ``batches``."""
+    nets = {(r.model, r.optimizer, r.seed): r for r in experiment.runs}
+    runs = tuple(_Run(m, o, 1e-5, seed, "exponential") for m, o, seed in nets)
+    epochs = math.ceil(batches / experiment.steps_per_epoch)
+    return Shape(runs, experiment.data, epochs, experiment.batch_size, experiment.dtype)
+
+
+def loop_features(experiment: Experiment | Shape, batches: int) -> dict[str, float]:
+    """The count of each unit of work of ``batches`` steps of ``lrfinder.run_range_test`` (a
+    plain PyTorch loop) on every network and seed of ``experiment``: the calibration probe."""
+    data, S = experiment.data, experiment.steps_per_epoch
+    f = dict.fromkeys(("rt_net", "rt_order", "rt_step", "rt_step_layer", "rt_flop"), 0.0)
+    for model, _, _ in {(r.model, r.optimizer, r.seed) for r in experiment.runs}:
+        layers, params, hidden = _shape(model, data.n_features)
+        f["rt_net"] += 1
+        f["rt_order"] += data.n_train * math.ceil(batches / S)
+        f["rt_step"] += batches
+        f["rt_step_layer"] += batches * layers
+        f["rt_flop"] += batches * experiment.batch_size * (params + 2 * hidden)
     return f
 
 
@@ -428,20 +446,21 @@ def calibrate(apply: bool = True) -> Calibration:
     """
     import time
 
-    from .lrfinder import RangeTest, range_test
+    import torch
+
+    from .data import make_data
+    from .lrfinder import RangeTest, run_range_test
 
     global SPEED
     experiment = probe_experiment()
     test = RangeTest(start_lr=1e-7, end_lr=1e-6, num_it=PROBE_BATCHES)
-    saved, SPEED = SPEED, 1.0
-    try:
-        predicted = estimate(experiment, PROBE_BATCHES) - estimate(experiment)
-    finally:
-        SPEED = saved
+    predicted = sum(COST_S[k] * v for k, v in loop_features(experiment, PROBE_BATCHES).items())
     times, spent = [], 0.0
     while len(times) < PROBE_TRIES and spent < PROBE_CPU_S:
         start = time.thread_time()
-        range_test(experiment, test)
+        data = make_data(experiment.data, getattr(torch, experiment.dtype))
+        for run in experiment.runs:
+            run_range_test(run, experiment, test, data)
         times.append(time.thread_time() - start)
         spent += times[-1]
     speed = min(max(min(times) / predicted, SPEED_RANGE[0]), SPEED_RANGE[1])

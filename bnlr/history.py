@@ -21,6 +21,7 @@ class RunHistory:
     step_momentum: np.ndarray  # (E, S) SGD momentum or Adam beta1 at each step
     diverged_epoch: int | None = None  # first epoch (1-based) with a non-finite loss
     parameters: np.ndarray | None = None  # (E + 1, P) at init and after each epoch, if recorded
+    step_loss: np.ndarray | None = None  # (E, S) each step's batch MSE before it, if recorded
 
     @classmethod
     def empty(cls, epochs: int, steps: int) -> RunHistory:

@@ -25,7 +25,6 @@ from torch import nn
 
 from .config import Experiment, RunConfig
 from .data import Dataset, make_data
-from .history import Cancelled
 from .protocol import torch_run
 
 
@@ -59,6 +58,12 @@ class RangeTest:
     def gamma(self) -> float:
         """The per-batch factor of ExponentialLR: start_lr · gamma ** (num_it − 1) = end_lr."""
         return (self.end_lr / self.start_lr) ** (1 / (self.num_it - 1))
+
+    def rising(self, run: RunConfig) -> RunConfig:
+        """``run`` with its lr rising from ``start_lr``: an ExponentialLR stepped every batch."""
+        return replace(
+            run, lr=self.start_lr, schedule=f"exponential:gamma={self.gamma!r},every=batch"
+        )
 
 
 class Smoother:
@@ -169,9 +174,7 @@ def run_range_test(
     initial weights and sees the run's batch order, and the schedule is an ``ExponentialLR``
     from ``start_lr`` stepped after every batch (``run.lr`` and ``run.schedule`` are replaced).
     """
-    rising = replace(
-        run, lr=test.start_lr, schedule=f"exponential:gamma={test.gamma!r},every=batch"
-    )
+    rising = test.rising(run)
     if data is None:  # the experiment's data (range_test makes it once for all its networks)
         data = make_data(experiment.data, getattr(torch, experiment.dtype))
     epochs = math.ceil(test.num_it / experiment.steps_per_epoch)
@@ -201,37 +204,57 @@ def run_range_test(
     )
 
 
+def tests_of(experiment: Experiment, test: RangeTest = RangeTest()) -> Experiment:
+    """The range tests of ``experiment`` as one experiment: a rising run (``RangeTest.rising``)
+    per network, optimizer and seed, over the epochs that hold ``num_it`` batches."""
+    rising = {}
+    for run in experiment.runs:
+        rising.setdefault((run.model, run.optimizer, run.seed), test.rising(run))
+    epochs = math.ceil(test.num_it / experiment.steps_per_epoch)
+    return replace(experiment, runs=tuple(rising.values()), epochs=epochs)
+
+
 def range_test(
     experiment: Experiment,
     test: RangeTest = RangeTest(),
     cancel: Callable[[], bool] | None = None,
+    engine: str = "batched",
 ) -> pd.DataFrame:
     """Returns the range test of every network of ``experiment`` with each of its seeds, tidy.
 
-    Columns: arch, depth, width, activation, bn, seed, iteration, lr, loss, smooth_loss.
-    ``cancel()`` is polled before each network; when it returns True, ``bnlr.Cancelled`` is
-    raised.
+    Columns: arch, depth, width, activation, bn, optimizer, seed, iteration, lr, loss,
+    smooth_loss. All of them train at once as one experiment (``bnlr.train`` on ``engine``,
+    recording each batch's loss), each as ``run_range_test`` trains it alone, and are cut where
+    that would have stopped. ``cancel()`` is polled between epochs; when it returns True,
+    ``bnlr.Cancelled`` is raised.
     """
-    seen, parts = set(), []
-    data = make_data(experiment.data, getattr(torch, experiment.dtype))
-    for run in experiment.runs:
-        key = (run.model, run.optimizer, run.seed)
-        if key in seen:
-            continue
-        if cancel is not None and cancel():
-            raise Cancelled()
-        seen.add(key)
-        curve = run_range_test(run, experiment, test, data)
+    from .train import train  # (train imports the engines, which import nothing of this)
+
+    tests = tests_of(experiment, test)
+    steps = train(tests, engine, cancel=cancel, record_step_losses=True).steps
+    parts = []
+    for i, run in enumerate(tests.runs):
+        own = steps[steps["run"] == i].iloc[: test.num_it]
+        losses = own["loss"].to_numpy()
+        smoothed = smooth(losses, test.beta)
+        stop = stop_index(smoothed, test.stop_factor)
+        n = len(losses) if stop is None else stop + 1
         m = run.model
         parts.append(
-            curve.assign(
-                arch=m.label,
-                depth=m.depth,
-                width=m.widths[0],
-                activation=m.activation,
-                bn=m.bn,
-                optimizer=run.optimizer.label,
-                seed=run.seed,
+            pd.DataFrame(
+                {
+                    "iteration": np.arange(1, n + 1),
+                    "lr": own["lr"].to_numpy()[:n],
+                    "loss": losses[:n],
+                    "smooth_loss": smoothed[:n],
+                    "arch": m.label,
+                    "depth": m.depth,
+                    "width": m.widths[0],
+                    "activation": m.activation,
+                    "bn": m.bn,
+                    "optimizer": run.optimizer.label,
+                    "seed": run.seed,
+                }
             )
         )
     return pd.concat(parts, ignore_index=True)

@@ -28,10 +28,15 @@ def train_reference(
     tick: Callable[[int], None],
     cancel: Callable[[], bool] | None = None,
     record: bool = False,
+    step_losses: bool = False,
 ) -> list[RunHistory]:
     """Returns one RunHistory per run of ``experiment``, trained one after another (with its
-    parameters at init and after every epoch when ``record``)."""
-    return [_train_one(experiment, run, data, tick, cancel, record) for run in experiment.runs]
+    parameters at init and after every epoch when ``record``, each batch's loss when
+    ``step_losses``)."""
+    return [
+        _train_one(experiment, run, data, tick, cancel, record, step_losses)
+        for run in experiment.runs
+    ]
 
 
 def flat_parameters(model: MLP, config) -> np.ndarray:
@@ -42,7 +47,13 @@ def flat_parameters(model: MLP, config) -> np.ndarray:
 
 
 def _train_one(
-    exp: Experiment, run: RunConfig, data: Dataset, tick, cancel, record: bool = False
+    exp: Experiment,
+    run: RunConfig,
+    data: Dataset,
+    tick,
+    cancel,
+    record: bool = False,
+    step_losses: bool = False,
 ) -> RunHistory:
     r = torch_run(run, data, exp.epochs, exp.steps_per_epoch)
     model, optimizer, stepper = r.model, r.optimizer, r.stepper
@@ -52,6 +63,8 @@ def _train_one(
         first = flat_parameters(model, run.model)
         hist.parameters = np.full((exp.epochs + 1, len(first)), np.nan)
         hist.parameters[0] = first
+    if step_losses:
+        hist.step_loss = np.full((exp.epochs, exp.steps_per_epoch), np.nan)
     for epoch in range(exp.epochs):
         if cancel is not None and cancel():
             raise Cancelled()
@@ -64,6 +77,8 @@ def _train_one(
             loss.backward()
             optimizer.step()
             stepper.after_batch()
+            if step_losses:
+                hist.step_loss[epoch, b] = loss.item()
         model.eval()
         with torch.no_grad():
             train_loss = loss_fn(model(data.X_train), data.y_train).item()

@@ -28,7 +28,7 @@ class Result:
     """What ``train`` returns: tidy per-epoch losses and per-step learning rates."""
 
     history: pd.DataFrame  # run settings + epoch (1-based), split, loss, epoch_lr, diverged
-    steps: pd.DataFrame  # run, epoch, step (1-based over the run), lr, momentum
+    steps: pd.DataFrame  # run, epoch, step (1-based over the run), lr, momentum (, loss)
     runs: pd.DataFrame  # one row per run: its settings and diverged_epoch
     parameters: dict[int, np.ndarray] | None = None  # run → (E + 1, P), if recorded
 
@@ -39,6 +39,7 @@ def train(
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     record_parameters: bool = False,
+    record_step_losses: bool = False,
 ) -> Result:
     """Returns the tidy results of every run in ``experiment`` (a Grid is expanded first).
 
@@ -50,6 +51,8 @@ def train(
         cancel: polled between epochs; when it returns True, ``bnlr.Cancelled`` is raised.
         record_parameters: keep every run's parameters at init and after each epoch
             (``Result.parameters``, in ``bnlr.models.layout`` order; NaN after divergence).
+        record_step_losses: add each step's batch MSE, before the step, to ``Result.steps``
+            (column ``loss``; the batched engine takes its torch path for it).
 
     >>> from bnlr import Grid
     >>> r = train(Grid(depths=(3,), bns=("none",), lrs=(0.01,), epochs=2))
@@ -69,7 +72,7 @@ def train(
         if progress is not None and n:
             progress(done, total)
 
-    hists = ENGINES[engine](experiment, data, tick, cancel, record_parameters)
+    hists = ENGINES[engine](experiment, data, tick, cancel, record_parameters, record_step_losses)
     result = _tables(experiment, hists)
     if record_parameters:
         return replace(result, parameters={i: h.parameters for i, h in enumerate(hists)})
@@ -124,4 +127,6 @@ def _tables(exp: Experiment, hists: list[RunHistory]) -> Result:
         },
         copy=False,
     )
+    if hists[0].step_loss is not None:
+        steps["loss"] = np.stack([h.step_loss.ravel() for h in hists]).ravel()
     return Result(history, steps, runs)

@@ -224,3 +224,26 @@ def test_quiz_on_the_page_asks_then_reveals(uncapped):
     assert not at.exception and len(charts(at)) == 3
     said = [e.value for e in (*at.success, *at.warning)]
     assert any("Your answer: **× 8**" in s for s in said)
+
+
+def test_page_opens_on_a_default_that_fits_a_slower_host(monkeypatch):
+    """Where B = 2's sweep is over the cap (the torch path, a slower CPU), the default smallest
+    batch is the first doubling of 2 whose sweep fits, and the page says so: it opens on its
+    charts, not on a refusal."""
+    from ui import runner
+
+    grid = bnlr.Grid(depths=(3,), lrs=bnlr.log_grid(3e-4, 0.3, 8), seeds=(929, 930))
+    n = grid.data.n_train
+    cost = {
+        b: bs.estimate(bs.BatchSweep(grid, bs.batch_sizes(b, n, grid.batch_size)))
+        for b in (2, 4, 8, 16)
+    }
+    assert cost[2] > cost[4] > cost[8] > cost[16]
+    monkeypatch.setattr(runner, "COST_CAP_S", (cost[8] + cost[16]) / 2)
+    at = page("batch_size.py")
+    assert not at.exception and not at.error
+    assert at.number_input(key="b_min").value == 16
+    assert len(charts(at)) >= 2  # the heat map and the ridge (the noise scale has its own cap)
+    text = " ".join(m.value for m in at.markdown)
+    assert text.count("linear scaling (lr ∝ B from B = 16)") == 2  # the sweep starts there
+    assert any("The default starts at B = 16" in c.value for c in at.caption)

@@ -150,6 +150,24 @@ def test_first_epoch_matches_at_any_lr():
     assert_same(*both(exp_of(runs, epochs=1)))
 
 
+def test_each_steps_batch_loss_matches():
+    """``record_step_losses``: every step's batch MSE before the step (the LR range test reads
+    them), from the batched engine's torch path and the reference loop's ``loss.item()``."""
+    runs = [
+        RunConfig(ModelConfig((4, 4, 4), "tanh", bn), lr, seed=seed, optimizer=opt)
+        for bn in ("none", "pre", "post")
+        for lr in (0.001, 0.0003)
+        for seed in (929, 930)
+        for opt in (OptimizerConfig("sgd", momentum=0.9), OptimizerConfig("adam"))
+    ]
+    exp = exp_of(runs, epochs=5)
+    ref, fast = (bnlr.train(exp, e, record_step_losses=True) for e in ("reference", "batched"))
+    assert_same(ref, fast)
+    assert len(ref.steps) == len(runs) * 5 * exp.steps_per_epoch
+    np.testing.assert_allclose(fast.steps["loss"], ref.steps["loss"], rtol=TOL)
+    assert (ref.steps["loss"] > 0).all() and "loss" not in bnlr.train(exp).steps
+
+
 def test_float32_engines_agree_loosely():
     runs = [RunConfig(ModelConfig((4, 4, 4), "tanh", bn), 0.005) for bn in ("none", "pre")]
     exp = Experiment(tuple(runs), epochs=10, dtype="float32")

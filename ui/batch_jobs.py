@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+import bnlr
 from bnlr import batch_size as bs
 from bnlr import cost
 from ui import runner
@@ -24,6 +25,26 @@ def check(sweep: bs.BatchSweep) -> float:
     if seconds > runner.COST_CAP_S:
         raise ValueError(cost.Refusal(seconds, runner.COST_CAP_S, LOWER).message())
     return seconds
+
+
+def default_b_min(defaults: dict) -> int:
+    """The page's default smallest batch size on this host: ``defaults["b_min"]``, doubled until
+    the sweep at the page's other ``defaults`` (depths, lr range, seeds) is within the cap. With
+    the compiled kernel that is the article's 2; on the torch path, or a host much slower than
+    ours, B = 2's steps alone would exceed the cap and the page would open on a refusal."""
+    grid = bnlr.Grid(
+        depths=tuple(defaults["depths"]),
+        lrs=bnlr.log_grid(float(defaults["lr_lo"]), float(defaults["lr_hi"]), defaults["lr_n"]),
+        seeds=tuple(range(bnlr.article.SEED, bnlr.article.SEED + defaults["seeds"])),
+    )
+    n = grid.data.n_train
+    b = min(defaults["b_min"], n)
+    while b < n:
+        sweep = bs.BatchSweep(grid, bs.batch_sizes(b, n, grid.batch_size), defaults["same"])
+        if bs.estimate(sweep) <= runner.COST_CAP_S:
+            return b
+        b *= 2
+    return n
 
 
 def sweep(request: bs.BatchSweep) -> bs.SweepResult:

@@ -51,8 +51,9 @@ def address(build, name: str, key) -> int:
     with _lock:
         if key_digest not in _loaded:  # (another thread may have loaded it meanwhile)
             if _engine is None:
+                cpu, features = llc.target()
                 tm = llvm.Target.from_default_triple().create_target_machine(
-                    cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten()
+                    cpu=cpu, features=features
                 )
                 _engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
             _engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
@@ -75,8 +76,7 @@ def _machine() -> bytes:
     sources = sorted(pathlib.Path(__file__).parent.glob("*.py"))
     parts = (
         *((p.name, p.read_bytes()) for p in sources),
-        llvm.get_host_cpu_name(),
-        llvm.get_host_cpu_features().flatten(),
+        llc.target(),
         llvm.llvm_version_info,
         llvmlite.__version__,
         sys.version,

@@ -9,6 +9,7 @@ for compiling in-process where no child process can be started.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import llvmlite.binding as llvm
@@ -18,13 +19,22 @@ import llvmlite.binding as llvm
 RECIPROCAL = '"reciprocal-estimates"="vec-divf:1,vec-divd:2,divf:1,divd:2"'
 
 
+def target() -> tuple[str, str]:
+    """The CPU the kernels are compiled for, and its features: this host's, or the LLVM CPU
+    named by ``BNLR_CPU`` (``haswell``: AVX2 without AVX-512; ``x86-64``: SSE2 only), to try
+    on one machine what another CPU would run."""
+    named = os.environ.get("BNLR_CPU", "").strip()
+    if named:
+        return named, ""
+    return llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
+
+
 def emit(text: str) -> bytes:
-    """Optimises the IR ``text`` at -O3 for the host CPU and returns the object file."""
+    """Optimises the IR ``text`` at -O3 for ``target()`` and returns the object file."""
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
-    tm = llvm.Target.from_default_triple().create_target_machine(
-        cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=3
-    )
+    cpu, features = target()
+    tm = llvm.Target.from_default_triple().create_target_machine(cpu=cpu, features=features, opt=3)
     mod = llvm.parse_assembly(text, context=llvm.create_context())
     mod.verify()
     pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=3))
