@@ -7,7 +7,7 @@ to the page's first content (its first chart; for a quiz link its question, the 
 for the reveal) and to the whole page (its script finished), and whether Streamlit's "Page not
 found" dialog showed.
 
-    python bench/cold_start.py [--after 10] [--repeat 1] [--taskset 0] [--websocket]
+    python bench/cold_start.py [--after 10] [--repeat 1] [--taskset 0] [--quota 0.5] [--websocket]
 
 ``--websocket``: the server's part alone, with no browser: a client speaking Streamlit's
 protocol (bench/load_cap.py's) times the first chart's message and the script's end.
@@ -81,6 +81,7 @@ def main() -> None:
     parser.add_argument("--after", type=float, default=10.0, help="seconds after the start")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--taskset", default="", help="run the server on these CPUs, e.g. 0")
+    parser.add_argument("--quota", default="", help="the server's CPU quota in cores, e.g. 0.5")
     parser.add_argument("--websocket", action="store_true", help="the server's part, no browser")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
@@ -88,7 +89,7 @@ def main() -> None:
     commit = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
-    prefix = ("taskset", "-c", args.taskset) if args.taskset else ()
+    prefix = harness.confined(args.taskset, args.quota)
     client = "a websocket client (the server's part)" if args.websocket else "Chromium"
     print(f"commit {commit}; link opened {args.after:g} s after the server was healthy; {client}")
     print("| link | first content | whole page | 'Page not found' or exception |")

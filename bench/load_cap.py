@@ -5,6 +5,7 @@
     python bench/load_cap.py --heavy 0 --default 30 --class-page lr-curve \
         --class-query "quiz=best_lr&present=true"                         # ... by a quiz link
     python bench/load_cap.py --taskset 0 --cold                           # a small box, cold
+    python bench/load_cap.py --quota 0.5                                  # half a core's time
 
 Starts a fresh server (the README's command, 127.0.0.1, a free port, bench/hooks on PYTHONPATH
 to count trainings), opens Home once (Streamlit's first-run page list), then opens at once
@@ -20,7 +21,9 @@ trainings it ran. Bounded: every session gives up after ``--timeout`` seconds.
 ``--class-page`` / ``--class-query`` make the "default" sessions a class's link instead (a quiz's
 first content is its question: the charts wait for the reveal); ``--cold`` skips the first visit
 to Home (a deep link is the server's first request); ``--taskset CPUS`` runs the server on those
-CPUs only (``0``: one core, a small box); ``--first`` and ``--finished`` are the targets.
+CPUs only (``0``: one core, a small box), ``--quota CORES`` in a CPU quota as a container's
+(``bench/in_quota.sh``: ``0.5``, half a core's time; root only); ``--first`` and ``--finished``
+are the targets.
 """
 
 from __future__ import annotations
@@ -116,6 +119,7 @@ async def main(
     lesson: tuple[str, str] = DEFAULT,
     cold: bool = False,
     taskset: str = "",
+    quota: str = "",
     first_s: float = TARGET_S,
     finished_s: float | None = None,
 ) -> int:
@@ -123,8 +127,7 @@ async def main(
     # --distinct: every heavy session a different request (its own training, the same cost):
     # the data's noise moves (0.010, 0.011, ...)
     queries = [f"{q}&noise={0.01 + k / 1000:g}" if distinct else q for k in range(heavy)]
-    prefix = ("taskset", "-c", taskset) if taskset else ()
-    with harness.serve(env=HOOKS, prefix=prefix) as (url, proc, log):
+    with harness.serve(env=HOOKS, prefix=harness.confined(taskset, quota)) as (url, proc, log):
         if not cold:
             await session(url, "", "", timeout)  # Home once: Home's claims trained
         before = len(trainings(log))
@@ -185,6 +188,7 @@ if __name__ == "__main__":
     parser.add_argument("--class-query", default=DEFAULT[1], help="the class's query string")
     parser.add_argument("--cold", action="store_true", help="no visit to Home before")
     parser.add_argument("--taskset", default="", help="run the server on these CPUs, e.g. 0")
+    parser.add_argument("--quota", default="", help="the server's CPU quota in cores, e.g. 0.5")
     parser.add_argument("--first", type=float, default=TARGET_S, help="first-content target (s)")
     parser.add_argument("--finished", type=float, default=None, help="whole-page target (s)")
     args = parser.parse_args()
@@ -200,6 +204,7 @@ if __name__ == "__main__":
                 (args.class_page, args.class_query),
                 args.cold,
                 args.taskset,
+                args.quota,
                 args.first,
                 args.finished,
             )

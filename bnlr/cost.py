@@ -11,7 +11,9 @@ beside the measured time at the corners of the app's controls):
 - per sample per parameter: the forward and backward passes (train split) and the evaluation
   after every epoch (both splits);
 - per run and epoch: the batch order, the evaluation, the tidy tables (one row per run × step);
-- the LR range test (reference engine: one plain PyTorch loop per network and seed).
+- the LR range test: its rising runs, one per network and seed, trained together on the torch
+  path (``lrfinder.range_test``). The ``rt_*`` terms are the plain PyTorch loop of
+  ``lrfinder.run_range_test``: the calibration probe (``calibrate``).
 
 ``estimate(experiment)`` returns seconds; ``breakdown`` the same per term, which the app uses to
 name the controls to lower. ``page_estimate`` adds a page's own work (analysis, chart specs);

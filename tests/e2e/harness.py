@@ -72,6 +72,14 @@ def server_command(port: int, script: str = "streamlit_app.py") -> list[str]:
     ]
 
 
+def confined(taskset: str = "", quota: str = "") -> tuple[str, ...]:
+    """The command a bench's server runs under (``serve``'s ``prefix``): on the CPUs ``taskset``
+    (e.g. ``"0"``, one core), in a CPU quota of ``quota`` cores (e.g. ``"0.5"``, as a
+    container's: ``bench/in_quota.sh``, root only)."""
+    quoted = ("bash", str(ROOT / "bench" / "in_quota.sh"), quota) if quota else ()
+    return quoted + (("taskset", "-c", taskset) if taskset else ())
+
+
 @contextlib.contextmanager
 def serve(
     env: dict | None = None,
