@@ -6,7 +6,7 @@ import streamlit as st
 from bnlr import batch_size as bs
 from bnlr import quiz
 from ui import batch_charts, batch_jobs, classroom, controls, figures, theme, urlcheck
-from ui.page import open_page
+from ui.page import on_demand, open_page
 
 DEFAULTS = {
     **controls.ARTICLE,
@@ -171,14 +171,16 @@ else:
     )
 
 number = st.column_config.NumberColumn
-with st.expander("Best lr per batch size and seed; epochs and steps per batch size"):
-    figures.dataframe(
-        report.ridge,
-        hide_index=True,
-        column_config={c: number(format="%.3g") for c in ("best_lr", "low", "high")},
-    )
-    figures.dataframe(report.until, hide_index=True)
-    figures.dataframe(report.steps, lambda steps: steps.set_index("batch_size").T)
+TABLES = "Best lr per batch size and seed; epochs and steps per batch size"
+if box := on_demand(TABLES, "tables_open"):
+    with box:
+        figures.dataframe(
+            report.ridge,
+            hide_index=True,
+            column_config={c: number(format="%.3g") for c in ("best_lr", "low", "high")},
+        )
+        figures.dataframe(report.until, hide_index=True)
+        figures.dataframe(report.steps, lambda steps: steps.set_index("batch_size").T)
 c1, c2 = st.columns(2)
 with c1:
     controls.download(result.metrics, "Final loss per run", "bnlr_batch_size_runs.csv")

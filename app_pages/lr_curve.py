@@ -7,7 +7,7 @@ import streamlit as st
 from bnlr import analysis, quiz
 from bnlr.evidence import sentence
 from ui import charts, classroom, controls, edge_charts, figures, runner, theme, urlcheck, why_jobs
-from ui.page import open_page
+from ui.page import on_demand, open_page
 
 DEFAULTS = {
     **controls.ARTICLE,
@@ -225,22 +225,26 @@ figures.dataframe(
     | {"median ratio to the best lr": number(format="%.2g")},
 )
 
-with st.expander("Best lr of the seed-mean curve, and each rule's lr, per network and seed"):
-    figures.dataframe(
-        report.best,
-        lambda best: best.drop(columns=["net", "bn"]).rename(
-            columns={"final_loss": "final loss at best lr"}
-        ),
-        hide_index=True,
-        column_config={
-            "best_lr": number(format="%.3g"),
-            "final loss at best lr": number(format="%.4g"),
-        },
-    )
-    figures.dataframe(
-        per_rule,
-        column_config={c: number(format="%.3g") for c in ("steep", "valley", "minimum", "best_lr")},
-    )
+TABLES = "Best lr of the seed-mean curve, and each rule's lr, per network and seed"
+if box := on_demand(TABLES, "tables_open"):
+    with box:
+        figures.dataframe(
+            report.best,
+            lambda best: best.drop(columns=["net", "bn"]).rename(
+                columns={"final_loss": "final loss at best lr"}
+            ),
+            hide_index=True,
+            column_config={
+                "best_lr": number(format="%.3g"),
+                "final loss at best lr": number(format="%.4g"),
+            },
+        )
+        figures.dataframe(
+            per_rule,
+            column_config={
+                c: number(format="%.3g") for c in ("steep", "valley", "minimum", "best_lr")
+            },
+        )
 
 c1, c2, c3 = st.columns(3)
 with c1:

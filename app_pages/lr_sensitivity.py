@@ -6,7 +6,7 @@ import streamlit as st
 from bnlr import analysis, article, claims, quiz
 from bnlr.evidence import sentence
 from ui import charts, classroom, controls, figures, runner, theme, urlcheck
-from ui.page import open_page
+from ui.page import on_demand, open_page
 
 DEFAULTS = {**controls.ARTICLE, "lrs": ", ".join(map(str, article.LRS))}
 CLAIM = "BN models react **{word}** to the learning rate than plain ones"
@@ -115,8 +115,9 @@ right.caption(
     "down). Text: final loss (geometric mean over seeds), or ✕ and the epoch where it diverged."
 )
 figures.dataframe(report.sensitivity, hide_index=True)
-with st.expander("Per-run metrics"):
-    figures.dataframe(report.metrics, hide_index=True)
+if box := on_demand("Per-run metrics", "table_open"):
+    with box:
+        figures.dataframe(report.metrics, hide_index=True)
 
 c1, c2 = st.columns(2)
 with c1:

@@ -12,7 +12,7 @@ from bnlr.schedules import parse_schedule
 from ui import classroom, controls, figures, runner, theme, urlcheck
 from ui import schedule_charts as sc
 from ui import schedule_controls as scc
-from ui.page import open_page
+from ui.page import on_demand, open_page
 
 INTRO = (
     "Each column is a `torch.optim.lr_scheduler` with torch's own argument names and defaults. "
@@ -186,23 +186,25 @@ shown = [s for s in order if s != analysis.BASELINE] or order
 pick = c1.selectbox("Schedule", shown, key="state_sched", bind="query-params")
 k = c2.number_input("scheduler.step() calls", 1, 50, 3, key="state_steps", bind="query-params")
 states = codegen.optimizer_states(pick, lr0, E, S, grid.optimizer, steps=int(k))
-table = codegen.state_table(states)
-left, right = st.columns(2)
-left.code(
-    "# optimizer.state_dict()['param_groups'] before training\n"
-    + pprint.pformat(states[0]["param_group"], sort_dicts=False, width=60),
-    language="python",
-)
-right.code(
-    f"# after optimizer.step(); scheduler.step() (#{states[-1]['step']})\n"
-    + pprint.pformat(states[-1]["param_group"], sort_dicts=False, width=60),
-    language="python",
-)
-figures.dataframe(
-    table,
-    hide_index=True,
-    column_config={c: st.column_config.NumberColumn(format="%.6g") for c in table.columns[1:]},
-)
+if box := on_demand(f"optimizer.state_dict() for {pick}, step by step", "state_open"):
+    left, right = box.columns(2)
+    left.code(
+        "# optimizer.state_dict()['param_groups'] before training\n"
+        + pprint.pformat(states[0]["param_group"], sort_dicts=False, width=60),
+        language="python",
+    )
+    right.code(
+        f"# after optimizer.step(); scheduler.step() (#{states[-1]['step']})\n"
+        + pprint.pformat(states[-1]["param_group"], sort_dicts=False, width=60),
+        language="python",
+    )
+    table = codegen.state_table(states)
+    figures.dataframe(
+        table,
+        where=box,
+        hide_index=True,
+        column_config={c: st.column_config.NumberColumn(format="%.6g") for c in table.columns[1:]},
+    )
 p = parse_schedule(pick)
 if p.name == "lambda" and len(states) > 1:
     f1 = parse_factor(p.expression)(1)
@@ -236,11 +238,9 @@ runs = [
     for i, r in enumerate(grid.experiment.runs)
     if r.model.label == model and r.seed == grid.seeds[0]
 ]
-with st.expander(
-    f"The script for {model}: {len(runs)} runs, copy it with the button at its top right",
-    expanded=False,
-):
-    st.code(codegen.script(grid.experiment, runs), language="python")
+SCRIPT = f"The script for {model}: {len(runs)} runs, copy it with the button at its top right"
+if box := on_demand(SCRIPT, "script_open"):
+    box.code(codegen.script(grid.experiment, runs), language="python")
 st.caption(
     "Self-contained (torch and math only): the optimizer, every scheduler with its arguments "
     "resolved, and the loop with the step order right. It prints "

@@ -8,7 +8,7 @@ from bnlr import Grid, article, edge, why
 from bnlr.evidence import sentence
 from ui import classroom, controls, edge_charts, figures, theme, urlcheck, why_jobs
 from ui import why_charts as charts
-from ui.page import open_page
+from ui.page import on_demand, open_page
 
 DEFAULTS = {
     **controls.ARTICLE,
@@ -288,23 +288,24 @@ else:
                 "larger",
             )
         )
-        with st.expander("The loss and λ_max of every run, step by step"):
-            figures.chart(
-                "why:past_loss",
-                wall_report,
-                (),
-                lambda: edge_charts.loss_chart(wall_report.trajectories),
-            )
-            figures.chart(
-                "why:past_sharpness",
-                wall_report,
-                (),
-                lambda: edge_charts.sharpness_chart(wall_report.trajectories),
-            )
-            st.caption(
-                "One panel per factor of 2/λ₀; one line per network and seed. λ_max ÷ (2/lr) "
-                "above 1 (dashed) means the run sits past its own wall."
-            )
+        if steps := on_demand("The loss and λ_max of every run, step by step", "steps_open"):
+            with steps:
+                figures.chart(
+                    "why:past_loss",
+                    wall_report,
+                    (),
+                    lambda: edge_charts.loss_chart(wall_report.trajectories),
+                )
+                figures.chart(
+                    "why:past_sharpness",
+                    wall_report,
+                    (),
+                    lambda: edge_charts.sharpness_chart(wall_report.trajectories),
+                )
+                st.caption(
+                    "One panel per factor of 2/λ₀; one line per network and seed. λ_max ÷ (2/lr) "
+                    "above 1 (dashed) means the run sits past its own wall."
+                )
         figures.dataframe(
             largest,
             lambda largest: largest.rename(

@@ -161,6 +161,9 @@ def test_state_panel_shows_the_article_example():
     ok(at)
     assert at.number_input(key="lr0").value == 0.05
     assert at.selectbox(key="state_sched").value == "lambda:0.5 ** epoch"
+    assert not any(c.language == "python" for c in at.code)  # drawn once its expander is opened
+    at.session_state["state_open"] = True
+    at.run()
     table = at.dataframe[0].value.set_index("after scheduler.step() #")
     assert table.loc[0, "param_groups[0]['lr']"] == 0.05 and table.loc[0, "initial_lr"] == 0.05
     assert table.loc[1, "param_groups[0]['lr']"] == 0.025
@@ -266,6 +269,9 @@ def test_plateau_lines_follow_each_runs_own_loss():
 def test_the_code_on_the_page_gives_the_losses_on_the_page():
     at = app(epochs=3)
     ok(at)
+    assert not any(c.value.startswith('"""Trains') for c in at.code)  # drawn once opened
+    at.session_state["script_open"] = True
+    at.run()
     script = next(c.value for c in at.code if c.value.startswith('"""Trains'))
     out = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=300

@@ -61,10 +61,12 @@ def test_each_panel_draws_its_measurement_and_quotes_the_numbers(page):
         "4 · Past the wall: gradient descent beyond 2/λ₀",
         "5 · Warmup: the schedule built on this wall",
     ]
-    assert fields(at) == [
-        *("sharpness", "effective_lr", "invariance", "twin_distance", "lyapunov"),
-        *("run", "loss", "ratio", "largest_lr"),  # past the wall (outcomes, loss, λ), warmup
-    ]
+    physics = ("sharpness", "effective_lr", "invariance", "twin_distance", "lyapunov")
+    # past the wall: outcomes (the step-by-step loss and λ once opened); warmup
+    assert fields(at) == [*physics, "run", "largest_lr"]
+    at.session_state["steps_open"] = True
+    at.run()
+    assert fields(at) == [*physics, "run", "loss", "ratio", "largest_lr"]
     assert len(at.latex) == 3
     # the sentences quote the report of the very same runs, worked out here
     report = why.run_physics(bnlr.Grid(depths=(3,), lrs=(0.1, 0.01), epochs=6))

@@ -34,8 +34,9 @@ def test_tanh_and_sigmoid_are_accurate_to_a_few_ulp(dtype):
     x = np.concatenate([x, -x]).astype(dtype)
     x64 = x.astype(np.float64)  # NumPy's float64 functions as the independent answer
     # float32 tanh is a rational function evaluated in float32: up to 5 ulp where tanh nears ±1
-    # (relative error 3e-7), the price of half the instructions of the exp-based one
-    tanh_ulps = 6 if dtype == np.float32 else 4
+    # (relative error 3e-7), the price of half the instructions of the exp-based one; 6.1 ulp on
+    # a CPU without FMA (``bash bench/as_cpu.sh baseline``: its multiply-adds round twice)
+    tanh_ulps = 7 if dtype == np.float32 else 4
     t = fused.elementwise("tanh", x)
     assert ulps(t, np.tanh(x64), dtype) <= tanh_ulps
     assert np.abs(t).max() <= 1  # never beyond tanh's range, not even by an ulp

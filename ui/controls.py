@@ -372,7 +372,12 @@ _script = functools.lru_cache(maxsize=32)(codegen.script)  # (a page reruns with
 
 def code(experiment: bnlr.Experiment) -> None:
     """An expander with the plain PyTorch script that reproduces ``experiment`` (bnlr.codegen)."""
-    with st.expander("Plain PyTorch code for these runs"):
+    from ui.page import on_demand  # (page imports controls' neighbours, not controls)
+
+    box = on_demand("Plain PyTorch code for these runs", "code_open")
+    if box is None:
+        return
+    with box:
         st.code(_script(experiment), language="python")
         st.caption(
             "Self-contained (torch only); prints run, epoch, train_loss, test_loss as CSV, "
