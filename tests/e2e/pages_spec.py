@@ -126,7 +126,9 @@ PAGES = [
         "batch-size",
         "Batch size",
         3,
-        training=type_number("Smallest batch size", 4),
+        # (fewer epochs: accepted wherever the default is; a smaller batch may not be, on the
+        # torch path, whose default starts at a larger batch)
+        training=type_number("Epochs", 10),
         display=choose("test"),
         query="b_min=8&same=same+steps&epochs=10",  # (a labelled control: the URL holds the label)
         query_keys=("b_min", "same", "epochs"),
