@@ -227,3 +227,22 @@ def test_the_why_page_over_the_cap_names_its_hessians_and_each_control_once(monk
     assert len(names) == len(set(names)), names  # one list, each control once
     assert {"epochs", "samples", "seeds", "learning rates"} <= set(names)
     assert calls == []  # refused before any training or Hessian
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["lr_sensitivity.py", "lr_curve.py", "scheduler_playground.py", "batch_size.py", "why.py"],
+)
+def test_the_server_compiles_every_kernel_a_default_page_trains_with(name, monkeypatch, uncapped):
+    """The start-up compiles ``server.default_shapes()``; a default page whose group needs
+    another kernel would train on the torch path, several times slower, on a fresh deployment
+    (its kernel compiles in the background only once the server is idle)."""
+    from bnlr import fused
+    from ui import server
+
+    asked, real = [], fused.shape_of
+    monkeypatch.setattr(fused, "shape_of", lambda *a, **k: asked.append(real(*a, **k)) or asked[-1])
+    runner.clear_cache()
+    at = page(name)
+    assert not at.exception
+    assert asked and set(asked) <= set(server.default_shapes())

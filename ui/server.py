@@ -82,23 +82,27 @@ def warm_up() -> None:
     from bnlr import sharpness  # noqa: F401  (numba, the Why page)
 
     gc.freeze()  # the imports' objects live as long as the process: no collection walks them again
-    fused.prepare(default_shapes(), limit=8)
+    shapes = default_shapes()
+    fused.prepare(shapes, limit=len(shapes))
     fused.wait_for_compiles(timeout=120)
     claims_jobs.warm_claims()
 
 
 def default_shapes() -> list:
-    """The default pages' kernel shapes: the article's four networks, in float32 (the pages)
-    and float64 (the Why page)."""
+    """The default pages' kernel shapes: the article's four networks, in float32 (the pages),
+    in float64 (the Why page), and in float32 with SGD momentum (the playground's OneCycleLR
+    cycles it). A shape not compiled yet trains on the torch path, several times slower: on a
+    fresh deployment (an empty kernel cache) the playground's first chart took 1.5 s instead of
+    0.4 s while its momentum kernels were missing."""
     return [
         fused.shape_of(
             bnlr.ModelConfig((bnlr.article.WIDTH,) * depth, bnlr.article.ACTIVATION, bn),
             bnlr.DataConfig().n_features,
             bnlr.OptimizerConfig(),
             dtype,
-            momentum=False,
+            momentum=momentum,
         )
-        for dtype in ("float32", "float64")
+        for dtype, momentum in (("float32", False), ("float64", False), ("float32", True))
         for depth in bnlr.article.DEPTHS
         for bn in bnlr.article.BNS
     ]
