@@ -69,6 +69,18 @@ def test_heavy_requests_leave_a_slot_for_light_ones():
     until(lambda: all(j.done.is_set() for j in heavy))
 
 
+def test_on_one_cpu_a_light_request_still_runs_beside_a_heavy_one():
+    from ui import runner
+
+    queue, release = JobQueue(slots=runner.training_slots(1), heavy_s=1.0), threading.Event()
+    heavy = queue.enqueue("heavy", lambda cancel, progress: release.wait(60), seconds=4.0)
+    light = queue.enqueue("light", lambda cancel, progress: "drawn", seconds=0.5)
+    until(light.done.is_set)
+    assert light.value == "drawn" and not heavy.done.is_set()
+    release.set()
+    until(heavy.done.is_set)
+
+
 def test_one_slot_still_runs_a_heavy_job():
     queue = JobQueue(slots=1)
     job = queue.enqueue("heavy", lambda cancel, progress: "ran", seconds=100.0)

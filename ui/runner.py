@@ -36,8 +36,17 @@ POLL_S = 0.2  # how often a waiting page looks at its job (and lets Streamlit in
 
 CACHE = ResultCache(entries=24, max_bytes=32 * 2**20)
 CPUS = host.usable_cpus()
-# trainings at once: one per usable CPU (affinity ∩ cgroup quota), or BNLR_TRAINING_SLOTS
-SLOTS = int(os.environ.get("BNLR_TRAINING_SLOTS", "0")) or CPUS.usable
+
+
+def training_slots(usable: int) -> int:
+    """Trainings at once: ``BNLR_TRAINING_SLOTS``, or one per usable CPU (affinity ∩ cgroup
+    quota) and two at least. Heavy jobs take all slots but one (``ui.jobs``), so with two a
+    default page's light training runs beside a heavy link's even on one core, or a fraction of
+    one, instead of after it (the OS shares the core; the budget counts the share)."""
+    return int(os.environ.get("BNLR_TRAINING_SLOTS", "0")) or max(2, usable)
+
+
+SLOTS = training_slots(CPUS.usable)
 
 
 WALL_FACTOR = 3.0  # the wall-clock backstop: this many times the cap, over the job's share
