@@ -19,6 +19,7 @@ from bnlr import article, codegen, cost, metrics
 from bnlr.config import ACTIVATIONS, LR_MAX, LR_MIN
 from bnlr.optimizers import RULES
 from ui import figures, runner, urlcheck
+from ui.page import on_demand
 from ui.style import BN_LABEL
 
 # The article's setup (bnlr.article): the default of every training control, by widget key.
@@ -372,8 +373,6 @@ _script = functools.lru_cache(maxsize=32)(codegen.script)  # (a page reruns with
 
 def code(experiment: bnlr.Experiment) -> None:
     """An expander with the plain PyTorch script that reproduces ``experiment`` (bnlr.codegen)."""
-    from ui.page import on_demand  # (page imports controls' neighbours, not controls)
-
     box = on_demand("Plain PyTorch code for these runs", "code_open")
     if box is None:
         return

@@ -30,11 +30,10 @@ does in Python). In float64, tanh and sigmoid use an expm1 written out in arithm
 reduction by ln 2, a Taylor polynomial, the power of two built from its bits), accurate to 4 ulp;
 in float32, sigmoid does too and tanh is a rational minimax fit, accurate to 6 ulp (7 without
 FMA) with half the instructions (``tests/test_fused.py``; torch's own float32 tanh is within 1
-ulp). a · b + c may
-be one fused multiply-add; a dot product adds from its bias in input order, a batch sum in
-sample order, the evaluation MSE as two running sums (even and odd samples) then added (torch's
-BLAS may add in another order: last-bit differences); NaN and inf propagate as in IEEE
-arithmetic.
+ulp). a · b + c may be one fused multiply-add; a dot product adds from its bias in input order,
+a batch sum in sample order, the evaluation MSE as two running sums (even and odd samples) then
+added (torch's BLAS may add in another order: last-bit differences); NaN and inf propagate as in
+IEEE arithmetic.
 
 A kernel compiles in about a second the first time its shape trains on a machine: its object
 code is kept on disk (``cache_dir``) and loaded in milliseconds by later processes. The fast path
