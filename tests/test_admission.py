@@ -131,3 +131,14 @@ def test_stepping_aside_twice_gives_the_turn_away_once():
             assert admission.state()["building"] == 0
         assert admission.state()["building"] == 1
     assert admission.state() == {"building": 0, "waiting": 0}
+
+
+def test_busy_while_a_page_builds_not_while_it_waits_for_a_training():
+    admission = Admission(limit=1)
+    assert not admission.busy()
+    with admission.turn(lambda ahead: None):
+        assert admission.busy()
+        with admission.aside():
+            assert not admission.busy()  # the queue counts its training
+        assert admission.busy()
+    assert not admission.busy()

@@ -200,6 +200,20 @@ def test_a_background_job_takes_no_slot_and_pauses_while_a_visitors_job_runs():
     assert warm.value == "done" and len(steps) == 200 and visitor.value == "page"
 
 
+def test_a_background_job_pauses_while_a_visitors_page_is_built():
+    queue, steps, building = JobQueue(slots=1), [], threading.Event()
+    queue.pages = building.is_set  # (the server: ui.admission's ADMISSION.busy)
+    warm = queue.enqueue("warm", _epochs(steps, 200), "Warm-up", waiters=0, background=True)
+    until(lambda: len(steps) >= 3)
+    building.set()
+    paused_at = len(steps)
+    time.sleep(0.1)
+    assert len(steps) <= paused_at + 1  # the epoch under way, and no more while it builds
+    building.clear()
+    until(warm.done.is_set)
+    assert warm.value == "done" and len(steps) == 200
+
+
 def test_a_background_job_is_shared_with_a_visitor_and_not_cancelled_when_they_leave():
     queue, steps = JobQueue(slots=1, grace_s=0.0), []
     warm = queue.enqueue("claims", _epochs(steps, 100), waiters=0, background=True)

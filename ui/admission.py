@@ -90,6 +90,12 @@ class Admission:
                 self._returning -= 1
                 self._building += 1
 
+    def busy(self) -> bool:
+        """True while a visitor's page is being built or waits for its turn (not while it
+        waits aside for a training: the queue knows that one)."""
+        with self._cond:
+            return bool(self._building or self._waiting)
+
     def state(self) -> dict:
         with self._cond:
             return {"building": self._building, "waiting": len(self._waiting)}

@@ -164,9 +164,16 @@ class JobQueue:
             }
 
     def busy(self) -> bool:
-        """True while a job (not a background one) runs or waits."""
+        """True while a job (not a background one) runs or waits, or ``pages()`` says a
+        visitor's page is being built (the server sets it: ``ui.admission``)."""
         with self.lock:
-            return bool(self.running or self.queued)
+            if self.running or self.queued:
+                return True
+        return self.pages()
+
+    def pages(self) -> bool:
+        """Whether a visitor's page is being built: none, unless the server says otherwise."""
+        return False
 
     def wait_while_busy(self, poll_s: float = 0.05) -> None:
         """Returns once no job (but background ones) runs or waits."""

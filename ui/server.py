@@ -38,6 +38,7 @@ import bnlr
 import bnlr.article
 from bnlr import cost, fused
 from ui import claims_jobs, figures, runner
+from ui.admission import ADMISSION
 
 QUIET_S = 2.0  # kernels compile only after this long without a training (a page's jobs are done)
 TRIM_S = 3.0  # the janitor collects once pages were drawn and then none for this long
@@ -64,6 +65,7 @@ def start() -> None:
         libc.mallopt(M_ARENA_MAX, ARENAS)
         runner.QUEUE.after = lambda: libc.malloc_trim(0)
         threading.Thread(target=_janitor, args=(libc,), name="bnlr-janitor", daemon=True).start()
+    runner.QUEUE.pages = ADMISSION.busy  # Home's claims pause while a visitor's page is built
     figures.PREFETCH.busy = runner.QUEUE.busy  # the displays one click away, while idle
     figures.PREFETCH.enabled = True
     threading.Thread(target=warm_up, name="bnlr-warm-up", daemon=True).start()
