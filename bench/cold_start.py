@@ -8,6 +8,7 @@ for the reveal) and to the whole page (its script finished), and whether Streaml
 found" dialog showed.
 
     python bench/cold_start.py [--after 10] [--repeat 1] [--taskset 0] [--quota 0.5] [--websocket]
+    python bench/cold_start.py --taskset 0 --browser-cpus 1   # server and browser a core each
 
 ``--websocket``: the server's part alone, with no browser: a client speaking Streamlit's
 protocol (bench/load_cap.py's) times the first chart's message and the script's end.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import subprocess
 import sys
@@ -83,7 +85,15 @@ def main() -> None:
     parser.add_argument("--taskset", default="", help="run the server on these CPUs, e.g. 0")
     parser.add_argument("--quota", default="", help="the server's CPU quota in cores, e.g. 0.5")
     parser.add_argument("--websocket", action="store_true", help="the server's part, no browser")
+    parser.add_argument(
+        "--browser-cpus",
+        default="",
+        help="run Chromium (and this script) on these CPUs only, e.g. 1: with --taskset 0 the "
+        "browser gets a core of its own, as a visitor's does on their own machine",
+    )
     args = parser.parse_args()
+    if args.browser_cpus:  # (inherited by Chromium; the server's own --taskset overrides it)
+        os.sched_setaffinity(0, {int(c) for c in args.browser_cpus.split(",")})
     from playwright.sync_api import sync_playwright
 
     commit = subprocess.run(
