@@ -73,7 +73,8 @@ def start() -> None:
 
 def warm_up() -> None:
     """What a visitor would otherwise wait for, done once at start at a lower OS priority: the
-    cost calibration (≤ 1 s of CPU), the pages' remaining imports, the default pages' kernels
+    cost calibration (≤ 1 s of CPU), the pages' remaining imports and the Hessians' first call
+    (numba's cache), the default pages' kernels
     (compiled when no training runs, or loaded from the disk cache), then Home's claims as a
     background job that pauses whenever a visitor's training runs."""
     with contextlib.suppress(AttributeError, OSError):  # Linux: this thread only
@@ -81,7 +82,15 @@ def warm_up() -> None:
     cost.calibrate()
     import altair  # noqa: F401  (the pages' charts)
 
-    from bnlr import sharpness  # noqa: F401  (numba, the Why page)
+    from bnlr import why
+
+    # The exact Hessians' numba code (the LR curve's λ_max(0), the Why page): importing it is
+    # not enough, its first call loads every function from numba's cache, 1.5–1.9 s here,
+    # which the first visitor of those pages waited for. A tiny problem makes that call.
+    tiny = bnlr.DataConfig(n=20)
+    why.run_physics(
+        bnlr.Grid(depths=(1,), bns=("pre",), lrs=(0.1,), epochs=1, batch_size=10, data=tiny)
+    )
 
     gc.freeze()  # the imports' objects live as long as the process: no collection walks them again
     shapes = default_shapes()
