@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--taskset", default="", help="run the server on these CPUs, e.g. 0")
     parser.add_argument("--quota", default="", help="the server's CPU quota in cores, e.g. 0.5")
     parser.add_argument("--websocket", action="store_true", help="the server's part, no browser")
+    parser.add_argument("--link", action="append", help="only this link (repeatable), e.g. /why")
     parser.add_argument(
         "--browser-cpus",
         default="",
@@ -110,6 +111,8 @@ def main() -> None:
             browser = harness.launch(stack.enter_context(sync_playwright()))
             stack.callback(browser.close)
         for link, first in LINKS:
+            if args.link and link not in args.link:
+                continue
             runs = []
             for _ in range(args.repeat):
                 with harness.serve(prefix=prefix) as (url, _proc, _log):
