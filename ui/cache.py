@@ -16,8 +16,8 @@ MISSING = object()  # what ``get`` returns for a key it does not hold
 
 def nbytes(value) -> int:
     """Returns the bytes ``value`` holds: a DataFrame's (deep), an Arrow table's or array's, bytes'
-    and strings' length, summed
-    through results, tuples, lists, dicts and dataclasses; 1 KB for anything else."""
+    and strings' length, summed through results, tuples, lists, dicts and dataclasses; 1 KB for
+    anything else."""
     if isinstance(value, pd.DataFrame):
         return int(value.memory_usage(deep=True).sum())
     if isinstance(getattr(value, "nbytes", None), int):  # Arrow tables, NumPy arrays

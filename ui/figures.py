@@ -74,7 +74,9 @@ def shared(name: str, result: object, display: Hashable, compute: Callable[[], T
             continue  # computed by another session (or it failed there: compute it here)
         try:
             value = compute()
-            CACHE.put(key, (weakref.ref(result, lambda _, key=key: CACHE.drop(key)), value))
+            # (the cache bound now: at interpreter exit a late callback finds module globals gone)
+            forget = lambda _, key=key, cache=CACHE: cache.drop(key)  # noqa: E731
+            CACHE.put(key, (weakref.ref(result, forget), value))
             return value
         finally:
             with _flights_lock:
