@@ -60,7 +60,39 @@ with st.sidebar:
     controls.cost_note(grid, seconds=estimate)
 urlcheck.finish()
 
-grid, report = controls.last_good("why", grid, lambda g: why_jobs.physics(g.experiment))
+
+def sharpness_figure(name: str, rep: why.WhyReport, g: Grid, only=None) -> None:
+    """Section 1's chart: λ_max (λ_max(P⁻¹H) for Adam) per epoch against the optimizer's wall;
+    ``only``: after those epochs only."""
+    adam = g.optimizer.name in ("adam", "adamw")
+    field = "preconditioned_sharpness" if adam else "sharpness"
+    title = "λ_max(P⁻¹H), preconditioned" if adam else "sharpness λ_max"
+    size = {
+        **theme.facet(len(g.lrs), columns=2, width=400),
+        "height": 140 if theme.presenting() else 200,
+    }
+    shown = rep.epochs if only is None else rep.epochs[rep.epochs["epoch"].isin(only)]
+    figures.chart(name, rep, field, lambda: charts.sharpness_chart(shown, field, title, **size))
+
+
+first = st.empty()  # while the Hessians of every epoch are measured: those of a few epochs
+
+
+def draw_first(coarse: why.WhyReport, g: Grid) -> None:
+    with first.container():
+        st.header("1 · Curvature and the stability wall")
+        measured = why.preview_epochs(g.epochs)
+        sharpness_figure("why:sharpness_preview", coarse, g, only=measured)
+        st.caption(
+            f"A first look: λ_max after epochs {', '.join(map(str, measured))}. "
+            "Every epoch follows."
+        )
+
+
+grid, report = controls.last_good(
+    "why", grid, lambda g: why_jobs.physics(g.experiment, lambda c: draw_first(c, g))
+)
+first.empty()
 epochs, runs = report.epochs, report.runs
 adam = grid.optimizer.name in ("adam", "adamw")
 beta1 = grid.optimizer.betas[0]
@@ -104,16 +136,8 @@ else:
             r"\text{stable iff}\quad \eta < \frac{2(1+\mu)}{\lambda_{\max}},\qquad "
             r"\lambda_{\max} = \max \operatorname{eig} \nabla^2_\theta L_{\text{train}}(\theta)"
         )
-layout = theme.facet(len(grid.lrs), columns=2, width=400)
-height = 140 if theme.presenting() else 200
+sharpness_figure("why:sharpness", report, grid)
 field = "preconditioned_sharpness" if adam else "sharpness"
-title = "λ_max(P⁻¹H), preconditioned" if adam else "sharpness λ_max"
-figures.chart(
-    "why:sharpness",
-    report,
-    field,
-    lambda: charts.sharpness_chart(epochs, field, title, height=height, **layout),
-)
 late = epochs[epochs["epoch"] >= max(1, grid.epochs // 2)]
 ratio = (late[field] / late["edge"]).groupby(late["lr"]).median()
 wall = f"{threshold:.3g}/lr" if adam else "2(1 + μ)/lr"

@@ -346,18 +346,19 @@ def hessian_seconds(model: ModelConfig, data: DataConfig) -> float:
     return SPEED * (unit * data.n_train * p * (p + 12 * depth * width**2) + 1e-9 * p**3)
 
 
-def physics_estimate(experiment: Experiment, cores: int) -> float:
+def physics_estimate(experiment: Experiment, cores: int, measured: int | None = None) -> float:
     """Returns the estimated seconds of the Why page: its runs and their twins in float64, an
     exact Hessian per run and epoch spread over ``cores`` threads (bnlr.sharpness), and the
     page's own work. Fitted to the corner walk: the page's wall time is about a second plus the
-    Hessians' CPU over the cores, the twins' training a small part."""
+    Hessians' CPU over the cores, the twins' training a small part. ``measured``: Hessians
+    after that many epochs only (a preview's, ``bnlr.why.preview_epochs``)."""
     from .why import with_twins
 
     twins = with_twins(replace(experiment, dtype="float64"))
     per_epoch = sum(hessian_seconds(r.model, experiment.data) for r in experiment.runs)
     cores = max(1, min(cores, len(experiment.runs)))
-    epochs = experiment.epochs + 1  # init and after every epoch
-    rows = len(experiment.runs) * epochs
+    epochs = experiment.epochs + 1 if measured is None else measured  # init and every epoch
+    rows = len(experiment.runs) * (experiment.epochs + 1)
     own = SPEED * (WHY_PAGE_S + WHY_ROW_S * rows)
     replay = adam_replay_estimate(experiment)  # Adam's second moment (bnlr.preconditioned)
     return page_estimate(twins) + per_epoch * epochs / cores + own + replay

@@ -140,6 +140,12 @@ def _angles(params: np.ndarray, model, in_features: int) -> np.ndarray:
     return np.concatenate(out, axis=1)
 
 
+def _mean(values: np.ndarray) -> float:
+    """The mean of the finite values (NaN when none is: a run diverged, or not measured)."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")
+
+
 def lyapunov(distance: np.ndarray) -> float:
     """Returns the slope of ln(distance) per epoch over the epochs before it saturates (< 0.1).
 
@@ -163,15 +169,43 @@ class WhyReport:
     parting_lr: pd.DataFrame  # per network: the smallest lr whose twins parted (NaN: none did)
 
 
-def physics(experiment: Experiment, result: Result, cancel=None) -> WhyReport:
-    """Returns the why-page tables for ``result``, trained from ``with_twins(experiment)`` with
-    ``record_parameters=True``; ``experiment`` is the one without twins. ``cancel()`` is polled
-    before each network's Hessians (True: ``bnlr.Cancelled`` is raised)."""
+def preview_epochs(epochs: int, count: int = 9) -> tuple[int, ...]:
+    """The epochs (0 = init … ``epochs``) a first, coarse curvature chart measures: ``count``
+    of them evenly spaced, the first and the last among them.
+
+    >>> preview_epochs(40)
+    (0, 5, 10, 15, 20, 25, 30, 35, 40)
+    >>> preview_epochs(3)
+    (0, 1, 2, 3)
+    """
+    return tuple(int(e) for e in np.unique(np.linspace(0, epochs, min(count, epochs + 1)).round()))
+
+
+@dataclass(frozen=True)
+class Curvature:
+    """Per network (``ModelConfig``): its runs' exact λ_max, λ_max(P⁻¹H) and full-batch gradients,
+    (R · (E + 1),) and (R · (E + 1), P) in run-major order, NaN where not (yet) measured."""
+
+    by_model: dict
+    epochs: tuple[int, ...] | None  # the epochs measured (None: every epoch)
+
+
+def curvature(
+    experiment: Experiment,
+    result: Result,
+    cancel=None,
+    epochs: tuple[int, ...] | None = None,
+    known: Curvature | None = None,
+) -> Curvature:
+    """Returns the exact curvature of the runs of ``result`` (trained from
+    ``with_twins(experiment)`` with ``record_parameters=True``) after every epoch, or after
+    ``epochs`` only. What ``known`` measured already (a preview's) is taken from it, not
+    measured again. ``cancel()`` is polled before each network's Hessians (True:
+    ``bnlr.Cancelled`` is raised)."""
     if result.parameters is None:
         raise ValueError(
             "physics needs the parameters of every epoch: train with record_parameters"
         )
-    n = len(experiment.runs)
     data = make_data(experiment.data, torch.float64)
     X, y = data.X_train, data.y_train
     from . import preconditioned as pc
@@ -179,26 +213,55 @@ def physics(experiment: Experiment, result: Result, cancel=None) -> WhyReport:
 
     # Adam's wall is on λ_max(P⁻¹H), P from its second moment: replayed (bnlr.preconditioned)
     replayed = pc.replay_adam(experiment, data, result.steps)
-    rows, per_run = [], []
     by_model: dict = {}
     for i, run in enumerate(experiment.runs):
         by_model.setdefault(run.model, []).append(i)
-    measures: dict[int, dict] = {}
+    out = {}
     for model, idxs in by_model.items():
         if cancel is not None and cancel():
             raise Cancelled()
         stack = np.stack([result.parameters[i] for i in idxs])  # (R, E + 1, P)
         R, E1, P = stack.shape
         flat = stack.reshape(R * E1, P)
-        ok = np.isfinite(flat).all(axis=1)
         lam, pre = np.full(R * E1, np.nan), np.full(R * E1, np.nan)
         grads = np.full_like(flat, np.nan)
-        if ok.any() and all(i in replayed for i in idxs):
+        wanted = np.ones(E1, bool) if epochs is None else np.isin(np.arange(E1), epochs)
+        ask = np.isfinite(flat).all(axis=1) & np.tile(wanted, R)
+        if known is not None:
+            had = known.by_model[model]
+            done = np.tile(np.isin(np.arange(E1), known.epochs or range(E1)), R) & ask
+            lam[done], pre[done], grads[done] = had[0][done], had[1][done], had[2][done]
+            ask &= ~done
+        if ask.any() and all(i in replayed for i in idxs):
             diag = np.concatenate([replayed[i][1] for i in idxs])  # (R · (E + 1), P)
-            lam[ok], pre[ok], grads[ok] = pc.sharpness_pair(model, flat[ok], X, y, diag[ok])
-        elif ok.any():
-            lam[ok], grads[ok] = sharpness_and_gradients(model, flat[ok], X, y)
-        rm = row_measures(model, X.shape[1], flat, grads)
+            lam[ask], pre[ask], grads[ask] = pc.sharpness_pair(model, flat[ask], X, y, diag[ask])
+        elif ask.any():
+            lam[ask], grads[ask] = sharpness_and_gradients(model, flat[ask], X, y)
+        out[model] = (lam, pre, grads)
+    return Curvature(out, epochs)
+
+
+def physics(
+    experiment: Experiment, result: Result, cancel=None, curv: Curvature | None = None
+) -> WhyReport:
+    """Returns the why-page tables for ``result``, trained from ``with_twins(experiment)`` with
+    ``record_parameters=True``; ``experiment`` is the one without twins. The curvature is
+    ``curv`` (``curvature``'s; NaN where it did not measure), or measured after every epoch."""
+    curv = curvature(experiment, result, cancel) if curv is None else curv
+    n = len(experiment.runs)
+    in_features = make_data(experiment.data, torch.float64).X_train.shape[1]
+    from . import preconditioned as pc
+
+    rows, per_run = [], []
+    by_model: dict = {}
+    for i, run in enumerate(experiment.runs):
+        by_model.setdefault(run.model, []).append(i)
+    measures: dict[int, dict] = {}
+    for model, idxs in by_model.items():
+        stack = np.stack([result.parameters[i] for i in idxs])  # (R, E + 1, P)
+        R, E1, P = stack.shape
+        lam, pre, grads = curv.by_model[model]
+        rm = row_measures(model, in_features, stack.reshape(R * E1, P), grads)
         for j, i in enumerate(idxs):
             part = slice(j * E1, (j + 1) * E1)
             measures[i] = {
@@ -206,7 +269,7 @@ def physics(experiment: Experiment, result: Result, cancel=None) -> WhyReport:
                 "preconditioned": pre[part],
                 "weight_norm": rm["weight_norm"][part],
                 "invariance": rm["invariance"][part],
-                "angle": _angles(stack[j], model, X.shape[1]),
+                "angle": _angles(stack[j], model, in_features),
             }
     hist = result.history[result.history["split"] == "train"]
     for i, run in enumerate(experiment.runs):
@@ -248,7 +311,7 @@ def physics(experiment: Experiment, result: Result, cancel=None) -> WhyReport:
                     else np.nan,
                     "weight_norm": float(np.nanmean(m["weight_norm"][e])),
                     "angle": float(np.nanmean(m["angle"][e])) if e else np.nan,
-                    "invariance": float(np.nanmean(m["invariance"][e])),
+                    "invariance": _mean(m["invariance"][e]),
                     "twin_distance": distance[e],
                 }
             )
@@ -283,13 +346,49 @@ def physics(experiment: Experiment, result: Result, cancel=None) -> WhyReport:
     return WhyReport(pd.DataFrame(rows), runs, parting.reset_index())
 
 
-def run_physics(experiment: Experiment | Grid, progress=None, cancel=None) -> WhyReport:
+def train_twins(experiment: Experiment | Grid, progress=None, cancel=None) -> Result:
     """Trains ``experiment`` with twins in float64 (a relative 1e-8 is below float32's
-    resolution), recording every epoch's parameters, and returns the physics."""
+    resolution), recording every epoch's parameters."""
+    exp = _float64(experiment)
+    return train(with_twins(exp), progress=progress, cancel=cancel, record_parameters=True)
+
+
+def _float64(experiment: Experiment | Grid) -> Experiment:
     exp = experiment.experiment if isinstance(experiment, Grid) else experiment
-    exp = replace(exp, dtype="float64")
-    result = train(with_twins(exp), progress=progress, cancel=cancel, record_parameters=True)
-    return physics(exp, result, cancel)
+    return replace(exp, dtype="float64")
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A first look at the physics: the curvature after a few epochs (``preview_epochs``), and
+    what the whole report goes on from (the trained runs, the Hessians already measured)."""
+
+    report: WhyReport  # NaN sharpness and invariance at the epochs not measured
+    result: Result
+    curvature: Curvature
+
+
+def preview(experiment: Experiment | Grid, progress=None, cancel=None) -> Preview:
+    """Trains the runs and their twins and measures the curvature after ``preview_epochs`` only:
+    the first of the page's charts at a fraction of the Hessians' cost."""
+    exp = _float64(experiment)
+    result = train_twins(exp, progress, cancel)
+    epochs = preview_epochs(exp.epochs)
+    curv = curvature(exp, result, cancel, epochs=epochs)
+    return Preview(physics(exp, result, cancel, curv), result, curv)
+
+
+def run_physics(
+    experiment: Experiment | Grid, progress=None, cancel=None, after: Preview | None = None
+) -> WhyReport:
+    """Trains ``experiment`` with twins in float64, recording every epoch's parameters, and
+    returns the physics; or goes on from ``after`` (a ``preview`` of the same experiment):
+    its runs, and only the Hessians it did not measure."""
+    exp = _float64(experiment)
+    if after is None:
+        return physics(exp, train_twins(exp, progress, cancel), cancel)
+    curv = curvature(exp, after.result, cancel, known=after.curvature)
+    return physics(exp, after.result, cancel, curv)
 
 
 def initial_sharpness(experiment: Experiment | Grid) -> pd.DataFrame:

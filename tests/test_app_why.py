@@ -5,6 +5,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -180,3 +181,21 @@ def test_with_adam_the_past_wall_quiz_says_how_to_get_its_answer(page):
     assert "choose the optimizer SGD" in note
     plain = page(epochs="2", lrs="0.05", depths=["3"], opt="Adam")
     assert not [e.value for e in plain.info if "This question" in e.value]
+
+
+def test_a_first_look_is_drawn_while_the_rest_is_measured(page):
+    exp = bnlr.Grid(depths=(3,), lrs=(0.05,), epochs=12).experiment
+    drawn = []
+    report = why_jobs.physics(exp, drawn.append)
+    (coarse,) = drawn  # a preview, then the whole report
+    shown = coarse.epochs.dropna(subset=["sharpness"])["epoch"].unique()
+    assert tuple(shown) == why.preview_epochs(12) and len(shown) == 9
+    whole = why.run_physics(exp)
+    np.testing.assert_allclose(report.epochs["sharpness"], whole.epochs["sharpness"], rtol=1e-12)
+    assert why_jobs.physics(exp, drawn.append) is report  # cached: no preview again
+    assert len(drawn) == 1
+    # on the page, the first look gives way to the whole chart: one sharpness chart, every epoch
+    at = page(epochs="12", lrs="0.05", depths=["3"])
+    assert not at.exception, [e.message for e in at.exception]
+    assert fields(at).count("sharpness") == 1
+    assert not any("A first look" in c.value for c in at.caption)

@@ -162,3 +162,39 @@ def test_cli_why_writes_one_row_per_run_and_epoch():
     assert df.loc[df["bn"] == "none", "effective_lr"].isna().all()
     pre = df[df["bn"] == "pre"]
     assert (pre["effective_lr"] > 0).all()
+
+
+def _same_report(got: why.WhyReport, want: why.WhyReport) -> None:
+    """The same tables; λ_max to 1e-12 (eigvalsh of the same Hessian in another batch)."""
+    for c in ("sharpness", "stability_lr", "invariance"):
+        np.testing.assert_allclose(got.epochs[c], want.epochs[c], rtol=1e-12)
+    for c in ("weight_norm", "angle", "twin_distance", "effective_lr", "epoch", "lr"):
+        np.testing.assert_array_equal(got.epochs[c], want.epochs[c])
+    pd.testing.assert_frame_equal(got.runs, want.runs, rtol=1e-12)
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_a_preview_measures_a_few_epochs_and_the_report_goes_on_from_it(opt, monkeypatch):
+    from bnlr import sharpness
+
+    grid = bnlr.Grid(depths=(3,), lrs=(0.1, 0.01), epochs=16, optimizer=bnlr.OptimizerConfig(opt))
+    whole = why.run_physics(grid)
+    counted = []
+    real = sharpness._lower_hessians
+    monkeypatch.setattr(
+        sharpness, "_lower_hessians", lambda m, p, X, y: counted.append(len(p)) or real(m, p, X, y)
+    )
+    first = why.preview(grid)
+    measured = why.preview_epochs(16)
+    assert measured == (0, 2, 4, 6, 8, 10, 12, 14, 16)
+    runs = len(grid.experiment.runs)
+    assert sum(counted) == runs * len(measured)
+    at = first.report.epochs["epoch"].isin(measured)
+    assert first.report.epochs.loc[~at, "sharpness"].isna().all()
+    np.testing.assert_allclose(
+        first.report.epochs.loc[at, "sharpness"], whole.epochs.loc[at, "sharpness"], rtol=1e-12
+    )
+    counted.clear()
+    rest = why.run_physics(grid, after=first)
+    assert sum(counted) == runs * (17 - len(measured))  # only the epochs the preview skipped
+    _same_report(rest, whole)

@@ -25,7 +25,8 @@ def nbytes(value) -> int:
     if isinstance(value, (bytes, str)):
         return len(value)
     if isinstance(value, bnlr.Result):
-        return sum(nbytes(getattr(value, f)) for f in ("history", "steps", "runs"))
+        fields = ("history", "steps", "runs", "parameters")
+        return sum(nbytes(getattr(value, f)) for f in fields if getattr(value, f) is not None)
     if isinstance(value, (tuple, list)):
         return sum(nbytes(v) for v in value)
     if isinstance(value, dict):

@@ -104,6 +104,17 @@ def cache_bytes() -> int:
     return CACHE.bytes()
 
 
+def peek(key: Hashable):
+    """Returns the cached value for ``key``, or None (nothing is computed or waited for)."""
+    value = CACHE.get(key)
+    return None if value is MISSING else value
+
+
+def cached(key: Hashable) -> bool:
+    """Whether ``key``'s value is cached (a page asking for it gets it at once)."""
+    return CACHE.get(key) is not MISSING
+
+
 def clear_cache() -> None:
     """Empties the results cache (tests and benches; jobs already running finish)."""
     CACHE.clear()

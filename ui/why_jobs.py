@@ -5,6 +5,8 @@ cost like every request (the Hessians' estimates in ``bnlr.cost``) and cached li
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 
 import bnlr
@@ -14,26 +16,48 @@ from ui import runner
 SHARPNESS_CAP_S = 1.5  # the LR curve page's curvature at init, at most (an extra, not the page)
 
 
-def physics_estimate(experiment: bnlr.Experiment) -> float:
+def physics_estimate(experiment: bnlr.Experiment, measured: int | None = None) -> float:
     """Returns the estimated seconds of the Why page (``bnlr.cost.physics_estimate``, its
-    Hessians on every usable CPU)."""
+    Hessians on every usable CPU); ``measured``: of a preview's Hessians only."""
     from bnlr import sharpness  # numba: imported here, where the Hessians are asked for
 
-    return cost.physics_estimate(experiment, sharpness.THREADS)
+    return cost.physics_estimate(experiment, sharpness.THREADS, measured)
 
 
-def physics(experiment: bnlr.Experiment) -> why.WhyReport:
-    """Returns ``bnlr.why``'s measurements of the runs (trained with their twins; cached)."""
+def physics(
+    experiment: bnlr.Experiment, preview: Callable[[why.WhyReport], None] | None = None
+) -> why.WhyReport:
+    """Returns ``bnlr.why``'s measurements of the runs (trained with their twins; cached).
+
+    Unless they are cached, ``preview`` is first called with a coarse report (``why.preview``:
+    the curvature after a few epochs, a fraction of the Hessians), which the page draws while
+    the rest are measured; the whole report then goes on from it."""
     seconds = physics_estimate(experiment)
     # the Hessians: one per run and epoch, ∝ samples · parameters²
     lower = cost.lower_what(experiment, 0, also=("epochs", "samples", "seeds", "learning rates"))
     if seconds > runner.COST_CAP_S:
         refusal = cost.Refusal(seconds, runner.COST_CAP_S, lower)
         raise ValueError(refusal.message(work="training and exact Hessians"))
+    key, first_key = ("physics", experiment), ("physics_preview", experiment)
+    if preview is not None and not runner.cached(key):
+        measured = len(why.preview_epochs(experiment.epochs))
+        first = runner.obtain(
+            first_key,
+            lambda cancel, progress: why.preview(experiment, progress=progress, cancel=cancel),
+            "Training the runs and their twins, then a first few Hessians",
+            physics_estimate(experiment, measured),
+            lower,
+        )
+        preview(first.report)
+    after = runner.peek(first_key)  # a preview measured already: the rest goes on from it
     return runner.obtain(
-        ("physics", experiment),
-        lambda cancel, progress: why.run_physics(experiment, progress=progress, cancel=cancel),
-        "Training the runs and their twins, then their Hessians",
+        key,
+        lambda cancel, progress: why.run_physics(
+            experiment, progress=progress, cancel=cancel, after=after
+        ),
+        "Training the runs and their twins, then their Hessians"
+        if after is None
+        else "Measuring the curvature after every epoch (exact Hessians)",
         seconds,
         lower,
     )
