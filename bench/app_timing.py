@@ -12,7 +12,10 @@ ui.runner, analysis, chart specs), CPU seconds of this process (the script's thr
 
 Then, in Debian's Chromium against a warm server (started the README's way, its warm-up done):
 the wall time from opening each page's link to its first chart drawn, and to the whole page;
-beside the trivial page served the same way (the floor of Streamlit and the browser here).
+and, on the pages with one, the display change as a visitor makes it: a second after the page is
+whole (the server's prefetch works meanwhile, as it does while a visitor reads), "test" clicked,
+the wall time until a chart shows it. Beside them the trivial page served the same way (the floor
+of Streamlit and the browser here), with a train / test control of its own.
 
     python bench/app_timing.py [--repeat 3] [--no-browser]
 
@@ -56,6 +59,18 @@ import pandas as pd
 import streamlit as st
 st.title("Trivial")
 st.altair_chart(alt.Chart(pd.DataFrame({"x": [1, 2, 3], "y": [1, 4, 9]})).mark_line()
+                .encode(x="x", y="y"))
+"""
+
+
+# The browser's floor for a display change: the trivial page with a train / test control.
+TRIVIAL_TOGGLE = """import altair as alt
+import pandas as pd
+import streamlit as st
+st.title("Trivial")
+split = st.segmented_control("Loss on", ["train", "test"], default="train", key="split")
+k = 1 if split == "train" else 2
+st.altair_chart(alt.Chart(pd.DataFrame({"x": [1, 2, 3], "y": [1, 4 * k, 9]})).mark_line()
                 .encode(x="x", y="y"))
 """
 
@@ -109,8 +124,8 @@ def browser_times(repeat: int) -> dict:
     import harness
     from playwright.sync_api import sync_playwright
 
-    def times(browser, url: str, home: bool = False) -> tuple[float, float]:
-        first, whole = [], []
+    def times(browser, url: str, home: bool = False, toggle: bool = False) -> tuple:
+        first, whole, change = [], [], []
         for _ in range(repeat):
             ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
             page = ctx.new_page()
@@ -123,24 +138,47 @@ def browser_times(repeat: int) -> dict:
             first.append(time.monotonic() - start)
             harness.wait_idle(page, 180_000)  # the script finished: the whole page
             whole.append(time.monotonic() - start)
+            if toggle:
+                change.append(display_change(page))
             ctx.close()
-        return statistics.median(first), statistics.median(whole)
+        return (
+            statistics.median(first),
+            statistics.median(whole),
+            statistics.median(change) if change else None,
+        )
 
     out = {}
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(TRIVIAL)
+        f.write(TRIVIAL_TOGGLE)
     with sync_playwright() as pw:
         browser = harness.launch(pw)
         with harness.serve(script=f.name) as (url, _proc, _log):
             harness.warm_up(browser, url)
-            out["trivial page"] = times(browser, url)
+            out["trivial page"] = times(browser, url, toggle=True)
         with harness.serve() as (url, _proc, _log):
             for _, path in PAGES.values():  # every page once: results cached, as on a warm server
                 harness.warm_up(browser, f"{url}/{path}")
             for name, (_, path) in PAGES.items():
-                out[name] = times(browser, f"{url}/{path}", home=name == "Home")
+                out[name] = times(browser, f"{url}/{path}", name == "Home", name in TOGGLES)
         browser.close()
     return out
+
+
+TOGGLES = ("LR sensitivity", "LR learning curve", "Scheduler playground", "Batch size")
+
+
+def display_change(page) -> float:
+    """Wall seconds from clicking "test" (the Loss on control) a second after the page is whole
+    to a chart showing it."""
+    import harness
+
+    page.wait_for_timeout(1000)  # a visitor reads first; the server prefetches meanwhile
+    before = [c["sig"] for c in harness.charts(page)]
+    option = page.get_by_role("radio", name="test", exact=True)
+    start = time.monotonic()
+    option.click()
+    harness.wait_redrawn(page, before, timeout=60_000)
+    return time.monotonic() - start
 
 
 def main() -> None:
@@ -180,11 +218,17 @@ def main() -> None:
             f"{ms(median('display'))} | {ms(median('display_shared'))} |"
         )
     if not args.no_browser:
-        print("\n| page | first chart (Chromium) | × trivial | whole page |\n|---|---|---|---|")
+        print(
+            "\n| page | first chart (Chromium) | × trivial | whole page | display change "
+            "(Chromium) | × trivial |\n|---|---|---|---|---|---|"
+        )
         measured = browser_times(args.repeat)
-        floor = measured["trivial page"][0]
-        for name, (first, whole) in measured.items():
-            print(f"| {name} | {first:.2f} s | {first / floor:.1f}× | {whole:.2f} s |")
+        floor, floor_change = measured["trivial page"][0], measured["trivial page"][2]
+        for name, (first, whole, change) in measured.items():
+            shown = "— | —"
+            if change is not None:
+                shown = f"{change * 1e3:.0f} ms | {change / floor_change:.1f}×"
+            print(f"| {name} | {first:.2f} s | {first / floor:.1f}× | {whole:.2f} s | {shown} |")
     print(f"load average after {os.getloadavg()[0]:.2f}")
 
 

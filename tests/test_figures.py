@@ -21,8 +21,8 @@ def _tables(spec: dict) -> list[pd.DataFrame]:
 
 
 def _without_data(spec: dict) -> str:
-    """The spec's text with its datasets' names replaced by their order (names are hashes of
-    the bytes sent, which ``figures.spec`` makes leaner)."""
+    """The spec's text with its datasets' names replaced by their order (Streamlit names them by
+    a hash of the bytes sent, ``figures.spec`` by their order in the chart)."""
     text = _text({k: v for k, v in spec.items() if k != "datasets"})
     for k, name in enumerate(spec["datasets"]):
         text = text.replace(name, f"dataset{k}")
@@ -52,6 +52,25 @@ def test_a_kept_spec_is_what_streamlit_sends_for_the_chart_with_leaner_data():
         streamlits[["epoch", "loss", "net"]].astype({"net": str}),
     )
     assert sum(map(len, ours["datasets"].values())) < sum(map(len, theirs["datasets"].values()))
+
+
+def test_the_same_chart_of_other_data_is_the_same_spec_with_other_datasets():
+    # what a display change (train → test) does: the browser then swaps the data in place
+    def build(df: pd.DataFrame, edge: pd.DataFrame) -> alt.LayerChart:
+        line = alt.Chart(df).mark_line().encode(x="epoch:Q", y="loss:Q", color="net:N")
+        rule = alt.Chart(edge).mark_rule(strokeDash=[4, 4]).encode(y="edge:Q")
+        return line + line.mark_point() + rule
+
+    df = pd.DataFrame({"epoch": [1, 2, 3], "loss": [3.0, 2.0, 1.5], "net": ["a"] * 3})
+    train = figures.spec(build(df, pd.DataFrame({"edge": [2.0]})))
+    test = figures.spec(build(df.assign(loss=df["loss"] * 2), pd.DataFrame({"edge": [2.5]})))
+    strip = lambda spec: _text({k: v for k, v in spec.items() if k != "datasets"})  # noqa: E731
+    assert strip(train) == strip(test)
+    assert list(train["datasets"]) == list(test["datasets"])  # two: the line's table once
+    assert len(train["datasets"]) == 2
+    for a, b in zip(_tables(train), _tables(test)):
+        assert not a.equals(b)
+    assert _tables(test)[0]["loss"].tolist() == [6.0, 4.0, 3.0]
 
 
 def test_lean_keeps_every_column_an_expression_or_tooltip_reads():

@@ -102,7 +102,7 @@ def spec(chart: alt.TopLevelMixin) -> dict:
     alt.data_transformers.register("bnlr_frames", _keep_frame)
     with vega_charts._altair_globals_lock:
         theme_context = alt.theme.enable("none") if alt.theme.active == "default" else nullcontext()
-        with theme_context, alt.data_transformers.enable("bnlr_frames", frames=frames):
+        with theme_context, alt.data_transformers.enable("bnlr_frames", frames=frames, seen={}):
             out = chart.to_dict(validate=False)
     named = json.dumps(out, default=repr)  # every name the spec uses, data aside
     datasets = {
@@ -115,16 +115,19 @@ def spec(chart: alt.TopLevelMixin) -> dict:
     return out
 
 
-def _keep_frame(data, frames: dict) -> dict:
-    """Altair data transformer: keeps each table under a name (its content's hash) for
-    ``spec`` to encode once the whole spec is known."""
+def _keep_frame(data, frames: dict, seen: dict) -> dict:
+    """Altair data transformer: keeps each table for ``spec`` to encode once the whole spec is
+    known, under a name given by its place among the chart's tables (``bnlr_0``, ``bnlr_1``,
+    …; the same content once). Stable names let a display change that alters only the data
+    leave the spec as it was: the browser then swaps the data into the chart it has drawn
+    (Streamlit's ``updateView``) instead of building the chart again."""
     if not isinstance(data, pd.DataFrame):  # GeoJSON and the like: Streamlit's own way
         return vega_charts._to_arrow_dataset(data, frames)
     try:
         content = pd.util.hash_pandas_object(data).to_numpy().tobytes()
     except TypeError:  # unhashable cells (lists): sent whole, Streamlit's own way
         return vega_charts._to_arrow_dataset(data, frames)
-    name = calc_hash(content + str(list(data)).encode())
+    name = seen.setdefault(calc_hash(content + str(list(data)).encode()), f"bnlr_{len(seen)}")
     frames[name] = data
     return {"name": name}
 

@@ -232,6 +232,18 @@ def wait_changed(page, before: list[dict], timeout: float = 180_000) -> list[dic
         page.wait_for_timeout(250)
 
 
+_REDRAWN_JS = (
+    "([sel, before]) => {\n  const now = (" + _CHARTS_JS + ")(sel).map(c => c.sig);\n"
+    "  return now.length === before.length && now.some((s, i) => s !== before[i]);\n}"
+)
+
+
+def wait_redrawn(page, before: list[str], timeout: float = 60_000) -> None:
+    """Waits, looking every 10 ms, until a chart's signature differs from ``before`` (the
+    signatures of ``charts(page)``): the moment a change is drawn (the script may still run)."""
+    page.wait_for_function(_REDRAWN_JS, arg=[CHART, before], timeout=timeout, polling=10)
+
+
 def fit_to_content(page, width: int, min_height: int = 900, max_height: int = 6000) -> None:
     """Makes the viewport as tall as the page's content.
 
