@@ -85,9 +85,8 @@ st.markdown(f"""
   at once and the others queue, first come first served.
 """)
 
-verdicts = claims_jobs.article_claims(N)
-for number, (_, _, subject, yes, *_) in CLAIMS.items():
-    v = verdicts[number]
+for number, (_, _, subject, yes, *_) in CLAIMS.items():  # each card as its verdict comes
+    v = claims_jobs.article_claim(number, N)
     with slots[number].container():
         st.metric(
             f"holds in (of {v.seeds} seeds)",

@@ -177,11 +177,16 @@ def judge_claims(results: dict[int, Result], split: str = "train") -> dict[int, 
 
 def judge_metrics(m: dict[int, pd.DataFrame]) -> dict[int, Verdict]:
     """Returns the verdict on each claim from its runs' metrics (``metrics.run_metrics``)."""
-    return {
-        1: verdict(1, bn_sensitivity_effects(sensitivity_per_seed(m[1]))),
-        2: verdict(2, u_shape_effects(m[2])),
-        3: verdict(3, schedule_effects(m[3], SCHEDULE).groupby("seed")["effect"].mean()),
-    }
+    return {k: judge_claim(k, m[k]) for k in (1, 2, 3)}
+
+
+def judge_claim(claim: int, metrics: pd.DataFrame) -> Verdict:
+    """Returns the verdict on one claim (1, 2 or 3) from its runs' metrics."""
+    if claim == 1:
+        return verdict(1, bn_sensitivity_effects(sensitivity_per_seed(metrics)))
+    if claim == 2:
+        return verdict(2, u_shape_effects(metrics))
+    return verdict(3, schedule_effects(metrics, SCHEDULE).groupby("seed")["effect"].mean())
 
 
 def article_claims(seeds: int = 20, split: str = "train") -> pd.DataFrame:

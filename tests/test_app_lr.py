@@ -194,3 +194,40 @@ def test_lr_curve_default_sweep_and_range_test(trainings):
     at.text_input(key="lr_lo").set_value("2").run()
     assert any("range reversed" in e.value for e in at.error)
     assert len(charts(at)) >= 2 and len(trainings) == 1
+
+
+def test_homes_cards_are_the_claims_judged_one_by_one(monkeypatch):
+    import threading
+    import time
+
+    from bnlr import claims
+    from ui import claims_jobs, runner
+
+    runner.clear_cache()
+    # the server's warm-up judges the claims one after the other: no two judges overlap
+    spans, real = [], claims_jobs._claim_job
+
+    def timed(claim, seeds):
+        key, judge, label, seconds = real(claim, seeds)
+
+        def spanned(cancel, progress):
+            began = time.monotonic()
+            out = judge(cancel, progress)
+            spans.append((began, time.monotonic(), threading.current_thread().name))
+            return out
+
+        return key, spanned, label, seconds
+
+    monkeypatch.setattr(claims_jobs, "_claim_job", timed)
+    claims_jobs.warm_claims(3).join(timeout=600)
+    assert len(spans) == 3
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+    # each card's verdict: what bnlr.claims gives when it trains each claim's whole grid at once
+    want = claims.article_claims(3).set_index("claim")
+    for k in (1, 2, 3):
+        v = claims_jobs.article_claim(k, 3)  # cached: no judge runs again
+        row = want.loc[k]
+        assert (v.seeds_holding, v.seeds, v.word) == (row.seeds_holding, row.seeds, row.verdict)
+        assert v.effect == pytest.approx(row.effect, rel=1e-9)
+    assert len(spans) == 3
+    runner.clear_cache()
