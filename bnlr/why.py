@@ -196,12 +196,14 @@ def curvature(
     cancel=None,
     epochs: tuple[int, ...] | None = None,
     known: Curvature | None = None,
+    progress=None,
 ) -> Curvature:
     """Returns the exact curvature of the runs of ``result`` (trained from
     ``with_twins(experiment)`` with ``record_parameters=True``) after every epoch, or after
     ``epochs`` only. What ``known`` measured already (a preview's) is taken from it, not
     measured again. ``cancel()`` is polled before each network's Hessians (True:
-    ``bnlr.Cancelled`` is raised)."""
+    ``bnlr.Cancelled`` is raised); ``progress(done, total)`` is called after them, in Hessians
+    (one per run and epoch)."""
     if result.parameters is None:
         raise ValueError(
             "physics needs the parameters of every epoch: train with record_parameters"
@@ -216,7 +218,16 @@ def curvature(
     by_model: dict = {}
     for i, run in enumerate(experiment.runs):
         by_model.setdefault(run.model, []).append(i)
-    out = {}
+    asks, out = {}, {}
+    for model, idxs in by_model.items():
+        stack = np.stack([result.parameters[i] for i in idxs])  # (R, E + 1, P)
+        R, E1, P = stack.shape
+        wanted = np.ones(E1, bool) if epochs is None else np.isin(np.arange(E1), epochs)
+        ask = np.isfinite(stack.reshape(R * E1, P)).all(axis=1) & np.tile(wanted, R)
+        if known is not None:
+            ask &= ~np.tile(np.isin(np.arange(E1), known.epochs or range(E1)), R)
+        asks[model] = ask
+    total, measured = int(sum(a.sum() for a in asks.values())), 0
     for model, idxs in by_model.items():
         if cancel is not None and cancel():
             raise Cancelled()
@@ -225,19 +236,20 @@ def curvature(
         flat = stack.reshape(R * E1, P)
         lam, pre = np.full(R * E1, np.nan), np.full(R * E1, np.nan)
         grads = np.full_like(flat, np.nan)
-        wanted = np.ones(E1, bool) if epochs is None else np.isin(np.arange(E1), epochs)
-        ask = np.isfinite(flat).all(axis=1) & np.tile(wanted, R)
+        ask = asks[model]
         if known is not None:
             had = known.by_model[model]
-            done = np.tile(np.isin(np.arange(E1), known.epochs or range(E1)), R) & ask
+            done = np.tile(np.isin(np.arange(E1), known.epochs or range(E1)), R)
             lam[done], pre[done], grads[done] = had[0][done], had[1][done], had[2][done]
-            ask &= ~done
         if ask.any() and all(i in replayed for i in idxs):
             diag = np.concatenate([replayed[i][1] for i in idxs])  # (R · (E + 1), P)
             lam[ask], pre[ask], grads[ask] = pc.sharpness_pair(model, flat[ask], X, y, diag[ask])
         elif ask.any():
             lam[ask], grads[ask] = sharpness_and_gradients(model, flat[ask], X, y)
         out[model] = (lam, pre, grads)
+        measured += int(ask.sum())
+        if progress is not None:
+            progress(measured, total)
     return Curvature(out, epochs)
 
 
@@ -370,11 +382,14 @@ class Preview:
 
 def preview(experiment: Experiment | Grid, progress=None, cancel=None) -> Preview:
     """Trains the runs and their twins and measures the curvature after ``preview_epochs`` only:
-    the first of the page's charts at a fraction of the Hessians' cost."""
+    the first of the page's charts at a fraction of the Hessians' cost. ``progress(done,
+    total)``: run-epochs trained, then Hessians measured, in one count."""
     exp = _float64(experiment)
-    result = train_twins(exp, progress, cancel)
     epochs = preview_epochs(exp.epochs)
-    curv = curvature(exp, result, cancel, epochs=epochs)
+    hessians = len(exp.runs) * len(epochs)
+    trained, curvature_progress = _phases(progress, hessians)
+    result = train_twins(exp, trained, cancel)
+    curv = curvature(exp, result, cancel, epochs=epochs, progress=curvature_progress())
     return Preview(physics(exp, result, cancel, curv), result, curv)
 
 
@@ -383,12 +398,40 @@ def run_physics(
 ) -> WhyReport:
     """Trains ``experiment`` with twins in float64, recording every epoch's parameters, and
     returns the physics; or goes on from ``after`` (a ``preview`` of the same experiment):
-    its runs, and only the Hessians it did not measure."""
+    its runs, and only the Hessians it did not measure. ``progress(done, total)``: run-epochs
+    trained, then Hessians measured, in one count."""
     exp = _float64(experiment)
+    runs_epochs = len(exp.runs) * (exp.epochs + 1)
     if after is None:
-        return physics(exp, train_twins(exp, progress, cancel), cancel)
-    curv = curvature(exp, after.result, cancel, known=after.curvature)
+        trained, curvature_progress = _phases(progress, runs_epochs)
+        result = train_twins(exp, trained, cancel)
+        curv = curvature(exp, result, cancel, progress=curvature_progress())
+        return physics(exp, result, cancel, curv)
+    left = runs_epochs - len(exp.runs) * len(after.curvature.epochs or ())
+    _, curvature_progress = _phases(progress, left)
+    curv = curvature(
+        exp, after.result, cancel, known=after.curvature, progress=curvature_progress()
+    )
     return physics(exp, after.result, cancel, curv)
+
+
+def _phases(progress, hessians: int):
+    """Returns (the training's progress, a function giving the Hessians' progress): one count
+    over both, the training's run-epochs first (at most ``hessians`` Hessians follow)."""
+    trained = [0]
+
+    def training(done: int, total: int) -> None:
+        trained[0] = total
+        if progress is not None:
+            progress(done, total + hessians)
+
+    def measuring():
+        base = trained[0]
+        if progress is None:
+            return None
+        return lambda done, total: progress(base + done, base + total)
+
+    return training, measuring
 
 
 def initial_sharpness(experiment: Experiment | Grid) -> pd.DataFrame:

@@ -198,3 +198,17 @@ def test_a_preview_measures_a_few_epochs_and_the_report_goes_on_from_it(opt, mon
     rest = why.run_physics(grid, after=first)
     assert sum(counted) == runs * (17 - len(measured))  # only the epochs the preview skipped
     _same_report(rest, whole)
+
+
+def test_progress_counts_the_training_then_the_hessians():
+    grid = bnlr.Grid(depths=(3,), lrs=(0.05,), epochs=12)
+    seen = []
+    first = why.preview(grid, progress=lambda d, t: seen.append((d, t)))
+    runs = len(grid.experiment.runs)
+    trained = 2 * runs * 12  # the runs and their twins, run-epochs
+    hessians = runs * len(why.preview_epochs(12))
+    assert seen[-1] == (trained + hessians, trained + hessians)
+    assert all(d <= t for d, t in seen) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    seen.clear()
+    why.run_physics(grid, progress=lambda d, t: seen.append((d, t)), after=first)
+    assert seen[-1] == (runs * 13 - hessians,) * 2  # only the Hessians the preview left
