@@ -154,6 +154,20 @@ class Experiment:
     batch_size: int = article.BATCH_SIZE  # mini-batch size; batches reshuffled every epoch
     dtype: str = "float32"  # float32 | float64
 
+    def __hash__(self) -> int:
+        """The hash of the fields, computed once: an experiment is the key of every cache (the
+        runner's, the figures', the cost model's), asked for many times per page rerun, and
+        hashing its runs is most of the work."""
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.runs, self.data, self.epochs, self.batch_size, self.dtype))
+            object.__setattr__(self, "_hash", h)
+        return h
+
+    def __getstate__(self) -> dict:
+        """The fields, not the kept hash: another process hashes strings with another seed."""
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
     def __post_init__(self):
         object.__setattr__(self, "runs", tuple(self.runs))
         if not self.runs:

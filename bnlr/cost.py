@@ -23,6 +23,7 @@ config alone (nothing is trained or stepped), and asks ``bnlr.fused`` which path
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -117,8 +118,8 @@ def features(
     n_train, n = data.n_train, data.n
     f = dict.fromkeys(COST_S, 0.0)
     f["request"] = 1.0
-    groups = Counter((r.model, r.optimizer) for r in experiment.runs)
-    for (model, optimizer), R in groups.items():
+    groups, schedules = _tally(experiment)
+    for (model, optimizer), R in groups:
         layers, params, hidden = _shape(model, data.n_features)
         per_sample = params + 2 * hidden  # multiply-adds, plus the activation (and BN) per unit
         f["group"] += 1
@@ -148,11 +149,21 @@ def features(
         f["eval_flop"] += R * E * n * per_sample
         f["order"] += R * E * n_train * (data.n_features + 1)
     # every (schedule, lr) is checked once by stepping its torch scheduler over the whole run
-    f["schedule_step"] = len({(r.schedule, r.lr, r.optimizer) for r in experiment.runs}) * E * S
+    f["schedule_step"] = schedules * E * S
     if range_test_batches:  # trained together on the torch path (``lrfinder.range_test``)
         for k, v in features(_range_tests(experiment, range_test_batches), 0, True).items():
             f[k] += v * (k != "request")
     return f
+
+
+@functools.lru_cache(maxsize=256)
+def _tally(experiment: Experiment | Shape) -> tuple[tuple, int]:
+    """Returns ((((model, optimizer), runs), ...), distinct (schedule, lr, optimizer)) of an
+    experiment: what ``features`` counts over its runs, once per experiment (a page asks for
+    the same estimates on every rerun)."""
+    groups = Counter((r.model, r.optimizer) for r in experiment.runs)
+    schedules = len({(r.schedule, r.lr, r.optimizer) for r in experiment.runs})
+    return tuple(groups.items()), schedules
 
 
 def _range_tests(experiment: Experiment | Shape, batches: int) -> Shape:

@@ -250,3 +250,24 @@ def test_cli_bad_arguments_exit_2_with_one_line(args, words):
         and len(out.stderr.strip().splitlines()) == 1
         and "Traceback" not in out.stderr
     )
+
+
+def test_an_experiments_kept_hash_is_the_hash_of_its_fields():
+    import pickle
+    from dataclasses import replace
+
+    exp = bnlr.Grid(seeds=(929, 930)).experiment
+    fields = (exp.runs, exp.data, exp.epochs, exp.batch_size, exp.dtype)
+    assert hash(exp) == hash(fields) == hash(bnlr.Grid(seeds=(929, 930)).experiment)
+    other = replace(exp, epochs=3)
+    assert hash(other) == hash((other.runs, other.data, 3, other.batch_size, other.dtype))
+    assert {exp: 1}[bnlr.Grid(seeds=(929, 930)).experiment] == 1
+    # unpickled in another process (another string-hash seed), it hashes as that process does
+    code = (
+        "import pickle, sys, bnlr; e = pickle.loads(sys.stdin.buffer.read()); "
+        "print(hash(e) == hash(bnlr.Grid(seeds=(929, 930)).experiment))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], input=pickle.dumps(exp), capture_output=True, check=True
+    )
+    assert out.stdout.strip() == b"True"

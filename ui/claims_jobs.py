@@ -3,6 +3,7 @@ trained once per server (the server starts them in the background as it starts) 
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import replace
@@ -23,8 +24,7 @@ def _claim_job(claim: int, seeds: int) -> tuple[Hashable, Callable, str, float]:
     """Returns (key, fn, label, estimate) of the job judging one of the article's claims (1, 2
     or 3) over ``seeds`` seeds. Only the verdict is kept: the runs' tables (hundreds of MB with
     their per-step lr) are dropped once judged."""
-    runs = claims.claim_runs(claims.seeds_from(bnlr.article.SEED, seeds))
-    grid = (runs.sensitivity, runs.curve, runs.schedules)[claim - 1]
+    grid, seconds = _grid(claim, seeds)
 
     def judge(cancel, progress):
         # a few seeds at a time, keeping only each run's metrics: the peak stays that of a few
@@ -41,7 +41,16 @@ def _claim_job(claim: int, seeds: int) -> tuple[Hashable, Callable, str, float]:
         return claims.judge_claim(claim, pd.concat(parts, ignore_index=True))
 
     label = f"Judging the article's claim {claim} over {seeds} seeds"
-    return ("claim", claim, seeds), judge, label, runner.estimate(grid.experiment)
+    return ("claim", claim, seeds), judge, label, seconds
+
+
+@functools.lru_cache(maxsize=8)
+def _grid(claim: int, seeds: int) -> tuple[bnlr.Grid, float]:
+    """The article's setup for one claim over ``seeds`` seeds, and its estimate: built once
+    (Home asks on every rerun; building the grids steps every schedule)."""
+    runs = claims.claim_runs(claims.seeds_from(bnlr.article.SEED, seeds))
+    grid = (runs.sensitivity, runs.curve, runs.schedules)[claim - 1]
+    return grid, runner.estimate(grid.experiment)
 
 
 CLAIMS = (1, 2, 3)
