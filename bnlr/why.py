@@ -401,17 +401,14 @@ def run_physics(
     its runs, and only the Hessians it did not measure. ``progress(done, total)``: run-epochs
     trained, then Hessians measured, in one count."""
     exp = _float64(experiment)
-    runs_epochs = len(exp.runs) * (exp.epochs + 1)
     if after is None:
-        trained, curvature_progress = _phases(progress, runs_epochs)
+        trained, curvature_progress = _phases(progress, len(exp.runs) * (exp.epochs + 1))
         result = train_twins(exp, trained, cancel)
         curv = curvature(exp, result, cancel, progress=curvature_progress())
         return physics(exp, result, cancel, curv)
-    left = runs_epochs - len(exp.runs) * len(after.curvature.epochs or ())
-    _, curvature_progress = _phases(progress, left)
-    curv = curvature(
-        exp, after.result, cancel, known=after.curvature, progress=curvature_progress()
-    )
+    if len(after.result.parameters) != 2 * len(exp.runs):
+        raise ValueError("after: a preview of another experiment (its runs differ)")
+    curv = curvature(exp, after.result, cancel, known=after.curvature, progress=progress)
     return physics(exp, after.result, cancel, curv)
 
 

@@ -194,6 +194,7 @@ def test_a_first_look_is_drawn_while_the_rest_is_measured(page):
     np.testing.assert_allclose(report.epochs["sharpness"], whole.epochs["sharpness"], rtol=1e-12)
     assert why_jobs.physics(exp, drawn.append) is report  # cached: no preview again
     assert len(drawn) == 1
+    assert runner.peek(("physics_preview", exp)) is None  # the preview is not kept beside it
     # on the page, the first look gives way to the whole chart: one sharpness chart, every epoch
     at = page(epochs="12", lrs="0.05", depths=["3"])
     assert not at.exception, [e.message for e in at.exception]

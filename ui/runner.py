@@ -115,6 +115,11 @@ def cached(key: Hashable) -> bool:
     return CACHE.get(key) is not MISSING
 
 
+def forget(key: Hashable) -> None:
+    """Drops ``key``'s value from the cache (what its page no longer reads)."""
+    CACHE.drop(key)
+
+
 def clear_cache() -> None:
     """Empties the results cache (tests and benches; jobs already running finish)."""
     CACHE.clear()

@@ -50,7 +50,7 @@ def physics(
         )
         preview(first.report)
     after = runner.peek(first_key)  # a preview measured already: the rest goes on from it
-    return runner.obtain(
+    report = runner.obtain(
         key,
         lambda cancel, progress: why.run_physics(
             experiment, progress=progress, cancel=cancel, after=after
@@ -61,6 +61,8 @@ def physics(
         seconds,
         lower,
     )
+    runner.forget(first_key)  # its runs and Hessians live on in the report
+    return report
 
 
 def initial_sharpness_estimate(experiment: bnlr.Experiment) -> float:
