@@ -248,3 +248,26 @@ def test_the_server_compiles_every_kernel_a_default_page_trains_with(name, monke
     at = page(name)
     assert not at.exception
     assert asked and set(asked) <= set(server.default_shapes())
+
+
+def test_the_warm_up_compiles_numba_only_once_no_training_runs(monkeypatch):
+    # numba's first call compiles on a new deployment (seconds of CPU, mostly holding the GIL):
+    # the warm-up waits for a quiet moment, after a visitor's training and QUIET_S more
+    from ui import server
+
+    monkeypatch.setattr(server, "QUIET_S", 2.0)
+    queue = JobQueue(slots=1)
+    monkeypatch.setattr(runner, "QUEUE", queue)
+    release, ended = threading.Event(), []
+    job = queue.enqueue("visitor", lambda cancel, progress: (release.wait(10), ended.append(1)))
+    returned = []
+    waiter = threading.Thread(target=lambda: (server.wait_until_idle(0.02), returned.append(1)))
+    waiter.start()
+    waiter.join(0.5)
+    assert not returned  # the visitor's training runs
+    release.set()
+    job.done.wait(10)
+    queue.leave(job)
+    assert ended and not returned  # just ended: not quiet yet
+    waiter.join(10)
+    assert returned

@@ -6,8 +6,9 @@ Importing a module of the app changes nothing; this does, once per process:
 - **Warmed up at start** (``warm_up``, a background thread at lower priority): the cost model
   calibrated on this host (``bnlr.cost.calibrate``: a probe of at most a second of CPU, so the
   cap means the same seconds on any CPU), the pages' imports (then frozen out of the garbage
-  collector's walks), the default kernels, then Home's claims as a background job that never
-  goes ahead of a visitor's training.
+  collector's walks), numba's first call once no training runs (it compiles on a new
+  deployment), the default kernels, then Home's claims as background jobs that never go
+  ahead of a visitor's training.
 - **torch threads: 1.** The networks are tiny: intra-op threads buy nothing, and on a busy
   2-core server their spin-waiting made training about 50× slower. Parallelism comes from the
   queue's slots (one per usable CPU) and the Hessians' threads instead.
@@ -86,7 +87,11 @@ def warm_up() -> None:
 
     # The exact Hessians' numba code (the LR curve's λ_max(0), the Why page): importing it is
     # not enough, its first call loads every function from numba's cache, 1.5–1.9 s here,
-    # which the first visitor of those pages waited for. A tiny problem makes that call.
+    # which the first visitor of those pages waited for. A tiny problem makes that call, once
+    # no visitor's training runs or waits: on a new deployment numba's cache is empty and the
+    # call compiles, 7–10 s of CPU mostly holding the GIL, which made a heavy link arriving
+    # at start take 7.3–9.5 s instead of 4 (bench/load_cap.py --cold with NUMBA_CACHE_DIR empty).
+    wait_until_idle()
     tiny = bnlr.DataConfig(n=20)
     why.run_physics(
         bnlr.Grid(depths=(1,), bns=("pre",), lrs=(0.1,), epochs=1, batch_size=10, data=tiny)
@@ -97,6 +102,12 @@ def warm_up() -> None:
     fused.prepare(shapes, limit=len(shapes))
     fused.wait_for_compiles(timeout=120)
     claims_jobs.warm_claims()
+
+
+def wait_until_idle(poll_s: float = 0.1) -> None:
+    """Returns once no training has run or waited for ``QUIET_S`` and no page is being built."""
+    while not runner.QUEUE.idle(QUIET_S) or ADMISSION.busy():
+        time.sleep(poll_s)
 
 
 def default_shapes() -> list:
