@@ -156,7 +156,7 @@ def features(
     return f
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=64)  # (it keeps the experiments: a few pages' worth)
 def _tally(experiment: Experiment | Shape) -> tuple[tuple, int]:
     """Returns ((((model, optimizer), runs), ...), distinct (schedule, lr, optimizer)) of an
     experiment: what ``features`` counts over its runs, once per experiment (a page asks for
