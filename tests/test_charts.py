@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -197,6 +198,14 @@ def test_sensitivity_bars_and_run_grid():
     cells = pd.DataFrame(charts.run_grid(m).to_dict()["datasets"].popitem()[1])
     assert set(cells.loc[cells["lr"] == 1.0, "text"]) == {"✕ ep 3"}
     assert cells.loc[(cells["lr"] == 0.01) & (cells["bn"] == "pre"), "text"].item() == "20"
+    # white text on the cells darker than the middle of the colour scale, black on the others
+    spread = m.assign(instability=np.linspace(0.0, 2.0, len(m)))
+    _rect, label = charts.run_grid(spread).to_dict()["layer"]
+    assert label["encoding"]["color"]["condition"]["test"] == "datum.dark"
+    cells = pd.DataFrame(charts.run_grid(spread).to_dict()["datasets"].popitem()[1])
+    mid = (cells["instability"].min() + cells["instability"].max()) / 2
+    assert (cells["dark"] == (cells["instability"] > mid)).all()
+    assert cells["dark"].any() and not cells["dark"].all()
 
 
 def _groups(layer: dict, facet: str | None) -> list[str]:
@@ -254,3 +263,20 @@ def test_best_marker_sits_at_each_networks_lowest_seed_mean():
     rows = data[marker["data"]["name"]].set_index("arch")
     assert rows.loc["3×4 tanh · no BN", "best_lr"] == 1e-2  # losses 50, 10, 20: lowest at 1e-2
     assert rows.loc["3×4 tanh · BN pre", "final_loss"] == pytest.approx(20.0)
+
+
+def test_the_effect_strip_spans_its_data_and_keeps_its_spec_for_other_data():
+    from ui import figures
+
+    seeds = pd.Series([0.1, -0.05, 0.3], index=[929, 930, 931])
+    strip = charts.effect_strip(seeds, low=-0.2, high=0.5)
+    x = strip.to_dict()["layer"][1]["encoding"]["x"]
+    assert "domain" not in x["scale"] and x["scale"]["zero"]  # from the layers' data and 0
+    layers = strip.to_dict()["layer"]
+    interval = layers[2]["encoding"]
+    assert interval["x"]["field"] == "effect" and interval["x2"]["field"] == "high"
+    other = charts.effect_strip(seeds * 3, low=-0.9, high=1.2)
+    a, b = figures.spec(strip), figures.spec(other)
+    assert {k: v for k, v in a.items() if k != "datasets"} == {
+        k: v for k, v in b.items() if k != "datasets"
+    }

@@ -293,11 +293,12 @@ def run_grid(metrics: pd.DataFrame) -> alt.LayerChart:
             "diverged:Q",
         ],
     )
-    # black on the light cells, white on the dark ones (the oranges scheme runs light to dark)
-    mid = float(cell["instability"].min() + cell["instability"].max()) / 2
+    # black on the light cells, white on the dark ones (the oranges scheme runs light to dark);
+    # which is which is data, so a display change that changes only the numbers keeps the spec
+    cell["dark"] = cell["instability"] > (cell["instability"].min() + cell["instability"].max()) / 2
     text = base.mark_text(fontWeight="bold").encode(
         text="text:N",
-        color=alt.condition(f"datum.instability > {mid!r}", alt.value("white"), alt.value("black")),
+        color=alt.condition("datum.dark", alt.value("white"), alt.value("black")),
     )
     return alt.layer(rect, text).properties(height=alt.Step(34), width=alt.Step(90))
 
@@ -379,12 +380,12 @@ def effect_strip(effects, low: float, high: float, unit: str = "decades", width:
     """
     seeds_row, mean_row = "each seed", "mean, 90 % interval"
     df = effects.dropna().rename("effect").rename_axis("seed").reset_index().assign(row=seeds_row)
-    span = [float(min(df["effect"].min(), low, 0.0)), float(max(df["effect"].max(), high, 0.0))]
-    pad = 0.08 * (span[1] - span[0] or 1.0)
+    # the axis spans the seeds, the interval and 0 (every layer's data), plus a margin: no
+    # number in the spec, so another split's strip is the same chart with other data
     x = alt.X(
         "effect:Q",
         title=f"effect ({unit}); > 0: the claim holds",
-        scale=alt.Scale(domain=[span[0] - pad, span[1] + pad], nice=False),
+        scale=alt.Scale(nice=False, zero=True, padding=round(0.07 * width)),
         axis=alt.Axis(tickCount=6, format="+.2f"),
     )
     y = alt.Y("row:N", title=None, sort=[seeds_row, mean_row])
