@@ -53,9 +53,16 @@ def test_a_display_change_draws_what_a_link_to_that_display_draws(page, app, spe
     before = open_page(page, app, spec)
     page.get_by_role("radio", name="test", exact=True).click()
     harness.wait_changed(page, before)
-    changed = [c["sig"] for c in harness.wait_drawn(page, spec.charts)]
-    fresh = [c["sig"] for c in open_page(page, app, spec, "split=test")]
+    changed = [marks(c) for c in harness.wait_drawn(page, spec.charts)]
+    fresh = [marks(c) for c in open_page(page, app, spec, "split=test")]
     assert changed == fresh
+
+
+def marks(chart: dict) -> list[str]:
+    """A chart's marks (geometry and text), in no particular order: Vega updating a drawn
+    chart keeps the axis ticks it can and appends the new ones, so their order in the SVG
+    differs from a chart drawn afresh, and the picture does not."""
+    return sorted(chart["sig"].split("\n"))
 
 
 @pytest.mark.parametrize("spec", [s for s in PAGES if s.query], ids=lambda s: s.name)
