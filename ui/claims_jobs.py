@@ -69,11 +69,6 @@ def article_claim(claim: int, seeds: int = claims.REPLICATION_SEEDS) -> claims.V
     return runner.obtain(key, judge, label, seconds, capped=False, background=True)
 
 
-def article_claims(seeds: int = claims.REPLICATION_SEEDS) -> dict:
-    """Returns the verdict on each of the article's claims over ``seeds`` seeds."""
-    return {k: article_claim(k, seeds) for k in CLAIMS}
-
-
 def warm_claims(seeds: int = claims.REPLICATION_SEEDS) -> threading.Thread:
     """Judges the article's claims one after the other, each as a background job (no slot,
     paused whenever a visitor's training runs or waits: ``ui.jobs``), from a thread of its own;

@@ -110,11 +110,6 @@ def peek(key: Hashable):
     return None if value is MISSING else value
 
 
-def cached(key: Hashable) -> bool:
-    """Whether ``key``'s value is cached (a page asking for it gets it at once)."""
-    return CACHE.get(key) is not MISSING
-
-
 def forget(key: Hashable) -> None:
     """Drops ``key``'s value from the cache (what its page no longer reads)."""
     CACHE.drop(key)

@@ -39,7 +39,7 @@ def physics(
         refusal = cost.Refusal(seconds, runner.COST_CAP_S, lower)
         raise ValueError(refusal.message(work="training and exact Hessians"))
     key, first_key = ("physics", experiment), ("physics_preview", experiment)
-    if preview is not None and not runner.cached(key):
+    if preview is not None and runner.peek(key) is None:
         measured = len(why.preview_epochs(experiment.epochs))
         first = runner.obtain(
             first_key,
