@@ -276,3 +276,23 @@ def test_in_the_background_a_cached_kernel_is_used_at_once(monkeypatch, tmp_path
     monkeypatch.setattr(fused, "FusedGroup", lambda *a, **k: made.append(1) or real(*a, **k))
     bnlr.train(exp, "batched")
     assert made == [1] and not compiler.pending
+
+
+VECTOR_ADD = """define void @"add"(<8 x double>* %a, <8 x double>* %b) {
+  %x = load <8 x double>, <8 x double>* %a
+  %y = load <8 x double>, <8 x double>* %b
+  %s = fadd <8 x double> %x, %y
+  store <8 x double> %s, <8 x double>* %a
+  ret void
+}
+"""
+
+
+def test_the_compiler_process_compiles_for_the_cpu_its_parent_names(monkeypatch, tmp_path):
+    # An emulator (qemu-user) runs the parent on another CPU than the child compiler process
+    # sees: the child must compile for the parent's CPU, the one the cache key names.
+    monkeypatch.setenv("BNLR_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setattr(fused.llc, "target", lambda: ("x86-64", ""))  # an SSE2-only parent
+    got = fused.jit._object_code(lambda: VECTOR_ADD, "sse2-parent")
+    assert got == fused.llc.emit(VECTOR_ADD, "x86-64", "")
+    assert got != fused.llc.emit(VECTOR_ADD, "skylake-avx512", "")  # the target mattered

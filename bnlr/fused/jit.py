@@ -117,7 +117,7 @@ def _object_code(text, key_digest: str) -> bytes:
     text = text()  # (the IR is written only on a cache miss)
     try:
         done = subprocess.run(
-            [sys.executable, "-I", llc.__file__],
+            [sys.executable, "-I", llc.__file__, *llc.target()],
             input=text.encode(),
             capture_output=True,
             check=True,

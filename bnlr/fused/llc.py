@@ -1,10 +1,12 @@
 """LLVM IR in, this machine's object code out: ``bnlr.fused`` compiles each kernel here.
 
-Run as a script (``python bnlr/fused/llc.py < kernel.ll > kernel.o``) it is a child process that
-imports llvmlite only, so everything LLVM allocates while optimising a kernel goes back to the
-system when it exits; compiled in the server itself, each kernel kept 3–6 MB of it for good
-(measured: 20–60 KB of the object code is all the kernel needs). ``emit`` is also importable,
-for compiling in-process where no child process can be started.
+Run as a script (``python bnlr/fused/llc.py CPU FEATURES < kernel.ll > kernel.o``: the target the
+parent's cache key names, so that parent and child agree even where they see different CPUs, as
+under an emulator) it is a child process that imports llvmlite only, so everything LLVM allocates
+while optimising a kernel goes back to the system when it exits; compiled in the server itself,
+each kernel kept 3–6 MB of it for good (measured: 20–60 KB of the object code is all the kernel
+needs). ``emit`` is also importable, for compiling in-process where no child process can be
+started.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ def target() -> tuple[str, str]:
     return llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
 
 
-def emit(text: str) -> bytes:
-    """Optimises the IR ``text`` at -O3 for ``target()`` and returns the object file."""
+def emit(text: str, cpu: str | None = None, features: str | None = None) -> bytes:
+    """Optimises the IR ``text`` at -O3 for ``cpu`` and ``features`` (``target()`` by default)
+    and returns the object file."""
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
-    cpu, features = target()
+    if cpu is None:
+        cpu, features = target()
     tm = llvm.Target.from_default_triple().create_target_machine(cpu=cpu, features=features, opt=3)
     mod = llvm.parse_assembly(text, context=llvm.create_context())
     mod.verify()
@@ -42,5 +46,5 @@ def emit(text: str) -> bytes:
     return tm.emit_object(mod)
 
 
-if __name__ == "__main__":
-    sys.stdout.buffer.write(emit(sys.stdin.read()))
+if __name__ == "__main__":  # the parent names the target: the one its cache key was made for
+    sys.stdout.buffer.write(emit(sys.stdin.read(), *sys.argv[1:3]))
