@@ -127,7 +127,9 @@ async def main(
     # --distinct: every heavy session a different request (its own training, the same cost):
     # the data's noise moves (0.010, 0.011, ...)
     queries = [f"{q}&noise={0.01 + k / 1000:g}" if distinct else q for k in range(heavy)]
+    started = time.monotonic()
     with harness.serve(env=HOOKS, prefix=harness.confined(taskset, quota)) as (url, proc, log):
+        healthy = time.monotonic() - started  # the process started, imported, answered /health
         if not cold:
             await session(url, "", "", timeout)  # Home once: Home's claims trained
         before = len(trainings(log))
@@ -141,7 +143,10 @@ async def main(
     broken = [r for r in results if isinstance(r, BaseException)]
     ok_results = [r for r in results if not isinstance(r, BaseException)]
     heavy_r, default_r = ok_results[:heavy], ok_results[heavy:]
-    print(f"server {url}; {os.cpu_count()} cores; load average before {load0:.1f}")
+    print(
+        f"server {url}; {os.cpu_count()} cores; load average before {load0:.1f}; healthy "
+        f"{healthy:.1f} s after its start (the times below count from each session's opening)"
+    )
     print(f"heavy: /{page}?{q}" + (" with noise = 0.010, 0.011, … (distinct)" if distinct else ""))
     print(summary("heavy", heavy_r, "finished"))
     where = f"/{lesson[0]}" + (f"?{lesson[1]}" if lesson[1] else "")

@@ -4,6 +4,8 @@ queue directly where a page cannot show it. No timed assertions: waits are bound
 """
 
 import re
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -271,3 +273,58 @@ def test_the_warm_up_compiles_numba_only_once_no_training_runs(monkeypatch):
     assert ended and not returned  # just ended: not quiet yet
     waiter.join(10)
     assert returned
+
+
+def test_kernels_compile_only_when_no_page_is_being_built(monkeypatch, tmp_path):
+    # Writing a kernel's IR is Python, holding the interpreter lock: thirty pages being built
+    # at once (a class at start) were slowed by it, after their training had ended
+    from bnlr import fused
+    from ui import admission, server
+
+    if not fused.wanted():
+        pytest.skip("the torch path (BNLR_KERNEL=torch or no llvmlite) compiles no kernel")
+    monkeypatch.setenv("BNLR_KERNEL_CACHE", str(tmp_path))  # empty: the kernel must compile
+    monkeypatch.setattr(server, "QUIET_S", 0.0)
+    monkeypatch.setattr(runner, "QUEUE", JobQueue(slots=1))
+    gate = admission.Admission(limit=1)
+    monkeypatch.setattr(server, "ADMISSION", gate)
+    compiler = fused.Compiler(background=True, idle=server.quiet)
+    shape = fused.Shape((5, 3, 1), "tanh", "none", "sgd", "float32")
+    building, leave = threading.Event(), threading.Event()
+
+    def visitor():
+        with gate.turn(lambda ahead: None):
+            building.set()
+            leave.wait(10)
+
+    threading.Thread(target=visitor).start()
+    building.wait(5)
+    compiler.prepare([shape])
+    assert not compiler.wait(timeout=1.0)  # a page is being built: nothing compiled
+    assert shape not in compiler.kernels
+    leave.set()
+    assert compiler.wait(timeout=60)
+    assert shape in compiler.kernels
+
+
+START_AND_COUNT = """
+import gc
+from ui import server
+before = len(gc.get_objects())  # what a full collection walks: the imports' objects
+server.start()
+print(before, len(gc.get_objects()))
+"""
+
+
+def test_the_imports_are_out_of_the_collectors_walks_as_soon_as_the_server_starts():
+    # Streamlit collects all garbage after every script run: on a fresh server, thirty visitors'
+    # collections walking torch's, pandas' and Altair's objects held the interpreter lock 4.5 s
+    done = subprocess.run(
+        [sys.executable, "-c", START_AND_COUNT],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    before, after = map(int, done.stdout.split()[-2:])
+    assert before > 50_000 and after < before / 100

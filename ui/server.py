@@ -5,16 +5,17 @@ Importing a module of the app changes nothing; this does, once per process:
 
 - **Warmed up at start** (``warm_up``, a background thread at lower priority): the cost model
   calibrated on this host (``bnlr.cost.calibrate``: a probe of at most a second of CPU, so the
-  cap means the same seconds on any CPU), the pages' imports (then frozen out of the garbage
-  collector's walks), numba's first call once no training runs (it compiles on a new
-  deployment), the default kernels, then Home's claims as background jobs that never go
-  ahead of a visitor's training.
+  cap means the same seconds on any CPU), the pages' imports (frozen out of the garbage
+  collector's walks, as the server's own are at ``start``), numba's first call once no
+  training runs (it compiles on a new deployment), the default kernels, then Home's claims as
+  background jobs that never go ahead of a visitor's training.
 - **torch threads: 1.** The networks are tiny: intra-op threads buy nothing, and on a busy
   2-core server their spin-waiting made training about 50× slower. Parallelism comes from the
   queue's slots (one per usable CPU) and the Hessians' threads instead.
 - **Kernels compile in the background** (``bnlr.fused.COMPILER``): a network shape new to the
   server trains on the batched engine's torch path while its kernel compiles, and only when no
-  training has run for ``QUIET_S``, so no request waits for a compile. The default pages' shapes
+  training has run for ``QUIET_S`` and no page is being built (``quiet``), so no request waits
+  for a compile. The default pages' shapes
   are queued for it at start (a kernel in the disk cache loads at once).
 - **The displays one click away are computed while idle** (``ui.figures.PREFETCH``), so that a
   first click on train / test, the band or the log axis answers at once.
@@ -59,13 +60,18 @@ def start() -> None:
             return
         _done.append(True)
     torch.set_num_threads(1)
-    fused.COMPILER.configure(background=True, idle=lambda: runner.QUEUE.idle(QUIET_S))
+    fused.COMPILER.configure(background=True, idle=quiet)
     libc = _libc()
     if libc is not None:
         libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
         libc.mallopt(M_ARENA_MAX, ARENAS)
         runner.QUEUE.after = lambda: libc.malloc_trim(0)
         threading.Thread(target=_janitor, args=(libc,), name="bnlr-janitor", daemon=True).start()
+    # Streamlit collects all garbage after every script run (runner.postScriptGC): the objects
+    # of the imports so far (torch, pandas, Altair, Streamlit, bnlr) are taken out of its walks
+    # now, not only at the warm-up's end. A class opening a fresh server's link had 30 of those
+    # collections walk them all, 4.5 s of the interpreter lock, before the warm-up froze them.
+    gc.freeze()
     runner.QUEUE.pages = ADMISSION.busy  # Home's claims pause while a visitor's page is built
     figures.PREFETCH.busy = runner.QUEUE.busy  # the displays one click away, while idle
     figures.PREFETCH.enabled = True
@@ -97,16 +103,23 @@ def warm_up() -> None:
         bnlr.Grid(depths=(1,), bns=("pre",), lrs=(0.1,), epochs=1, batch_size=10, data=tiny)
     )
 
-    gc.freeze()  # the imports' objects live as long as the process: no collection walks them again
+    gc.freeze()  # the warm-up's imports too: they live as long as the process
     shapes = default_shapes()
     fused.prepare(shapes, limit=len(shapes))
     fused.wait_for_compiles(timeout=120)
     claims_jobs.warm_claims()
 
 
+def quiet() -> bool:
+    """True when no training has run or waited for ``QUIET_S`` and no visitor's page is being
+    built: when a compile or a warm-up step may take the CPU (and, writing a kernel's IR in
+    Python, the interpreter lock) without slowing a visitor down."""
+    return runner.QUEUE.idle(QUIET_S) and not ADMISSION.busy()
+
+
 def wait_until_idle(poll_s: float = 0.1) -> None:
-    """Returns once no training has run or waited for ``QUIET_S`` and no page is being built."""
-    while not runner.QUEUE.idle(QUIET_S) or ADMISSION.busy():
+    """Returns once ``quiet()``."""
+    while not quiet():
         time.sleep(poll_s)
 
 
