@@ -15,8 +15,8 @@ the wall time from opening each page's link to its first chart drawn, and to the
 clicking the page's link in the sidebar of Home (the app's code already loaded) to its first
 chart; and, on the pages with one, the display change as a visitor makes it: a second after the
 page is whole (the server's prefetch works meanwhile, as it does while a visitor reads), "test"
-clicked, the wall time until a chart shows it. Beside them the trivial page served the same way (the floor
-of Streamlit and the browser here), with a train / test control of its own.
+clicked, the wall time until a chart shows it. Beside them the trivial page served the same way
+(the floor of Streamlit and the browser here), with a train / test control of its own.
 
     python bench/app_timing.py [--repeat 3] [--no-browser]
 

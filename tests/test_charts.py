@@ -280,3 +280,74 @@ def test_the_effect_strip_spans_its_data_and_keeps_its_spec_for_other_data():
     assert {k: v for k, v in a.items() if k != "datasets"} == {
         k: v for k, v in b.items() if k != "datasets"
     }
+
+
+def _every_chart() -> list:
+    """One chart of every builder of ui/*charts.py, on the tables above or tiny hand-made ones."""
+    from ui import batch_charts, edge_charts, schedule_charts, why_charts
+
+    h = two_seed_history()
+    bands, mb = analysis.history_band(h), analysis.metrics_band(metrics_table())
+    predicted = mb[["arch"]].drop_duplicates().assign(predicted_max_lr=0.3)
+    curves = pd.DataFrame(
+        {"arch": "3×4 tanh · no BN", "bn": "none", "iteration": [1, 2], "lr": [1e-3, 1e-2]}
+    ).assign(smooth_loss=[5.0, 4.0], seed=1, rule="valley")
+    sens = pd.DataFrame(
+        {"arch": ["3×4 tanh · no BN"], "bn": ["none"], "sensitivity": [0.2]}
+    ).assign(sensitivity_std=0.1, diverged_lrs=0, n_lrs=4)
+    sb = analysis.schedule_loss(h.assign(schedule=["constant", "step"] * (len(h) // 2)))
+    lrs = h.assign(x=h["epoch"], step=h["epoch"], curve=h["arch"])
+    runs = h.assign(network=h["arch"], factor=h["lr"] * 10, step=h["epoch"])
+    runs = runs.assign(sharpness=1.0, last_sharpness=1.0, outcome="lazy", start_loss=1.0)
+    runs = runs.assign(peak_loss=2.0, final_loss=0.5, rose=0.1, batch_size=8, best_lr=0.1)
+    runs = runs.assign(low=0.05, high=0.2, rule="lr ∝ B", diverged=0, noise_scale=30.0)
+    runs = runs.assign(estimator="simple", b_noise=40.0, warmup_epochs=runs["epoch"])
+    runs = runs.assign(largest_lr=0.3, wall_at_init=0.1, largest_factor=3.0)
+    runs = runs.assign(first_diverged_lr=0.5, edge=3.0, effective_lr=0.1, twin_distance=0.01)
+    runs = runs.assign(invariance=0.01, lyapunov=-0.1)
+    return [
+        charts.loss_curves(bands),
+        charts.loss_curves(bands, log_y=False),
+        charts.lr_curve(mb, predicted=predicted, guess=0.01),  # every layer: shade, guess, …
+        charts.sensitivity_bars(sens),
+        charts.run_grid(metrics_table()),
+        charts.range_test_chart(curves, curves, curves.assign(best_lr=0.01)),
+        charts.effect_strip(pd.Series([0.1, -0.05, 0.3]), low=-0.2, high=0.5),
+        schedule_charts.lr_chart(lrs.assign(schedule="constant"), ["constant"]),
+        schedule_charts.loss_chart(sb, ["constant", "step"]),
+        batch_charts.heatmap(runs),
+        batch_charts.ridge_chart(batch_charts.ridge_table(runs, runs, runs, runs)),
+        batch_charts.noise_chart(runs, runs),
+        edge_charts.loss_chart(runs),
+        edge_charts.sharpness_chart(runs),
+        edge_charts.outcome_chart(runs),
+        edge_charts.warmup_chart(runs),
+        edge_charts.band_chart(runs),
+        why_charts.sharpness_chart(runs),
+        why_charts.effective_lr_chart(runs),
+        why_charts.twin_chart(runs, 0.1),
+        why_charts.invariance_chart(runs),
+        why_charts.lyapunov_chart(runs),
+    ]
+
+
+def test_chart_builders_never_call_from_dict(monkeypatch):
+    # An encoding given as a shorthand string ("lr:Q"), a list holding one (tooltip=["arch:N"])
+    # or a dict (alt.value, alt.condition, alt.when(...).otherwise(...)) is turned into its channel
+    # by Altair with Channel.from_dict, and every from_dict builds a schema lookup of ~570
+    # json.dumps (altair.utils.schemapi._FromDict): 0.2 s of a page's first display change.
+    # The builders pass channel objects instead (alt.X("lr:Q"), alt.Tooltip("arch:N"),
+    # alt.OpacityValue(...)), which Altair keeps as they are.
+    from altair.utils import schemapi
+
+    calls = []
+    real = schemapi._FromDict.__init__
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(schemapi._FromDict, "__init__", counting)
+    specs = [chart.to_dict() for chart in _every_chart()]
+    assert len(specs) == 22
+    assert len(calls) == 0, "a chart builder passed Altair a shorthand string or a dict"

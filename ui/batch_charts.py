@@ -56,18 +56,22 @@ def heatmap(heat: pd.DataFrame, split: str = "train", width: int = 300, height: 
             scale=alt.Scale(scheme="viridis", reverse=True, domain=[low, top], clamp=True),
         ),
         tooltip=[
-            "network:N",
-            "batch_size:Q",
+            alt.Tooltip("network:N"),
+            alt.Tooltip("batch_size:Q"),
             alt.Tooltip("lr:Q", format=".3g"),
             alt.Tooltip("final_loss:Q", format=".4g", title="final loss (geometric mean)"),
             alt.Tooltip("diverged:Q", title="seeds diverged"),
         ],
     )
     best = (
-        base.transform_filter(alt.datum.mark == "●").mark_text(color="white").encode(text="mark:N")
+        base.transform_filter(alt.datum.mark == "●")
+        .mark_text(color="white")
+        .encode(text=alt.Text("mark:N"))
     )
     lost = (
-        base.transform_filter(alt.datum.mark == "✕").mark_text(color="black").encode(text="mark:N")
+        base.transform_filter(alt.datum.mark == "✕")
+        .mark_text(color="black")
+        .encode(text=alt.Text("mark:N"))
     )
     return (
         alt.layer(background, rect, best, lost, data=h)
@@ -114,26 +118,32 @@ def ridge_chart(table: pd.DataFrame, width: int = 300, height: int = 240):
                 scale=alt.Scale(domain=list(CURVE_DASH), range=list(CURVE_DASH.values())),
                 legend=None,
             ),
-            detail="curve:N",
+            detail=alt.Detail("curve:N"),
         )
     )
     seeds = (
         base.transform_filter(alt.datum.curve == SEED)
         .mark_point(size=30, opacity=0.7)
-        .encode(tooltip=["seed:N", "batch_size:Q", alt.Tooltip("lr:Q", format=".3g")])
+        .encode(
+            tooltip=[
+                alt.Tooltip("seed:N"),
+                alt.Tooltip("batch_size:Q"),
+                alt.Tooltip("lr:Q", format=".3g"),
+            ]
+        )
     )
     bars = (
         alt.Chart()
         .transform_filter((alt.datum.curve == BEST) & (alt.datum.low > 0))
         .mark_rule(strokeWidth=2, color="black")
-        .encode(x=x, y=alt.Y("low:Q", scale=alt.Scale(type="log")), y2="high:Q")
+        .encode(x=x, y=alt.Y("low:Q", scale=alt.Scale(type="log")), y2=alt.Y2("high:Q"))
     )
     points = (
         base.transform_filter(alt.datum.curve == BEST)
         .mark_point(filled=True, size=70, shape="diamond")
         .encode(
             tooltip=[
-                "batch_size:Q",
+                alt.Tooltip("batch_size:Q"),
                 alt.Tooltip("lr:Q", format=".3g", title="best lr"),
                 alt.Tooltip("low:Q", format=".3g"),
                 alt.Tooltip("high:Q", format=".3g"),
@@ -162,14 +172,14 @@ def noise_chart(noise: pd.DataFrame, fits: pd.DataFrame, width: int = 560, heigh
             y=alt.Y("noise_scale:Q", title="noise scale B_noise", scale=alt.Scale(type="log")),
             color=colour(n),
             strokeDash=dash(n),
-            detail="seed:N",
+            detail=alt.Detail("seed:N"),
             tooltip=[
-                "network:N",
-                "seed:N",
+                alt.Tooltip("network:N"),
+                alt.Tooltip("seed:N"),
                 alt.Tooltip("lr:Q", format=".3g"),
-                "epoch:Q",
+                alt.Tooltip("epoch:Q"),
                 alt.Tooltip("noise_scale:Q", format=".3g"),
-                "estimator:N",
+                alt.Tooltip("estimator:N"),
             ],
         )
     )
@@ -183,10 +193,13 @@ def noise_chart(noise: pd.DataFrame, fits: pd.DataFrame, width: int = 560, heigh
         alt.Chart(f)
         .mark_tick(thickness=3, size=30, orient="horizontal")
         .encode(
-            x=alt.value(width),
+            x=alt.XValue(width),
             y=alt.Y("b_noise:Q", scale=alt.Scale(type="log")),
             color=colour(n, legend=False),
-            tooltip=["network:N", alt.Tooltip("b_noise:Q", format=".3g", title="B_noise of fit")],
+            tooltip=[
+                alt.Tooltip("network:N"),
+                alt.Tooltip("b_noise:Q", format=".3g", title="B_noise of fit"),
+            ],
         )
     )
     return alt.layer(lines, ticks).properties(width=width, height=height)

@@ -41,7 +41,10 @@ def _highlight():
     """Returns the legend-click selections (network, BN) and the opacity rule they drive."""
     net = alt.selection_point(fields=["net"], bind="legend", name="pick_net")
     bn = alt.selection_point(fields=["BN"], bind="legend", name="pick_bn")
-    return [net, bn], alt.when(net & bn).then(alt.value(1.0)).otherwise(alt.value(0.12))
+    # a channel object, not the bare condition dict, which Altair would turn into one with
+    # ``from_dict``: slow (tests/test_charts.py, test_chart_builders_never_call_from_dict)
+    rule = alt.when(net & bn).then(alt.value(1.0)).otherwise(alt.value(0.12))
+    return [net, bn], alt.OpacityValue(**rule)
 
 
 # ---------------------------------------------------------------- charts
@@ -62,18 +65,21 @@ def loss_curves(
         x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(**EPOCH_AXIS)), color=colour(bands)
     )
     tooltip = [
-        "arch:N",
+        alt.Tooltip("arch:N"),
         alt.Tooltip("lr:Q", format="g"),
-        "epoch:Q",
+        alt.Tooltip("epoch:Q"),
         alt.Tooltip("loss:Q", format=".4g"),
         alt.Tooltip("lo:Q", format=".4g"),
         alt.Tooltip("hi:Q", format=".4g"),
-        "n_finite:Q",
-        "n_seeds:Q",
+        alt.Tooltip("n_finite:Q"),
+        alt.Tooltip("n_seeds:Q"),
     ]
     # one area per series: colour tells networks apart, detail their BN placements
     band = base.mark_area(opacity=0.15).encode(
-        y=alt.Y("lo:Q"), y2="hi:Q", detail="BN:N", opacity=alt.value(0.15)
+        y=alt.Y("lo:Q"),
+        y2=alt.Y2("hi:Q"),
+        detail=alt.Detail("BN:N"),
+        opacity=alt.OpacityValue(0.15),
     )
     line = (
         base.mark_line()
@@ -87,7 +93,7 @@ def loss_curves(
     )
     cross = (
         base.mark_point(shape="cross", size=140, filled=True)
-        .encode(y="loss:Q", tooltip=tooltip)
+        .encode(y=alt.Y("loss:Q"), tooltip=tooltip)
         .transform_filter("datum.diverges_after")
     )
     panels = [f"lr = {lr:g}" for lr in sorted(bands["lr"].unique(), reverse=True)]
@@ -127,15 +133,17 @@ def lr_curve(
     )
     base = alt.Chart(bands).encode(x=x, color=colour(bands))
     tooltip = [
-        "arch:N",
+        alt.Tooltip("arch:N"),
         alt.Tooltip("lr:Q", format="g"),
         alt.Tooltip(f"{value}:Q", format=".4g"),
         alt.Tooltip("lo:Q", format=".4g"),
         alt.Tooltip("hi:Q", format=".4g"),
-        "n_finite:Q",
-        "diverged:Q",
+        alt.Tooltip("n_finite:Q"),
+        alt.Tooltip("diverged:Q"),
     ]
-    band = base.mark_area(opacity=0.15, clip=True).encode(y="lo:Q", y2="hi:Q", detail="BN:N")
+    band = base.mark_area(opacity=0.15, clip=True).encode(
+        y=alt.Y("lo:Q"), y2=alt.Y2("hi:Q"), detail=alt.Detail("BN:N")
+    )
     line = (
         base.mark_line(point=True, clip=True)
         .encode(
@@ -150,11 +158,11 @@ def lr_curve(
         alt.Chart(best_lr(bands, value))
         .mark_point(shape="diamond", size=320, filled=True, stroke=MUTED, clip=True, strokeWidth=1)
         .encode(
-            x="best_lr:Q",
-            y=f"{value}:Q",
+            x=alt.X("best_lr:Q"),
+            y=alt.Y(f"{value}:Q"),
             color=colour(bands, legend=False),
             tooltip=[
-                "arch:N",
+                alt.Tooltip("arch:N"),
                 alt.Tooltip("best_lr:Q", format="g", title="best lr"),
                 alt.Tooltip(f"{value}:Q", format=".4g"),
             ],
@@ -167,10 +175,10 @@ def lr_curve(
             alt.Chart(pred)
             .mark_rule(strokeDash=[2, 3], strokeWidth=2, clip=True)
             .encode(
-                x="predicted_max_lr:Q",
+                x=alt.X("predicted_max_lr:Q"),
                 color=colour(bands, legend=False),
                 tooltip=[
-                    "arch:N",
+                    alt.Tooltip("arch:N"),
                     alt.Tooltip("predicted_max_lr:Q", format=".3g", title="2/λ_max(0)"),
                 ],
             )
@@ -180,14 +188,14 @@ def lr_curve(
         shade = (
             alt.Chart(region)
             .mark_rect(color="#888", opacity=0.18, clip=True)
-            .encode(x="lo:Q", x2="hi:Q", tooltip=["label:N"])
+            .encode(x=alt.X("lo:Q"), x2=alt.X2("hi:Q"), tooltip=[alt.Tooltip("label:N")])
         )
         # at the plot's top right corner, inside it (the shade runs past the last lr; a label at its
         # left edge ran out of the plot)
         text = (
             alt.Chart(region.assign(at=float(lrs.max())))
             .mark_text(align="right", baseline="top", dx=-4, dy=4, color=MUTED)
-            .encode(x="at:Q", y=alt.value(0), text="label:N")
+            .encode(x=alt.X("at:Q"), y=alt.YValue(0), text=alt.Text("label:N"))
         )
         layers = [shade, text, *layers]
     if guess is not None:
@@ -195,12 +203,15 @@ def lr_curve(
         layers.append(
             alt.Chart(mark)
             .mark_rule(strokeDash=[8, 4], strokeWidth=3, color=MUTED)
-            .encode(x="guess:Q", tooltip=[alt.Tooltip("guess:Q", format=".2g", title="your guess")])
+            .encode(
+                x=alt.X("guess:Q"),
+                tooltip=[alt.Tooltip("guess:Q", format=".2g", title="your guess")],
+            )
         )
         layers.append(
             alt.Chart(mark)
             .mark_text(align="left", baseline="bottom", dx=5, dy=-4, color=MUTED)
-            .encode(x="guess:Q", y=alt.value(height), text="label:N")
+            .encode(x=alt.X("guess:Q"), y=alt.YValue(height), text=alt.Text("label:N"))
         )
     return alt.layer(*layers).properties(width=width, height=height)
 
@@ -241,20 +252,22 @@ def sensitivity_bars(sens: pd.DataFrame, width: int = 420) -> alt.LayerChart:
             color=colour(sens, legend=False),
             stroke=alt.Stroke("net:N", legend=None, scale=colour_scale(sens)),
             strokeDash=dash(sens, legend=False),
-            fillOpacity=alt.condition("datum.bn == 'none'", alt.value(0.9), alt.value(0.35)),
+            fillOpacity=alt.FillOpacityValue(
+                0.35, condition={"test": "datum.bn == 'none'", "value": 0.9}
+            ),
             tooltip=[
-                "arch:N",
+                alt.Tooltip("arch:N"),
                 alt.Tooltip("sensitivity:Q", format=".3f"),
                 alt.Tooltip("sensitivity_std:Q", format=".3f"),
-                "diverged_lrs:Q",
-                "n_lrs:Q",
+                alt.Tooltip("diverged_lrs:Q"),
+                alt.Tooltip("n_lrs:Q"),
             ],
         )
     )
     text = (
         alt.Chart(sens)
         .mark_text(align="left", dx=4, color=MUTED)
-        .encode(x="sensitivity:Q", y=y, text=alt.Text("sensitivity:Q", format=".2f"))
+        .encode(x=alt.X("sensitivity:Q"), y=y, text=alt.Text("sensitivity:Q", format=".2f"))
     )
     return alt.layer(bars, text).properties(width=width, height=alt.Step(34))
 
@@ -286,19 +299,19 @@ def run_grid(metrics: pd.DataFrame) -> alt.LayerChart:
             "instability:Q", title="instability (decades)", scale=alt.Scale(scheme="oranges")
         ),
         tooltip=[
-            "arch:N",
+            alt.Tooltip("arch:N"),
             alt.Tooltip("lr:Q", format="g"),
             alt.Tooltip("final_loss:Q", format=".4g"),
             alt.Tooltip("instability:Q", format=".3f"),
-            "diverged:Q",
+            alt.Tooltip("diverged:Q"),
         ],
     )
     # black on the light cells, white on the dark ones (the oranges scheme runs light to dark);
     # which is which is data, so a display change that changes only the numbers keeps the spec
     cell["dark"] = cell["instability"] > (cell["instability"].min() + cell["instability"].max()) / 2
     text = base.mark_text(fontWeight="bold").encode(
-        text="text:N",
-        color=alt.condition("datum.dark", alt.value("white"), alt.value("black")),
+        text=alt.Text("text:N"),
+        color=alt.ColorValue("black", condition={"test": "datum.dark", "value": "white"}),
     )
     return alt.layer(rect, text).properties(height=alt.Step(34), width=alt.Step(90))
 
@@ -329,12 +342,12 @@ def range_test_chart(
             y=y,
             color=colour(curves),
             strokeDash=dash(curves),
-            detail="seed:N",  # one line per network and seed
+            detail=alt.Detail("seed:N"),  # one line per network and seed
             opacity=opacity,
             tooltip=[
-                "arch:N",
+                alt.Tooltip("arch:N"),
                 alt.Tooltip("lr:Q", format=".3g"),
-                "iteration:Q",
+                alt.Tooltip("iteration:Q"),
                 alt.Tooltip("smooth_loss:Q", format=".4g"),
             ],
         )
@@ -344,8 +357,8 @@ def range_test_chart(
         alt.Chart(suggested.dropna(subset=["lr"]))
         .mark_point(size=200, filled=True, stroke=MUTED, strokeWidth=1)
         .encode(
-            x="lr:Q",
-            y="smooth_loss:Q",
+            x=alt.X("lr:Q"),
+            y=alt.Y("smooth_loss:Q"),
             color=colour(curves, legend=False),
             shape=alt.Shape(
                 "rule:N",
@@ -353,7 +366,11 @@ def range_test_chart(
                 scale=alt.Scale(domain=list(RULE_SHAPE), range=list(RULE_SHAPE.values())),
                 legend=alt.Legend(orient="bottom", symbolFillColor=MUTED, symbolStrokeColor=MUTED),
             ),
-            tooltip=["arch:N", "rule:N", alt.Tooltip("lr:Q", format=".3g")],
+            tooltip=[
+                alt.Tooltip("arch:N"),
+                alt.Tooltip("rule:N"),
+                alt.Tooltip("lr:Q", format=".3g"),
+            ],
         )
     )
     layers = [line, marks]
@@ -362,9 +379,12 @@ def range_test_chart(
             alt.Chart(label(best))
             .mark_rule(strokeDash=[1, 3], opacity=0.8)
             .encode(
-                x="best_lr:Q",
+                x=alt.X("best_lr:Q"),
                 color=colour(curves, legend=False),
-                tooltip=["arch:N", alt.Tooltip("best_lr:Q", format="g", title="sweep's best lr")],
+                tooltip=[
+                    alt.Tooltip("arch:N"),
+                    alt.Tooltip("best_lr:Q", format="g", title="sweep's best lr"),
+                ],
             )
         )
     return alt.layer(*layers).properties(width=width, height=height)
@@ -392,12 +412,12 @@ def effect_strip(effects, low: float, high: float, unit: str = "decades", width:
     dots = (
         alt.Chart(df)
         .mark_circle(size=80, opacity=0.7)
-        .encode(x=x, y=y, tooltip=["seed:O", alt.Tooltip("effect:Q", format="+.3f")])
+        .encode(x=x, y=y, tooltip=[alt.Tooltip("seed:O"), alt.Tooltip("effect:Q", format="+.3f")])
     )
     zero = (
         alt.Chart(pd.DataFrame({"effect": [0.0]}))
         .mark_rule(color=MUTED, strokeDash=[4, 3])
-        .encode(x="effect:Q")
+        .encode(x=alt.X("effect:Q"))
     )
     layers = [zero, dots]
     if np.isfinite(low) and np.isfinite(high):
@@ -413,11 +433,11 @@ def effect_strip(effects, low: float, high: float, unit: str = "decades", width:
         layers.append(
             alt.Chart(interval)
             .mark_rule(strokeWidth=7, opacity=0.55)
-            .encode(x="effect:Q", x2="high:Q", y=y, tooltip=tip)
+            .encode(x=alt.X("effect:Q"), x2=alt.X2("high:Q"), y=y, tooltip=tip)
         )
         layers.append(
             alt.Chart(interval)
             .mark_tick(thickness=3, color=MUTED)
-            .encode(x="mean:Q", y=y, tooltip=tip)
+            .encode(x=alt.X("mean:Q"), y=y, tooltip=tip)
         )
     return alt.layer(*layers).properties(width=width, height=alt.Step(30))

@@ -45,8 +45,13 @@ def loss_chart(traj: pd.DataFrame, width: int = 220, height: int = 150, columns:
             y=alt.Y("loss:Q", title="train MSE (full batch)", scale=alt.Scale(type="log")),
             color=colour(df),
             strokeDash=dash(df),
-            detail="series:N",
-            tooltip=["network:N", "seed:O", "step:Q", alt.Tooltip("loss:Q", format=".4g")],
+            detail=alt.Detail("series:N"),
+            tooltip=[
+                alt.Tooltip("network:N"),
+                alt.Tooltip("seed:O"),
+                alt.Tooltip("step:Q"),
+                alt.Tooltip("loss:Q", format=".4g"),
+            ],
         )
     )
     return (
@@ -69,17 +74,17 @@ def sharpness_chart(traj: pd.DataFrame, width: int = 220, height: int = 150, col
             y=alt.Y("ratio:Q", title="λ_max ÷ (2/lr)", scale=alt.Scale(type="log")),
             color=colour(df),
             strokeDash=dash(df),
-            detail="series:N",
+            detail=alt.Detail("series:N"),
             tooltip=[
-                "network:N",
-                "seed:O",
-                "step:Q",
+                alt.Tooltip("network:N"),
+                alt.Tooltip("seed:O"),
+                alt.Tooltip("step:Q"),
                 alt.Tooltip("sharpness:Q", format=".4g", title="λ_max"),
                 alt.Tooltip("ratio:Q", format=".3f", title="λ_max ÷ (2/lr)"),
             ],
         )
     )
-    wall = alt.Chart().mark_rule(color=MUTED, strokeDash=[6, 3]).encode(y=alt.datum(1))
+    wall = alt.Chart().mark_rule(color=MUTED, strokeDash=[6, 3]).encode(y=alt.YDatum(1))
     return (
         alt.layer(line, wall, data=df)
         .properties(width=width, height=height)
@@ -109,11 +114,11 @@ def outcome_chart(runs: pd.DataFrame, width: int = 420) -> alt.Chart:
             legend=alt.Legend(orient="top"),
         ),
         tooltip=[
-            "network:N",
-            "seed:O",
+            alt.Tooltip("network:N"),
+            alt.Tooltip("seed:O"),
             alt.Tooltip("factor:Q", format="g"),
             alt.Tooltip("lr:Q", format=".3g"),
-            "outcome:N",
+            alt.Tooltip("outcome:N"),
             alt.Tooltip("start_loss:Q", format=".3g", title="loss at start"),
             alt.Tooltip("peak_loss:Q", format=".3g", title="peak loss"),
             alt.Tooltip("final_loss:Q", format=".3g", title="final loss"),
@@ -152,8 +157,8 @@ def warmup_chart(table: pd.DataFrame, width: int = 420, height: int = 220) -> al
             color=colour(mean),
             strokeDash=dash(mean),
             tooltip=[
-                "network:N",
-                "warmup_epochs:Q",
+                alt.Tooltip("network:N"),
+                alt.Tooltip("warmup_epochs:Q"),
                 alt.Tooltip("largest_lr:Q", format=".3g", title="geometric mean over seeds"),
             ],
         )
@@ -165,7 +170,11 @@ def warmup_chart(table: pd.DataFrame, width: int = 420, height: int = 220) -> al
             x=x,
             y=y,
             color=colour(df, legend=False),
-            tooltip=["network:N", "seed:O", alt.Tooltip("largest_lr:Q", format=".3g")],
+            tooltip=[
+                alt.Tooltip("network:N"),
+                alt.Tooltip("seed:O"),
+                alt.Tooltip("largest_lr:Q", format=".3g"),
+            ],
         )
     )
     return alt.layer(lines, dots).properties(width=width, height=height)
@@ -183,11 +192,11 @@ def band_chart(band: pd.DataFrame, width: int = 560, height=None) -> alt.LayerCh
         .mark_bar(height=10, opacity=0.55)
         .encode(
             x=alt.X("wall_at_init:Q", title="learning rate", scale=x_scale),
-            x2="largest_lr:Q",
+            x2=alt.X2("largest_lr:Q"),
             y=y,
             color=colour(df, legend=False),
             tooltip=[
-                "network:N",
+                alt.Tooltip("network:N"),
                 alt.Tooltip("wall_at_init:Q", format=".3g", title="2/λ₀"),
                 alt.Tooltip("largest_lr:Q", format=".3g", title="largest lr GD trains at"),
                 alt.Tooltip("largest_factor:Q", format="g", title="× 2/λ₀"),
@@ -195,16 +204,18 @@ def band_chart(band: pd.DataFrame, width: int = 560, height=None) -> alt.LayerCh
         )
     )
     wall = (
-        alt.Chart(df).mark_tick(color=MUTED, thickness=2, size=16).encode(x="wall_at_init:Q", y=y)
+        alt.Chart(df)
+        .mark_tick(color=MUTED, thickness=2, size=16)
+        .encode(x=alt.X("wall_at_init:Q"), y=y)
     )
     swept = df[np.isfinite(df["first_diverged_lr"])]
     cross = (
         alt.Chart(swept)
         .mark_point(shape="cross", size=120, filled=True, color="#D55E00", angle=45)
         .encode(
-            x="first_diverged_lr:Q",
+            x=alt.X("first_diverged_lr:Q"),
             y=y,
-            tooltip=["network:N", alt.Tooltip("first_diverged_lr:Q", format=".3g")],
+            tooltip=[alt.Tooltip("network:N"), alt.Tooltip("first_diverged_lr:Q", format=".3g")],
         )
     )
     # a step per network: a number would squeeze the rows into Streamlit's default height

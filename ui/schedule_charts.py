@@ -73,8 +73,14 @@ def lr_chart(
                 legend=alt.Legend(orient="top", labelLimit=320, columns=2),
             ),
             strokeDash=dash(df),
-            detail="curve:N",
-            tooltip=["schedule", "arch", "epoch", "step", alt.Tooltip(f"{field}:Q", format=".4g")],
+            detail=alt.Detail("curve:N"),
+            tooltip=[
+                alt.Tooltip("schedule"),
+                alt.Tooltip("arch"),
+                alt.Tooltip("epoch"),
+                alt.Tooltip("step"),
+                alt.Tooltip(f"{field}:Q", format=".4g"),
+            ],
         )
     )
 
@@ -111,14 +117,19 @@ def loss_chart(
         y=alt.Y("loss:Q", title="MSE loss", scale=y_scale),
         color=colour,
         strokeDash=dash(df),
-        tooltip=["model", "schedule", "epoch", alt.Tooltip("loss:Q", format=".4g")],
+        tooltip=[
+            alt.Tooltip("model"),
+            alt.Tooltip("schedule"),
+            alt.Tooltip("epoch"),
+            alt.Tooltip("loss:Q", format=".4g"),
+        ],
     )
     layers = [line]
     if (df["n_seeds"] > 1).any():
         layers.insert(
             0,
             base.mark_area(opacity=0.15).encode(
-                x="epoch:Q", y=alt.Y("lo:Q", scale=y_scale), y2="hi:Q", color=colour
+                x=alt.X("epoch:Q"), y=alt.Y("lo:Q", scale=y_scale), y2=alt.Y2("hi:Q"), color=colour
             ),
         )
     return alt.layer(*layers, data=df).facet(

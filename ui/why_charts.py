@@ -45,8 +45,13 @@ def _by_epoch(
             y=y,
             color=colour(ok),
             strokeDash=dash(ok),
-            detail="series:N",
-            tooltip=["arch:N", "seed:O", "epoch:Q", alt.Tooltip(f"{field}:Q", format=".4g")],
+            detail=alt.Detail("series:N"),
+            tooltip=[
+                alt.Tooltip("arch:N"),
+                alt.Tooltip("seed:O"),
+                alt.Tooltip("epoch:Q"),
+                alt.Tooltip(f"{field}:Q", format=".4g"),
+            ],
         )
     )
     layers = [line]
@@ -55,7 +60,7 @@ def _by_epoch(
             alt.Chart()
             .mark_rule(color=MUTED, strokeDash=[6, 3], strokeWidth=2)
             .encode(
-                y=f"mean({rule}):Q",
+                y=alt.Y(f"mean({rule}):Q"),
                 tooltip=[alt.Tooltip(f"mean({rule}):Q", format=".4g", title=rule)],
             )
         )
@@ -99,11 +104,11 @@ def invariance_chart(epochs: pd.DataFrame, width: int = 560, height: int = 220) 
             y=alt.Y("invariance:Q", title="|w·∇L| / (‖w‖ ‖∇L‖)", scale=alt.Scale(type="log")),
             color=colour(df),
             strokeDash=dash(df),
-            detail="run:N",
+            detail=alt.Detail("run:N"),
             tooltip=[
-                "arch:N",
+                alt.Tooltip("arch:N"),
                 alt.Tooltip("lr:Q", format="g"),
-                "epoch:Q",
+                alt.Tooltip("epoch:Q"),
                 alt.Tooltip("invariance:Q", format=".2e"),
             ],
         )
@@ -124,7 +129,7 @@ def lyapunov_chart(runs: pd.DataFrame, width: int = 560, height: int = 220) -> a
             color=colour(df),
             strokeDash=dash(df),
             tooltip=[
-                "arch:N",
+                alt.Tooltip("arch:N"),
                 alt.Tooltip("lr:Q", format="g"),
                 alt.Tooltip("mean(lyapunov):Q", format="+.3f", title="mean over seeds"),
             ],
@@ -133,6 +138,6 @@ def lyapunov_chart(runs: pd.DataFrame, width: int = 560, height: int = 220) -> a
     zero = (
         alt.Chart(pd.DataFrame({"y": [0.0]}))
         .mark_rule(color=MUTED, strokeDash=[4, 3])
-        .encode(y="y:Q")
+        .encode(y=alt.Y("y:Q"))
     )
     return alt.layer(zero, points).properties(width=width, height=height)
