@@ -4,7 +4,7 @@ import streamlit as st
 
 from bnlr import claims
 from bnlr.evidence import sentence
-from ui import claims_jobs, classroom
+from ui import charts, claims_jobs, classroom, figures
 from ui.page import open_page
 from ui.runner import COST_CAP_S, SLOTS
 
@@ -86,7 +86,8 @@ st.markdown(f"""
 """)
 
 for number, (_, _, subject, yes, *_) in CLAIMS.items():  # each card as its verdict comes
-    v = claims_jobs.article_claim(number, N)
+    judged = claims_jobs.article_claim(number, N)
+    v = judged.verdict
     with slots[number].container():
         st.metric(
             f"holds in (of {v.seeds} seeds)",
@@ -94,4 +95,13 @@ for number, (_, _, subject, yes, *_) in CLAIMS.items():  # each card as its verd
             help="seeds in which the effect is > 0",
         )
         st.markdown(sentence(v, subject, yes))
+        if v.answered:  # the evidence: each seed's effect, the 90 % interval, and 0
+
+            def strip(judged=judged, v=v):
+                chart = charts.effect_strip(
+                    judged.effects, v.low, v.high, v.unit, width=300, compact=True
+                )
+                return classroom.stretched(chart)
+
+            figures.chart(f"home:{number}", judged.effects, (), strip, stretch=True)
 classroom.finish("home")

@@ -182,11 +182,16 @@ def judge_metrics(m: dict[int, pd.DataFrame]) -> dict[int, Verdict]:
 
 def judge_claim(claim: int, metrics: pd.DataFrame) -> Verdict:
     """Returns the verdict on one claim (1, 2 or 3) from its runs' metrics."""
+    return verdict(claim, claim_effects(claim, metrics))
+
+
+def claim_effects(claim: int, metrics: pd.DataFrame) -> pd.Series:
+    """Returns one claim's effect per seed (index: the seed; > 0: it holds in that seed)."""
     if claim == 1:
-        return verdict(1, bn_sensitivity_effects(sensitivity_per_seed(metrics)))
+        return bn_sensitivity_effects(sensitivity_per_seed(metrics))
     if claim == 2:
-        return verdict(2, u_shape_effects(metrics))
-    return verdict(3, schedule_effects(metrics, SCHEDULE).groupby("seed")["effect"].mean())
+        return u_shape_effects(metrics)
+    return schedule_effects(metrics, SCHEDULE).groupby("seed")["effect"].mean()
 
 
 def article_claims(seeds: int = 20, split: str = "train") -> pd.DataFrame:

@@ -25,6 +25,9 @@ def test_home_routes_to_every_page(uncapped):
     assert not at.exception
     text = " ".join(m.value for m in at.markdown)
     assert "BatchNorm models react more to the learning rate" in text and "U-shaped" in text
+    strips = charts(at)  # each card's evidence: the seeds' effects, the interval, 0
+    assert len(strips) == 3
+    assert all(any("effect" in str(layer["encoding"]) for layer in c["layer"]) for c in strips)
     titles = {
         "app_pages/lr_sensitivity.py": "LR sensitivity",
         "app_pages/lr_curve.py": "LR learning curve",
@@ -225,9 +228,12 @@ def test_homes_cards_are_the_claims_judged_one_by_one(monkeypatch):
     # each card's verdict: what bnlr.claims gives when it trains each claim's whole grid at once
     want = claims.article_claims(3).set_index("claim")
     for k in (1, 2, 3):
-        v = claims_jobs.article_claim(k, 3)  # cached: no judge runs again
+        v, effects = claims_jobs.article_claim(k, 3)  # cached: no judge runs again
         row = want.loc[k]
         assert (v.seeds_holding, v.seeds, v.word) == (row.seeds_holding, row.seeds, row.verdict)
         assert v.effect == pytest.approx(row.effect, rel=1e-9)
+        # the effects the card draws are the ones judged: one per seed, their mean the effect
+        assert list(effects.index) == [929, 930, 931] and (effects > 0).sum() == v.seeds_holding
+        assert effects.mean() == pytest.approx(v.effect, rel=1e-12)
     assert len(spans) == 3
     runner.clear_cache()

@@ -390,23 +390,29 @@ def range_test_chart(
     return alt.layer(*layers).properties(width=width, height=height)
 
 
-def effect_strip(effects, low: float, high: float, unit: str = "decades", width: int = 520):
+def effect_strip(
+    effects, low: float, high: float, unit: str = "decades", width: int = 520, compact=False
+):
     """Returns one dot per seed on the effect axis, the mean with its 90 % interval on a row below,
     and a dashed rule at 0 (no effect): a verdict's evidence at a glance.
 
     Args:
         effects: per-seed effect (a Series indexed by seed; NaN seeds are left out).
         low, high: the 90 % interval of the mean effect (Student t).
+        compact: shorter labels, for a narrow column (Home's claim cards).
     """
-    seeds_row, mean_row = "each seed", "mean, 90 % interval"
+    seeds_row, mean_row = (
+        ("seeds", "mean, 90 %") if compact else ("each seed", "mean, 90 % interval")
+    )
+    title = f"effect ({unit})" if compact else f"effect ({unit}); > 0: the claim holds"
     df = effects.dropna().rename("effect").rename_axis("seed").reset_index().assign(row=seeds_row)
     # the axis spans the seeds, the interval and 0 (every layer's data), plus a margin: no
     # number in the spec, so another split's strip is the same chart with other data
     x = alt.X(
         "effect:Q",
-        title=f"effect ({unit}); > 0: the claim holds",
+        title=title,
         scale=alt.Scale(nice=False, zero=True, padding=round(0.07 * width)),
-        axis=alt.Axis(tickCount=6, format="+.2f"),
+        axis=alt.Axis(tickCount=4 if compact else 6, format="+.2f"),
     )
     y = alt.Y("row:N", title=None, sort=[seeds_row, mean_row])
     dots = (

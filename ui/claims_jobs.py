@@ -7,6 +7,7 @@ import functools
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import replace
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -20,10 +21,17 @@ from ui.cache import MISSING
 CLAIM_SEEDS_AT_ONCE = 5  # the claims train this many seeds at a time
 
 
+class Judged(NamedTuple):
+    """One claim judged: the verdict, and the effect per seed it was judged from."""
+
+    verdict: claims.Verdict
+    effects: pd.Series
+
+
 def _claim_job(claim: int, seeds: int) -> tuple[Hashable, Callable, str, float]:
     """Returns (key, fn, label, estimate) of the job judging one of the article's claims (1, 2
-    or 3) over ``seeds`` seeds. Only the verdict is kept: the runs' tables (hundreds of MB with
-    their per-step lr) are dropped once judged."""
+    or 3) over ``seeds`` seeds. Only the verdict and its effects (``Judged``) are kept: the runs'
+    tables (hundreds of MB with their per-step lr) are dropped once judged."""
     grid, seconds = _grid(claim, seeds)
 
     def judge(cancel, progress):
@@ -38,7 +46,8 @@ def _claim_job(claim: int, seeds: int) -> tuple[Hashable, Callable, str, float]:
             )
             parts.append(bnlr.metrics.run_metrics(result.history))
             done += len(chunk.experiment.runs) * chunk.epochs
-        return claims.judge_claim(claim, pd.concat(parts, ignore_index=True))
+        effects = claims.claim_effects(claim, pd.concat(parts, ignore_index=True))
+        return Judged(claims.verdict(claim, effects), effects)
 
     label = f"Judging the article's claim {claim} over {seeds} seeds"
     return ("claim", claim, seeds), judge, label, seconds
@@ -56,9 +65,9 @@ def _grid(claim: int, seeds: int) -> tuple[bnlr.Grid, float]:
 CLAIMS = (1, 2, 3)
 
 
-def article_claim(claim: int, seeds: int = claims.REPLICATION_SEEDS) -> claims.Verdict:
-    """Returns the verdict on one of the article's claims over ``seeds`` seeds (a cached job):
-    Home fills each claim's card as its verdict comes.
+def article_claim(claim: int, seeds: int = claims.REPLICATION_SEEDS) -> Judged:
+    """Returns one of the article's claims judged over ``seeds`` seeds (a cached job): Home
+    fills each claim's card as its verdict comes.
 
     A fixed request (no control changes it), so it is not capped; the server judges the claims
     in the background at start-up (``warm_claims``), and a visitor who comes first waits for

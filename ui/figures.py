@@ -191,11 +191,13 @@ def draw(spec: dict, where=st, stretch: bool = False, **kwargs):
     return where.vega_lite_chart(spec=own, **kwargs)
 
 
-def chart(name: str, result: object, display: Hashable, build: Callable, where=st) -> None:
+def chart(
+    name: str, result: object, display: Hashable, build: Callable, where=st, stretch: bool = False
+) -> None:
     """Draws the Altair chart ``build()`` returns, built once per (name, result, display, the
-    session's presentation mode) and shared by every session."""
+    session's presentation mode) and shared by every session (``stretch``: see ``draw``)."""
     key = (display, theme.presenting())
-    draw(shared(name, result, key, lambda: spec(build())), where)
+    draw(shared(name, result, key, lambda: spec(build())), where, stretch)
 
 
 # the display controls a click flips, and their other values (ui.controls.display)

@@ -238,6 +238,23 @@ _REDRAWN_JS = (
 )
 
 
+# True once a chart that is not stale is drawn with a signature not in `before`
+_NEW_CHART_JS = (
+    "([sel, before]) => {\n  const els = [...document.querySelectorAll(sel)];\n"
+    "  const now = (" + _CHARTS_JS + ")(sel);\n"
+    "  return now.some((c, i) => c.drawn && !before.includes(c.sig)\n"
+    "                            && !els[i].closest('[data-stale=\"true\"]'));\n}"
+)
+
+
+def wait_new_chart(page, before: list[str], timeout: float = 120_000) -> None:
+    """Waits, looking every 20 ms, until a chart is drawn that is not one of ``before`` (the
+    signatures of ``charts(page)``) and not stale: another page's first chart, after a link
+    clicked on a page with charts of its own (Streamlit keeps them, stale, until the new page's
+    script finishes)."""
+    page.wait_for_function(_NEW_CHART_JS, arg=[CHART, before], timeout=timeout, polling=20)
+
+
 def wait_redrawn(page, before: list[str], timeout: float = 60_000) -> None:
     """Waits, looking every 10 ms, until a chart's signature differs from ``before`` (the
     signatures of ``charts(page)``): the moment a change is drawn (the script may still run)."""

@@ -75,7 +75,7 @@ def shows(
 
 
 PAGES = [
-    PageSpec("home", "", "How the learning rate shapes training", 0),
+    PageSpec("home", "", "How the learning rate shapes training", 3),
     PageSpec(
         "lr_sensitivity",
         "lr-sensitivity",
