@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from bnlr.analysis import best_lr, diverged_region, label
-from ui.style import EPOCH_AXIS, MUTED, colour, colour_scale, dash
+from ui.style import EPOCH_AXIS, MEAN, MUTED, colour, colour_scale, dash
 
 RULE_SHAPE = {"steep": "triangle-down", "valley": "circle", "minimum": "square"}
 
@@ -438,12 +438,12 @@ def effect_strip(
         ]
         layers.append(
             alt.Chart(interval)
-            .mark_rule(strokeWidth=7, opacity=0.55)
+            .mark_rule(strokeWidth=7, opacity=0.55, color=MUTED)
             .encode(x=alt.X("effect:Q"), x2=alt.X2("high:Q"), y=y, tooltip=tip)
         )
-        layers.append(
+        layers.append(  # (the rule's colour set: the theme's default was black in dark mode)
             alt.Chart(interval)
-            .mark_tick(thickness=3, color=MUTED)
+            .mark_tick(thickness=3, color=MEAN)
             .encode(x=alt.X("mean:Q"), y=y, tooltip=tip)
         )
     return alt.layer(*layers).properties(width=width, height=alt.Step(30))

@@ -14,6 +14,7 @@ BN_LABEL = bnlr.config.BN_LABEL
 EPOCH_AXIS = {"tickMinStep": 1, "format": "d"}
 # mid grey for labels, outlines and neutral legend symbols: reads on light and dark themes
 MUTED = "#8c8c8c"
+MEAN = PALETTE[1]  # a mean marked on a grey interval (vermillion): reads on light and dark themes
 
 
 def colour_scale(df: pd.DataFrame) -> alt.Scale:
