@@ -313,6 +313,7 @@ def _every_chart() -> list:
         charts.run_grid(metrics_table()),
         charts.range_test_chart(curves, curves, curves.assign(best_lr=0.01)),
         charts.effect_strip(pd.Series([0.1, -0.05, 0.3]), low=-0.2, high=0.5),
+        charts.effect_strip(pd.Series([0.1, 0.3]), low=-0.2, high=0.5, compact=True),  # Home's
         schedule_charts.lr_chart(lrs.assign(schedule="constant"), ["constant"]),
         schedule_charts.loss_chart(sb, ["constant", "step"]),
         batch_charts.heatmap(runs),
@@ -349,5 +350,5 @@ def test_chart_builders_never_call_from_dict(monkeypatch):
 
     monkeypatch.setattr(schemapi._FromDict, "__init__", counting)
     specs = [chart.to_dict() for chart in _every_chart()]
-    assert len(specs) == 22
+    assert len(specs) == 23
     assert len(calls) == 0, "a chart builder passed Altair a shorthand string or a dict"

@@ -15,8 +15,8 @@ Importing a module of the app changes nothing; this does, once per process:
 - **Kernels compile in the background** (``bnlr.fused.COMPILER``): a network shape new to the
   server trains on the batched engine's torch path while its kernel compiles, and only when no
   training has run for ``QUIET_S`` and no page is being built (``quiet``), so no request waits
-  for a compile. The default pages' shapes
-  are queued for it at start (a kernel in the disk cache loads at once).
+  for a compile. The default pages' shapes are queued for it at start (a kernel in the disk
+  cache loads at once).
 - **The displays one click away are computed while idle** (``ui.figures.PREFETCH``), so that a
   first click on train / test, the band or the log axis answers at once.
 - **Memory goes back to the system**: glibc's mmap threshold is fixed at 128 KB (big temporaries
