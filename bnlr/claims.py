@@ -17,6 +17,7 @@ returns one verdict per claim; ``python -m bnlr claims`` prints them, the Home p
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -208,6 +209,10 @@ def article_claims(seeds: int = 20, split: str = "train") -> pd.DataFrame:
 REPLICATION_SEEDS = 20  # how many seeds a page's replication uses, from the article's 929
 
 
+@functools.lru_cache(maxsize=64)
 def replicate(grid: Grid, count: int = REPLICATION_SEEDS) -> Grid:
-    """Returns the same experiment over ``count`` seeds from 929 (929–948 by default)."""
+    """Returns the same experiment over ``count`` seeds from 929 (929–948 by default): the same
+    object for an equal grid (a page asks on every rerun; building its hundreds of runs was a
+    quarter of LR sensitivity's cached rerun, and the same experiment object is found at once
+    in every cache keyed by it)."""
     return replace(grid, seeds=seeds_from(article.SEED, count))

@@ -4,13 +4,14 @@ import tempfile
 import pytest
 import streamlit as st
 import torch
-from apptest import scan_components_once
+from apptest import compile_scripts_once, scan_components_once
 
 import bnlr
 
 # The suite's own kernel cache: empty when it starts, shared by the servers it starts.
 os.environ["BNLR_KERNEL_CACHE"] = tempfile.mkdtemp(prefix="bnlr-kernels-")
 scan_components_once()  # one scan of installed components for all AppTests, as a server does
+compile_scripts_once()  # and each script compiled once
 # Tiny tensors gain nothing from intra-op threads; on a shared 2-core machine they only spin.
 torch.set_num_threads(1)
 
