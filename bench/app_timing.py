@@ -282,8 +282,11 @@ def main() -> None:
         runs = [page_times(path, trivial) for _ in range(args.repeat)]
 
         def median(key, runs=runs):
-            values = [r[key] for r in runs if key in r]
+            values = [r[key] for r in runs if r.get(key) is not None]
             return statistics.median(values) if values else None
+
+        def seconds(x):
+            return "—" if x is None else f"{x:.2f} s"
 
         def ms(x):
             return "—" if x is None else f"{x * 1e3:.0f} ms"
@@ -291,7 +294,7 @@ def main() -> None:
         cached = median("cached")
         ratio = statistics.median(r["cached"] / r["trivial"] for r in runs)
         print(
-            f"| {name} | {median('first'):.2f} s | {median('cold'):.2f} s | {ms(cached)} | "
+            f"| {name} | {seconds(median('first'))} | {median('cold'):.2f} s | {ms(cached)} | "
             f"{ms(median('trivial'))} | {ratio:.1f}× | "
             f"{ms(median('display'))} | {ms(median('display_shared'))} |"
         )

@@ -2,6 +2,7 @@
 coverage with no effect and its power, the claims' per-seed effects on made-up metrics, and the
 words against the interval."""
 
+import dataclasses
 import math
 import re
 
@@ -9,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import bnlr
 from bnlr import claims, evidence
 from bnlr.evidence import judge, seeds_holding, sentence, t_interval
 
@@ -234,3 +236,13 @@ def test_a_mean_effect_near_zero_is_printed_with_the_digits_that_show_it():
     v = judge("BN models react more", pd.Series([-0.003, 0.001, -0.004]), "more", "less")
     text = sentence(v, "BN models react **{word}**", "more")
     assert "mean effect -0.002" in text and "-0.00," not in text
+
+
+def test_a_replication_is_the_same_grid_over_20_seeds_and_the_same_object_for_an_equal_grid():
+    grid = bnlr.Grid(lrs=(0.01, 0.1), seeds=(5,))
+    replica = claims.replicate(grid)
+    assert replica.seeds == tuple(range(929, 949))
+    assert dataclasses.replace(replica, seeds=grid.seeds) == grid  # nothing else changed
+    again = claims.replicate(bnlr.Grid(lrs=(0.01, 0.1), seeds=(5,)))  # a new, equal grid
+    assert again is replica and again.experiment is replica.experiment
+    assert claims.replicate(bnlr.Grid(lrs=(0.01, 0.2))).lrs == (0.01, 0.2)
