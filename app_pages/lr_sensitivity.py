@@ -38,7 +38,7 @@ with display_area:
 
 def on_screen(show):  # once per result and display, shared by every session (ui.figures)
     report = analysis.sensitivity_report(result, show["split"], show["band"])
-    layout = theme.facet(len(grid.lrs), columns=2, width=440)
+    layout = theme.facet(len(grid.lrs), columns=2, width=theme.PANEL_PX)
     height = 190 if theme.presenting() else 220
     return report, {
         "loss": figures.spec(

@@ -68,7 +68,7 @@ def sharpness_figure(name: str, rep: why.WhyReport, g: Grid, only=None) -> None:
     field = "preconditioned_sharpness" if adam else "sharpness"
     title = "λ_max(P⁻¹H), preconditioned" if adam else "sharpness λ_max"
     size = {
-        **theme.facet(len(g.lrs), columns=2, width=400),
+        **theme.facet(len(g.lrs), columns=2, width=theme.PANEL_PX),
         "height": 140 if theme.presenting() else 200,
     }
     shown = rep.epochs if only is None else rep.epochs[rep.epochs["epoch"].isin(only)]

@@ -51,6 +51,10 @@ h3 { font-size: 1.3rem !important; }
 # Width of a row of chart panels (y axis included) in presentation mode: a 1280-px projector with
 # the sidebar collapsed leaves ~1220 px to the main area; a little is kept for the scrollbar.
 PRESENT_ROW_PX = 1120
+# a facet panel's width outside presentation mode: two side by side, with their axes, fit the main
+# column of a 1280-px screen with the sidebar open (900 px; at 440 the LR sensitivity panels ran
+# 74 px past it and were cut off)
+PANEL_PX = 380
 
 
 def chart_config(present: bool = False) -> dict:

@@ -12,6 +12,7 @@ import pandas as pd
 
 from bnlr.analysis import label
 from ui.style import EPOCH_AXIS, MUTED, colour, dash
+from ui.theme import PANEL_PX
 
 FACET = {"columns": 2}
 
@@ -27,7 +28,7 @@ def _by_epoch(
     title: str,
     log: bool = True,
     rule: str | None = None,
-    width: int = 400,
+    width: int = PANEL_PX,
     height: int = 200,
     columns: int = FACET["columns"],
 ) -> alt.FacetChart:

@@ -187,6 +187,20 @@ def charts(page) -> list[dict]:
     return page.evaluate(_CHARTS_JS, CHART)
 
 
+_PAST_JS = """() => {
+  const column = document.querySelector('[data-testid="stMainBlockContainer"]');
+  const main = column.getBoundingClientRect();
+  return [...document.querySelectorAll('[data-testid="stVegaLiteChart"] svg.marks')]
+    .map((svg, i) => [i, Math.round(svg.getBoundingClientRect().right - main.right)])
+    .filter(([, past]) => past > 0); }"""
+
+
+def charts_past_the_column(page) -> list[list[int]]:
+    """Returns [chart index, px] for every chart that runs past the right edge of the page's main
+    column (where Streamlit cuts it off)."""
+    return page.evaluate(_PAST_JS)
+
+
 def wait_idle(page, timeout: float = 60_000) -> None:
     """Waits until the app is connected, its script is not running and nothing is stale."""
     page.wait_for_selector(
